@@ -1,0 +1,33 @@
+# Two entry points: `make demo` (the main job) and `make test` (the test suite).
+# Both create .venv and install everything on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+# torch is pinned here (the CPU build on this machine's disk); pyproject stays permissive.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m benchmark.demo --out demo-output
+
+test: $(STAMP)
+	AET_PROGRESS=0 $(BIN)/python -m pytest -q -x --durations=15
+
+lint: $(STAMP)
+	$(BIN)/ruff check simgen models benchmark tests
+
+bench: $(STAMP)
+	$(BIN)/aet-bench speed
+
+clean:
+	rm -rf $(VENV) demo-output
