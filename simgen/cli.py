@@ -1,0 +1,300 @@
+"""``simgen``: simulate one sample, generate, validate, inspect, verify and preview datasets.
+
+Subcommand modules are imported only when the subcommand runs, so ``simgen --help`` is instant.
+Bad input ends with a one-line ``error: ...`` and exit code 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["main", "parse_tilt"]
+
+EXIT_BAD_INPUT = 2
+EXIT_SOME_FAILED = 3
+
+
+def parse_tilt(text: str) -> tuple[float, ...]:
+    """``START:STOP:COUNT`` (degrees, inclusive) -> the nominal tilt angles."""
+    import numpy as np
+
+    parts = text.split(":")
+    try:
+        if len(parts) != 3:
+            raise ValueError
+        start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise ValueError(f"--tilt={text!r}: expected START:STOP:COUNT, e.g. -70:70:29") from None
+    if count < 2 or not (-90 < start < stop < 90):
+        raise ValueError(f"--tilt={text!r}: expected -90 < START < STOP < 90 and COUNT >= 2")
+    return tuple(float(a) for a in np.linspace(start, stop, count))
+
+
+def read_angles(path: str) -> tuple[float, ...]:
+    """Angles file: N values, or N×3 Euler angles with the tilt in the second column."""
+    from simgen.importer import read_angles as _read
+
+    return tuple(float(a) for a in _read(path))
+
+
+def _positive(name):
+    def convert(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name}={text!r}: expected a positive number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{name}={text!r}: expected a positive number")
+        return value
+
+    return convert
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simgen", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("simulate", help="simulate one sample (tilt series, noise, reconstruction) into a store")
+    p.add_argument("atoms", metavar="ATOMS_FILE", nargs="?", help="atomic model (xyz, extxyz, cif, AET .npy/.mat/.txt)")
+    p.add_argument("--particle", metavar="MORPHOLOGY", help="build a particle instead of reading ATOMS_FILE")
+    p.add_argument("--composition", default="Pt", help="composition for --particle, e.g. Pt, L10:FePt, core-shell:Pd@Pt")
+    p.add_argument("--size-nm", type=_positive("--size-nm"), default=2.0, help="particle diameter for --particle (nm)")
+    p.add_argument("--out", required=True, help="output Zarr store (directory)")
+    p.add_argument("--mode", choices=["linear", "multislice", "prism"], default="linear")
+    p.add_argument("--dose", type=_positive("--dose"), default=1e4, help="dose per projection (e/Å²), default 1e4")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--tilt", default="-70:70:29", help="START:STOP:COUNT in degrees (default -70:70:29)")
+    g.add_argument("--angles", help="file of N angles, or N×3 Euler angles (tilt in column 2)")
+    p.add_argument("--sampling", type=_positive("--sampling"), default=0.4, help="voxel = pixel size (Å), default 0.4")
+    p.add_argument("--size", type=int, default=None, help="volume side in voxels (default: fit the particle)")
+    p.add_argument("--noise", action="append", default=None, metavar="NAME[:k=v,...]", help="noise model (repeatable); default poisson; 'none' for expected counts")
+    p.add_argument("--recon", choices=["sirt", "cgls", "fbp", "sart"], default="sirt")
+    p.add_argument("--iterations", type=int, default=50)
+    p.add_argument("--orientation", default="none", choices=["none", "random"], help="orientation of a model read from a file")
+    p.add_argument("--thermal-sigma", type=float, default=0.0, help="thermal displacement σ per axis (Å)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preview", metavar="PNG", help="also write a preview image")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+
+    p = sub.add_parser("generate", help="generate a named dataset of datasets.yaml on a Dask cluster")
+    p.add_argument("name")
+    p.add_argument("--config", default="datasets.yaml")
+    p.add_argument("--out", help="output Zarr store (required unless --dry-run)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=int, help="local Dask worker processes (default: one per core)")
+    g.add_argument("--scheduler", metavar="ADDR", help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--limit", type=int, help="generate only the first N samples of the plan")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+
+    p = sub.add_parser("validate", help="check datasets.yaml")
+    p.add_argument("config", nargs="?", default="datasets.yaml")
+
+    p = sub.add_parser("inspect", help="summarise a store: counts, completeness, size on disk")
+    p.add_argument("store")
+
+    p = sub.add_parser("verify", help="check every sample against the store's checksum manifest")
+    p.add_argument("store")
+
+    p = sub.add_parser("preview", help="PNG montage of one sample: projections, slices, atoms")
+    p.add_argument("store")
+    p.add_argument("--sample", type=int, default=0)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("import", help="import an experimental tilt series and reconstruct it into a one-sample store")
+    p.add_argument("tilt_series", metavar="TILT_SERIES", help=".npy, .mrc, .tif or .mat")
+    p.add_argument("--angles", required=True, help="file of N angles, or N×3 Euler angles (tilt in column 2)")
+    p.add_argument("--sampling", type=_positive("--sampling"), required=True, help="pixel size (Å)")
+    p.add_argument("--tilt-axis", choices=["x", "y"], default="y", help="image direction of the tilt axis (x = columns)")
+    p.add_argument("--key", help="array name inside a .mat file")
+    p.add_argument("--stack-axis", type=int, help="axis of the projections (default: the one matching the angles)")
+    p.add_argument("--truth", metavar="MODEL", help="ground-truth atomic model (origin at the image centre)")
+    p.add_argument("--elements", help="elements present, e.g. Si or Fe,Pt")
+    p.add_argument("--dose", type=_positive("--dose"), help="dose per projection (e/Å²) if the images are in counts")
+    p.add_argument("--recon", choices=["sirt", "cgls", "fbp", "sart"], default="sirt")
+    p.add_argument("--iterations", type=int, default=100)
+    p.add_argument("--out", required=True)
+    return parser
+
+
+def _default_size(atoms, sampling: float) -> int:
+    import numpy as np
+
+    pos = atoms.get_positions()
+    radius = float(np.max(np.linalg.norm(pos - pos.mean(axis=0), axis=1))) if len(pos) else 0.0
+    side = (2 * radius + 6.0) / sampling
+    return int(8 * np.ceil(side / 8))
+
+
+def _cmd_simulate(args) -> int:
+    import numpy as np
+
+    from simgen import store, structures
+    from simgen.sample import SampleSpec, simulate_sample
+
+    if (args.atoms is None) == (args.particle is None):
+        raise ValueError("ATOMS_FILE: give either a model file or --particle MORPHOLOGY (not both)")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"--out={args.out!r}: already exists (use --overwrite to replace it)")
+    angles = read_angles(args.angles) if args.angles else parse_tilt(args.tilt)
+    if args.iterations < 1:
+        raise ValueError(f"--iterations={args.iterations}: expected a positive integer")
+    rng = np.random.default_rng(np.random.SeedSequence(args.seed))
+    if args.atoms is not None:
+        atoms = structures.load_model(args.atoms)
+        morphology, composition, size_nm = Path(args.atoms).name, "+".join(sorted(set(atoms.get_chemical_symbols()))), 0.0
+        orientation = args.orientation
+    else:
+        atoms = structures.build_particle(
+            args.particle, args.composition, args.size_nm, rng=rng, thermal_sigma=args.thermal_sigma, orientation="random"
+        )
+        morphology, composition, size_nm, orientation = args.particle, args.composition, args.size_nm, "none"
+    size = args.size or _default_size(atoms, args.sampling)
+    spec = SampleSpec(
+        index=0,
+        morphology=morphology,
+        composition=composition,
+        size_nm=size_nm,
+        dose=args.dose,
+        angles=angles,
+        sampling=args.sampling,
+        size=size,
+        noise=tuple(args.noise or ["poisson"]),
+        noise_model=",".join(args.noise or ["poisson"]),
+        mode=args.mode,
+        orientation=orientation,
+        recon=args.recon,
+        iterations=args.iterations,
+        thermal_sigma=0.0 if args.particle else args.thermal_sigma,
+        split="test",
+    )
+    logging.getLogger("simgen").info("simulating %d atoms, %d angles, %d³ voxels", len(atoms), len(angles), size)
+    sample = simulate_sample(spec, rng, atoms=atoms)
+    store.write_single_sample_store(out, sample, spec, overwrite=args.overwrite)
+    print(f"wrote {out} ({len(sample.atoms)} atoms, tilt series {sample.tilt_series.shape}, volume {sample.volume.shape})")
+    if args.preview:
+        from simgen.preview import preview
+
+        preview(out, 0, args.preview)
+        print(f"wrote {args.preview}")
+    return 0
+
+
+def _cmd_generate(args) -> int:
+    from simgen.config import get_dataset
+
+    spec = get_dataset(args.name, args.config)
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit={args.limit}: expected a positive integer")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers={args.workers}: expected a positive integer")
+    if args.dry_run:
+        print(spec.summary(limit=args.limit))
+        return 0
+    if not args.out:
+        raise ValueError("--out: required unless --dry-run")
+    from simgen.engine import generate
+
+    report = generate(spec, args.out, workers=args.workers, scheduler=args.scheduler, limit=args.limit)
+    print(report.summary())
+    return EXIT_SOME_FAILED if report.failed else 0
+
+
+def _cmd_validate(args) -> int:
+    from simgen.config import load_catalog
+
+    catalog = load_catalog(args.config)
+    for name, spec in catalog.items():
+        print(f"{name}: {spec.n_samples} samples")
+    print(f"{args.config}: OK ({len(catalog)} datasets)")
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from simgen.store import format_inspection, inspect_store
+
+    print(format_inspection(inspect_store(args.store)))
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    from simgen.store import verify_store
+
+    problems = verify_store(args.store)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{args.store}: {len(problems)} problem(s)")
+        return 1
+    print(f"{args.store}: all samples match the manifest")
+    return 0
+
+
+def _cmd_preview(args) -> int:
+    from simgen.preview import preview
+
+    preview(args.store, args.sample, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_import(args) -> int:
+    from simgen.importer import import_tilt_series
+
+    elements = [e.strip() for e in args.elements.split(",")] if args.elements else None
+    out = import_tilt_series(
+        args.tilt_series,
+        angles=args.angles,
+        sampling=args.sampling,
+        tilt_axis=args.tilt_axis,
+        key=args.key,
+        stack_axis=args.stack_axis,
+        truth=args.truth,
+        elements=elements,
+        dose=args.dose,
+        method=args.recon,
+        iterations=args.iterations,
+        out=args.out,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+_COMMANDS = {
+    "simulate": _cmd_simulate,
+    "generate": _cmd_generate,
+    "validate": _cmd_validate,
+    "inspect": _cmd_inspect,
+    "verify": _cmd_verify,
+    "preview": _cmd_preview,
+    "import": _cmd_import,
+}
+
+
+def run_command(commands, parser, argv, prog) -> int:
+    """Parse, dispatch, and turn bad input into a one-line error (shared by the three CLIs)."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return commands[args.command](args)
+    except (ValueError, FileNotFoundError, KeyError, OSError) as exc:
+        if args.debug:
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv=None) -> int:
+    return run_command(_COMMANDS, _build_parser(), argv, "simgen")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
