@@ -1,0 +1,138 @@
+"""``pann``: train PANN (and the 3D U-Net baseline) on a store, apply it to stores or volumes."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["main", "DEFAULT_WEIGHTS", "write_prediction"]
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "demo"
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pann", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("train", help="train PANN (stage 1 + stage 2) or the unet3d baseline on a store")
+    p.add_argument("--data", required=True, help="simgen Zarr store (uses its train/val splits)")
+    p.add_argument("--out", required=True, help="run directory (weights, config, loss curves); rerun to resume")
+    p.add_argument("--model", choices=["pann", "unet3d"], default="pann")
+    p.add_argument("--steps", type=int, help="stage-1 (or unet3d) optimiser steps")
+    p.add_argument("--epochs", type=int, help="stage-2 epochs")
+    p.add_argument("--physics-weight", type=float, help="weight of the re-projection term")
+    p.add_argument("--limit", type=int, help="use at most N samples per split")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("predict", help="predict atoms (extended XYZ with class probabilities)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="simgen Zarr store: predicts every complete sample (or --split)")
+    src.add_argument("--volume", help="a reconstruction: .npy, .mrc, .tif, .mat or Zarr array")
+    p.add_argument("--sampling", type=float, help="voxel size of --volume (Å)")
+    p.add_argument("--elements", help="elements present in --volume, e.g. Fe,Pt")
+    p.add_argument("--key", help="array name inside a .mat file or Zarr group")
+    p.add_argument("--split", help="only this split of --data (e.g. test)")
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="run directory or pann.pt (default: shipped demo weights)")
+    p.add_argument("--out", required=True, help="output: a directory for --data, a .xyz file for --volume")
+    return parser
+
+
+def write_prediction(path: Path, positions, elements, probabilities=None, classes=None, info=None) -> None:
+    """Extended XYZ: positions (Å) and elements, with per-atom class probabilities as ``prob_<class>``."""
+    import ase
+    import ase.io
+    import numpy as np
+
+    atoms = ase.Atoms(symbols=[e if e != "unknown" else "X" for e in elements], positions=np.asarray(positions).reshape(-1, 3))
+    if probabilities is not None and classes is not None and len(atoms):
+        for j, name in enumerate(classes):
+            atoms.new_array(f"prob_{name}", np.asarray(probabilities)[:, j].astype(float))
+    atoms.info.update(info or {})
+    ase.io.write(path, atoms, format="extxyz")
+
+
+def _cmd_train(args) -> int:
+    from models.train import train_pann, train_unet3d
+
+    for name in ("steps", "epochs", "limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name}={value}: expected a positive integer")
+    if not Path(args.data).exists():
+        raise FileNotFoundError(f"--data={args.data!r}: no such store")
+    if args.model == "unet3d":
+        train_unet3d(args.data, args.out, steps=args.steps or 300, seed=args.seed, limit=args.limit)
+        print(f"wrote {Path(args.out) / 'unet3d.pt'}")
+        return 0
+    from models.pann import PannConfig
+
+    config = PannConfig(seed=args.seed)
+    if args.steps:
+        config.stage1_steps = args.steps
+    if args.epochs:
+        config.stage2_epochs = args.epochs
+    if args.physics_weight is not None:
+        config.physics_weight = args.physics_weight
+    model = train_pann(args.data, args.out, config, limit=args.limit)
+    print(f"wrote {Path(args.out) / 'pann.pt'} ({model!r}); loss curves in {Path(args.out) / 'loss_curves.png'}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from models.pann import PannModel
+
+    model = PannModel.load(args.weights)
+    out = Path(args.out)
+    if args.volume:
+        from simgen.importer import read_array
+
+        if args.sampling is None:
+            raise ValueError("--sampling: required with --volume (voxel size in Å)")
+        elements = [e.strip() for e in args.elements.split(",")] if args.elements else None
+        volume = read_array(args.volume, key=args.key)
+        pred = model.predict(volume, args.sampling, elements)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            tmp_file = Path(tmp) / out.name
+            write_prediction(tmp_file, pred.positions, pred.elements, pred.probabilities, pred.classes, {"source": str(args.volume)})
+            tmp_file.replace(out)
+        print(f"wrote {out}: {len(pred.elements)} atoms ({pred.extra['n_rejected']} candidates rejected as not atoms)")
+        return 0
+
+    from simgen.progress import progress_bar
+    from simgen.store import open_dataset
+
+    ds = open_dataset(args.data)
+    if args.split:
+        ds = ds.filter(split=args.split)
+    if len(ds) == 0:
+        raise ValueError(f"--data={args.data!r}: no complete samples" + (f" in split {args.split!r}" if args.split else ""))
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".pann-", dir=out.parent if out.parent.exists() else None))
+    try:
+        for i in progress_bar(range(len(ds)), desc="pann predict", unit="volume"):
+            s = ds[i]
+            pred = model.predict(s["volume"], float(s["sampling"]), list(s["elements"]))
+            write_prediction(tmp_dir / f"{int(s['index'])}.xyz", pred.positions, pred.elements, pred.probabilities, pred.classes,
+                             {"sample": int(s["index"])})
+        if out.exists():
+            shutil.rmtree(out)
+        tmp_dir.replace(out)
+    finally:
+        if tmp_dir.exists():
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    print(f"wrote {len(ds)} predictions to {out}/")
+    return 0
+
+
+def main(argv=None) -> int:
+    from simgen.cli import run_command
+
+    return run_command({"train": _cmd_train, "predict": _cmd_predict}, _build_parser(), argv, "pann")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,384 @@
+"""PANN: physics-aware neural networks for low-dose AET (arXiv 2603.19942).
+
+Stage 1 refines a reconstructed volume with a global-local 3D residual U-Net. Stage 2 traces
+candidate atoms in the refined volume, describes each by the 3D Zernike invariants of its
+neighbourhood plus its intensities, and classifies every candidate with a graph attention
+Transformer into one of the elements or "not an atom" (which removes false peaks).
+
+A :class:`PannModel` bundles both stages with the configuration and the feature normalisation;
+:meth:`PannModel.save` / :meth:`PannModel.load` round-trip it as one ``pann.pt`` file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.tracing import trace_atoms
+
+__all__ = ["PannConfig", "PannModel", "PannPrediction", "volume_scale", "candidate_features", "NOT_AN_ATOM"]
+
+logger = logging.getLogger(__name__)
+
+NOT_AN_ATOM = "none"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class PannConfig:
+    """Hyperparameters of both stages and of their training.
+
+    Args:
+        elements: Elements the classifier knows (class order); "not an atom" is appended.
+        sampling: Voxel size (Å) of the training volumes; inputs at another sampling are rescaled.
+        base_channels: Stage-1 channels at full resolution.
+        levels: Stage-1 U-Net depth.
+        global_size: Side (voxels) of the downsampled whole volume seen by the global branch.
+        slab: Thickness (voxels, along the tilt axis y) of the full-x/z slabs stage 1 trains on; a
+            slab's projection is exactly a band of rows of the tilt series, so the physics term is
+            exact on a patch.
+        physics_weight: Weight of the re-projection term against the measured tilt series.
+        stage1_steps: Optimiser steps of stage 1.
+        batch_size: Slabs per stage-1 step.
+        lr: Adam learning rate of both stages.
+        zernike_order: Order of the 3D Zernike moments.
+        zernike_radius: Radius (Å) of the sphere described around each candidate.
+        knn: Neighbours per candidate in the graph.
+        hidden: Stage-2 hidden width.
+        heads: Stage-2 attention heads.
+        layers: Stage-2 graph layers.
+        stage2_epochs: Passes over the training graphs in stage 2.
+        trace_threshold: Candidate threshold as a fraction of the volume's robust maximum (kept
+            low: stage 2 removes the false peaks).
+        match_radius: Radius (Å) within which a candidate is labelled with a true atom.
+        seed: Seed of initialisation and sampling.
+    """
+
+    elements: tuple[str, ...] = ()
+    sampling: float = 0.4
+    base_channels: int = 16
+    levels: int = 3
+    global_size: int = 32
+    slab: int = 16
+    physics_weight: float = 0.1
+    stage1_steps: int = 300
+    batch_size: int = 2
+    lr: float = 2e-3
+    zernike_order: int = 8
+    zernike_radius: float = 1.6
+    knn: int = 12
+    hidden: int = 64
+    heads: int = 4
+    layers: int = 3
+    stage2_epochs: int = 40
+    trace_threshold: float = 0.15
+    match_radius: float = 1.0
+    seed: int = 0
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return (*self.elements, NOT_AN_ATOM)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PannConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"config keys {unknown}: not PANN settings (allowed: {sorted(known)})")
+        data = dict(data)
+        if "elements" in data:
+            data["elements"] = tuple(data["elements"])
+        return cls(**data)
+
+
+@dataclass
+class PannPrediction:
+    """Atoms predicted by PANN for one volume.
+
+    Args:
+        positions: (N, 3) Å, (x, y, z) in the volume frame.
+        elements: N element symbols.
+        probabilities: (N, C) class probabilities, columns = ``classes``.
+        classes: Class names (elements + "none").
+        refined: The stage-1 refined volume ``[z, y, x]`` at the input sampling.
+    """
+
+    positions: np.ndarray
+    elements: list[str]
+    probabilities: np.ndarray
+    classes: tuple[str, ...]
+    refined: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def volume_scale(volume: np.ndarray) -> float:
+    """Robust intensity scale of a volume (its 99.9th percentile), so networks see O(1) values.
+
+    Per-volume scaling keeps the method usable on experimental reconstructions whose absolute
+    scale is arbitrary.
+    """
+    value = float(np.percentile(volume, 99.9))
+    return value if value > 0 else float(np.max(np.abs(volume))) or 1.0
+
+
+def _check_volume(volume: np.ndarray, name: str = "volume") -> np.ndarray:
+    volume = np.asarray(volume)
+    if volume.ndim != 3:
+        raise ValueError(f"{name}: expected a 3D array [z, y, x], got shape {volume.shape}")
+    if min(volume.shape) < 8:
+        raise ValueError(f"{name}: expected at least 8 voxels per axis, got shape {volume.shape}")
+    if not np.all(np.isfinite(volume)):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    return volume.astype(np.float32, copy=False)
+
+
+def candidate_features(
+    refined: np.ndarray,
+    raw: np.ndarray,
+    positions: np.ndarray,
+    sampling: float,
+    config: PannConfig,
+) -> np.ndarray:
+    """Per-candidate node features: Zernike invariants of the refined density + intensities.
+
+    Intensities are divided by the median over candidates, so the features do not depend on the
+    volume's absolute scale (dose, detector gain, experimental normalisation).
+
+    Returns:
+        (N, F) float32.
+    """
+    from models.zernike import atom_descriptors
+
+    n = len(positions)
+    if n == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    zern = atom_descriptors(refined, positions, sampling, config.zernike_radius, order=config.zernike_order)
+    zern_raw = atom_descriptors(raw, positions, sampling, config.zernike_radius, order=config.zernike_order)
+    # Intensity-like invariants (n = l = 0 moment) relative to the sample's typical candidate.
+    scale = np.median(zern[:, 0]) or 1.0
+    scale_raw = np.median(zern_raw[:, 0]) or 1.0
+    shape = zern / np.maximum(np.abs(zern[:, :1]), 1e-12)
+    shape_raw = zern_raw / np.maximum(np.abs(zern_raw[:, :1]), 1e-12)
+    idx = np.clip(np.rint(positions[:, ::-1] / sampling).astype(int), 0, np.array(refined.shape) - 1)
+    peak = refined[idx[:, 0], idx[:, 1], idx[:, 2]]
+    peak_raw = raw[idx[:, 0], idx[:, 1], idx[:, 2]]
+    # Local environment: number of candidates within 1.2× and 1.6× a typical bond.
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(positions)
+    counts = [np.array([len(c) - 1 for c in tree.query_ball_point(positions, r)]) for r in (3.0, 4.2)]
+    features = np.column_stack(
+        [
+            zern[:, 0] / scale,
+            zern_raw[:, 0] / scale_raw,
+            peak / (np.median(peak) or 1.0),
+            peak_raw / (np.median(peak_raw) or 1.0),
+            shape[:, 1:],
+            shape_raw[:, 1:],
+            counts[0] / 12.0,
+            counts[1] / 12.0,
+        ]
+    )
+    return np.nan_to_num(features.astype(np.float32))
+
+
+class PannModel:
+    """Both PANN stages with their configuration; apply with :meth:`predict`.
+
+    Args:
+        config: Hyperparameters and the element classes.
+        stage1: The global-local ResUNet (built from ``config`` when omitted).
+        stage2: The species Transformer (built lazily once the feature width is known).
+        feature_mean: Per-feature mean used to standardise stage-2 inputs.
+        feature_std: Per-feature standard deviation.
+    """
+
+    def __init__(self, config: PannConfig, stage1=None, stage2=None, feature_mean=None, feature_std=None):
+        self.config = config
+        self.stage1 = stage1 if stage1 is not None else build_stage1(config)
+        self.stage2 = stage2
+        self.feature_mean = feature_mean
+        self.feature_std = feature_std
+        self.history: dict = {}
+
+    def __repr__(self) -> str:
+        n1 = sum(p.numel() for p in self.stage1.parameters())
+        n2 = sum(p.numel() for p in self.stage2.parameters()) if self.stage2 is not None else 0
+        return f"PannModel(elements={self.config.elements}, sampling={self.config.sampling}, params={n1 + n2:,})"
+
+    # ------------------------------------------------------------------ stage 1
+    def refine(self, volume: np.ndarray, *, device: str | None = None) -> np.ndarray:
+        """Stage 1: refined volume ``[z, y, x]`` in the input's intensity units."""
+        from models.resunet import sliding_window_predict
+
+        volume = _check_volume(volume)
+        scale = volume_scale(volume)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.stage1.to(device).eval()
+        refined = sliding_window_predict(
+            self.stage1, volume / scale, patch_size=_slab_patch(volume.shape, self.config), overlap=0.25
+        )
+        return (np.asarray(refined, dtype=np.float32) * scale).astype(np.float32)
+
+    # ------------------------------------------------------------------ stage 2
+    def candidates(self, refined: np.ndarray, sampling: float):
+        return trace_atoms(
+            refined,
+            sampling,
+            threshold=self.config.trace_threshold * volume_scale(refined),
+            elements=list(self.config.elements) or None,
+        )
+
+    def graph_inputs(self, refined, raw, positions, sampling):
+        from models.species import build_graph
+
+        features = candidate_features(refined, raw, positions, sampling, self.config)
+        if self.feature_mean is not None:
+            features = (features - self.feature_mean) / self.feature_std
+        edge_index, edge_attr = build_graph(torch.as_tensor(positions, dtype=torch.float32), k=self.config.knn)
+        return torch.as_tensor(features, dtype=torch.float32), edge_index, edge_attr
+
+    def classify(self, refined, raw, positions, sampling, elements=None) -> np.ndarray:
+        """Class probabilities (N, C) of candidates; classes absent from ``elements`` get 0."""
+        if self.stage2 is None:
+            raise ValueError("weights: this model has no trained stage 2 (species classifier)")
+        if len(positions) == 0:
+            return np.zeros((0, len(self.config.classes)), dtype=np.float32)
+        x, edge_index, edge_attr = self.graph_inputs(refined, raw, positions, sampling)
+        self.stage2.eval()
+        with torch.no_grad():
+            logits = self.stage2(x, edge_index, edge_attr)
+        if elements is not None:
+            allowed = torch.tensor([c in elements or c == NOT_AN_ATOM for c in self.config.classes])
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        return torch.softmax(logits, dim=-1).numpy().astype(np.float32)
+
+    # ------------------------------------------------------------------ full pipeline
+    def predict(self, volume: np.ndarray, sampling: float, elements=None, *, keep_refined=True) -> PannPrediction:
+        """Predict atoms (positions in Å, elements, class probabilities) in a reconstruction.
+
+        Args:
+            volume: Reconstruction ``[z, y, x]`` (any intensity scale).
+            sampling: Its voxel size in Å; rescaled to the training sampling when they differ.
+            elements: Elements present (a subset of the model's); ``None`` allows all.
+        """
+        volume = _check_volume(volume)
+        if not (np.isfinite(sampling) and sampling > 0):
+            raise ValueError(f"sampling={sampling!r}: expected a positive voxel size in Å")
+        ratio = sampling / self.config.sampling
+        if not 0.5 <= ratio <= 2.0:
+            raise ValueError(
+                f"sampling={sampling} Å: too far from the weights' training sampling {self.config.sampling} Å "
+                "(expected within a factor of 2; resample the volume first)"
+            )
+        if elements is not None:
+            unknown = [e for e in elements if e not in self.config.elements]
+            if unknown:
+                raise ValueError(
+                    f"elements={list(elements)}: {unknown} not among the weights' elements {list(self.config.elements)}"
+                )
+        work, work_sampling = volume, sampling
+        if abs(ratio - 1.0) > 0.02:
+            from scipy.ndimage import zoom
+
+            work = zoom(volume, ratio, order=1).astype(np.float32)
+            work_sampling = self.config.sampling
+        refined = self.refine(work)
+        cand = self.candidates(refined, work_sampling)
+        positions = np.asarray(cand.positions, dtype=np.float64)
+        probs = self.classify(refined, work, positions, work_sampling, elements)
+        classes = self.config.classes
+        labels = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
+        keep = np.array([classes[i] != NOT_AN_ATOM for i in labels], dtype=bool)
+        return PannPrediction(
+            positions=positions[keep],
+            elements=[classes[i] for i in labels[keep]],
+            probabilities=probs[keep],
+            classes=classes,
+            refined=refined if keep_refined else None,
+            extra={"n_candidates": int(len(positions)), "n_rejected": int((~keep).sum())},
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, run_dir: str | Path) -> Path:
+        """Write ``pann.pt`` (weights + config + normalisation) and ``config.json`` to ``run_dir``."""
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "version": CHECKPOINT_VERSION,
+            "config": self.config.to_dict(),
+            "stage1": self.stage1.state_dict(),
+            "stage2": self.stage2.state_dict() if self.stage2 is not None else None,
+            "stage2_in_features": getattr(self.stage2, "in_features", None),
+            "feature_mean": None if self.feature_mean is None else np.asarray(self.feature_mean).tolist(),
+            "feature_std": None if self.feature_std is None else np.asarray(self.feature_std).tolist(),
+            "history": self.history,
+        }
+        path = run_dir / "pann.pt"
+        tmp = path.with_suffix(".pt.tmp")
+        torch.save(payload, tmp)
+        tmp.replace(path)
+        (run_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        return path
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> PannModel:
+        """Load from a run directory (or a ``pann.pt`` file); a corrupted file gives a clear error."""
+        path = Path(run_dir)
+        if path.is_dir():
+            path = path / "pann.pt"
+        if not path.exists():
+            raise FileNotFoundError(f"weights={str(run_dir)!r}: no pann.pt found")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+            config = PannConfig.from_dict(payload["config"])
+            model = cls(config)
+            model.stage1.load_state_dict(payload["stage1"])
+            if payload.get("stage2") is not None:
+                model.stage2 = build_stage2(config, payload["stage2_in_features"])
+                model.stage2.load_state_dict(payload["stage2"])
+        except (RuntimeError, KeyError, TypeError, EOFError, ValueError) as exc:
+            raise ValueError(f"weights={str(path)!r}: not a valid PANN checkpoint ({type(exc).__name__}: {exc})") from None
+        if payload.get("feature_mean") is not None:
+            model.feature_mean = np.asarray(payload["feature_mean"], dtype=np.float32)
+            model.feature_std = np.asarray(payload["feature_std"], dtype=np.float32)
+        model.history = payload.get("history", {})
+        return model
+
+
+def _slab_patch(shape, config: PannConfig) -> tuple[int, int, int]:
+    """Inference patches: full z/x extent (as in training) unless the volume is very large."""
+    z, y, x = shape
+    return (z, min(y, max(config.slab, 32)), x)
+
+
+def build_stage1(config: PannConfig):
+    from models.resunet import GlobalLocalResUNet
+
+    torch.manual_seed(config.seed)
+    return GlobalLocalResUNet(
+        in_channels=1,
+        out_channels=1,
+        base_channels=config.base_channels,
+        levels=config.levels,
+        global_size=config.global_size,
+    )
+
+
+def build_stage2(config: PannConfig, in_features: int):
+    from models.species import SpeciesTransformer
+
+    torch.manual_seed(config.seed)
+    model = SpeciesTransformer(
+        in_features, len(config.classes), hidden=config.hidden, heads=config.heads, layers=config.layers
+    )
+    model.in_features = in_features
+    return model
