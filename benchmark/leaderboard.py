@@ -1,0 +1,136 @@
+"""Leaderboards: method × dose tables (Markdown, HTML, CSV) with mean ± std and the best marked, plus plots."""
+
+from __future__ import annotations
+
+import csv
+import html
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.runner import METRIC_KEYS
+
+__all__ = ["aggregate", "write_leaderboard", "plot_against_dose", "METRIC_LABELS"]
+
+METRIC_LABELS = {
+    "coordinate_error_pm": "coordinate error (pm)",
+    "recovery_rate": "recovery rate (%)",
+    "recovery_rate_species": "recovery with element (%)",
+    "precision": "precision (%)",
+    "species_accuracy": "species accuracy (%)",
+}
+_PERCENT = {"recovery_rate", "recovery_rate_species", "precision", "species_accuracy"}
+
+
+def aggregate(records, by=("method", "dose"), metrics=tuple(METRIC_KEYS)) -> list[dict]:
+    """Mean, standard deviation and count of each metric per group (NaN/None values are skipped)."""
+    groups = defaultdict(list)
+    for r in records:
+        groups[tuple(r.get(k) for k in by)].append(r)
+    rows = []
+    for key in sorted(groups, key=lambda k: tuple((str(type(x)), x) for x in k)):
+        row = dict(zip(by, key))
+        row["n"] = len(groups[key])
+        for m in metrics:
+            values = np.array([r.get(m) for r in groups[key] if r.get(m) is not None], dtype=float)
+            values = values[np.isfinite(values)]
+            scale = 100.0 if m in _PERCENT else 1.0
+            row[m] = float(values.mean() * scale) if len(values) else math.nan
+            row[m + "_std"] = float(values.std(ddof=1) * scale) if len(values) > 1 else (0.0 if len(values) else math.nan)
+        rows.append(row)
+    return rows
+
+
+def _best(rows, metric, group_key):
+    """Per group (e.g. dose), the index of the best row for ``metric``."""
+    best = {}
+    lower = METRIC_KEYS[metric]
+    for i, row in enumerate(rows):
+        value = row[metric]
+        if not np.isfinite(value):
+            continue
+        g = row.get(group_key)
+        if g not in best or (value < rows[best[g]][metric] if lower else value > rows[best[g]][metric]):
+            best[g] = i
+    return set(best.values())
+
+
+def _fmt(row, m):
+    v, s = row[m], row[m + "_std"]
+    if not np.isfinite(v):
+        return "–"
+    digits = 1
+    return f"{v:.{digits}f} ± {s:.{digits}f}" if np.isfinite(s) else f"{v:.{digits}f}"
+
+
+def write_leaderboard(records, out_dir, *, title="AET leaderboard") -> dict[str, Path]:
+    """Write ``leaderboard.md``, ``.html``, ``.csv`` and ``leaderboard.png`` into ``out_dir``."""
+    if not records:
+        raise ValueError("results: no records to rank")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = aggregate(records)
+    metrics = list(METRIC_KEYS)
+    best = {m: _best(rows, m, "dose") for m in metrics}
+    header = ["method", "dose (e/Å²)", "n"] + [METRIC_LABELS[m] for m in metrics]
+
+    md = [f"# {title}", "", "Mean ± standard deviation over samples; **bold** = best at that dose.", "",
+          "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for i, row in enumerate(rows):
+        cells = [str(row["method"]), f"{row['dose']:.3g}", str(row["n"])]
+        cells += [f"**{_fmt(row, m)}**" if i in best[m] else _fmt(row, m) for m in metrics]
+        md.append("| " + " | ".join(cells) + " |")
+    paths = {"md": out_dir / "leaderboard.md", "html": out_dir / "leaderboard.html", "csv": out_dir / "leaderboard.csv"}
+    paths["md"].write_text("\n".join(md) + "\n")
+
+    css = ("body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
+           "td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}th{background:#f3f3f3}"
+           "td:first-child,th:first-child{text-align:left}.best{font-weight:bold;background:#e6f4ea}")
+    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{css}</style></head><body>",
+         f"<h1>{html.escape(title)}</h1><p>Mean ± standard deviation over samples; highlighted = best at that dose.</p>",
+         "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>"]
+    for i, row in enumerate(rows):
+        cells = [f"<td>{html.escape(str(row['method']))}</td><td>{row['dose']:.3g}</td><td>{row['n']}</td>"]
+        cells += [f"<td class='best'>{_fmt(row, m)}</td>" if i in best[m] else f"<td>{_fmt(row, m)}</td>" for m in metrics]
+        h.append("<tr>" + "".join(cells) + "</tr>")
+    h.append("</table><p><img src='leaderboard.png' style='max-width:100%'></p></body></html>")
+    paths["html"].write_text("\n".join(h))
+
+    with open(paths["csv"], "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["method", "dose", "n"] + [c for m in metrics for c in (m, m + "_std")])
+        for row in rows:
+            writer.writerow([row["method"], row["dose"], row["n"]] + [row[c] for m in metrics for c in (m, m + "_std")])
+    paths["png"] = plot_against_dose(rows, out_dir / "leaderboard.png", title=title)
+    return paths
+
+
+def plot_against_dose(rows, out, *, title="", metrics=("coordinate_error_pm", "recovery_rate_species", "species_accuracy", "precision")) -> Path:
+    """Curves of each metric against dose (log axis) per method, with ±std error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = sorted({r["method"] for r in rows})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 3.8))
+    markers = "osD^v<>"
+    for ax, m in zip(np.atleast_1d(axes), metrics):
+        for k, method in enumerate(methods):
+            sel = sorted((r for r in rows if r["method"] == method), key=lambda r: r["dose"])
+            x = [r["dose"] for r in sel]
+            ax.errorbar(x, [r[m] for r in sel], yerr=[r[m + "_std"] for r in sel], marker=markers[k % len(markers)],
+                        capsize=3, lw=1.6, ms=5, label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("dose per projection (e/Å²)")
+        ax.set_ylabel(METRIC_LABELS[m])
+        ax.grid(alpha=0.3, which="both")
+    np.atleast_1d(axes)[0].legend(frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return Path(out)
