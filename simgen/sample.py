@@ -45,6 +45,7 @@ class SampleSpec:
     iterations: int = 50
     target_sigma: float = 0.35
     split: str = "train"
+    structure_seed: int | None = None  # when set, the particle is built from its own generator
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,11 +91,14 @@ def simulate_sample(spec: SampleSpec, rng: np.random.Generator, atoms=None) -> S
     from simgen import imaging, noise, reconstruct, structures, targets
 
     if atoms is None:
+        # A structure_seed makes the particle independent of the sample's generator, so the same
+        # particle can be imaged at several doses or noise models (config: same_structure_across).
+        structure_rng = rng if spec.structure_seed is None else np.random.default_rng(np.random.SeedSequence(spec.structure_seed))
         atoms = structures.build_particle(
             spec.morphology,
             spec.composition,
             spec.size_nm,
-            rng=rng,
+            rng=structure_rng,
             orientation=spec.orientation,
             thermal_sigma=spec.thermal_sigma,
             vacancy_fraction=spec.vacancy_fraction,

@@ -1,0 +1,1142 @@
+"""The dataset catalogue: ``datasets.yaml`` in, validated frozen dataclasses inside.
+
+A catalogue is a YAML mapping ``datasets: {name: {...}}`` (intake/kedro style). Each entry is
+turned once into a :class:`DatasetSpec`; the rest of the code never sees raw dicts. A broken
+entry raises ``ValueError`` naming the file, the dataset, the key, the value and what is allowed
+(unknown keys get a "did you mean" suggestion).
+
+Randomness (DESIGN.md): sample ``i`` of a dataset with seed ``s`` uses the generator
+``default_rng(SeedSequence(s, spawn_key=(i,)))`` — the same stream as ``SeedSequence(s).spawn(n)[i]``
+but O(1). The plan's own random choices (sizes, random draws, the split) come from generators
+seeded with ``SeedSequence([s, tag])`` for fixed tags, so the plan is a pure function of the spec.
+When ``samples.same_structure_across`` lists plan axes (e.g. ``[dose]``), every sample that
+differs only along those axes gets the same ``structure_seed`` and therefore the same particle
+(atoms, orientation, thermal displacements): the structure generator depends on the particle
+index only, never on the dose or the noise model.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "DatasetSpec",
+    "Distribution",
+    "Split",
+    "StorageSpec",
+    "load_catalog",
+    "get_dataset",
+    "validate_catalog",
+    "default_catalog_path",
+    "sample_rng",
+    "GRID_AXES",
+]
+
+logger = logging.getLogger(__name__)
+
+MODES = ("linear", "multislice", "prism")
+RECON_METHODS = ("sirt", "cgls", "fbp", "sart")
+SPLIT_NAMES = ("train", "val", "test")
+GRID_AXES = ("morphology", "composition", "dose", "noise_model", "size_nm")
+HOLD_OUT_FIELDS = ("morphology", "composition", "dose", "noise_model")
+ORIENTATIONS = ("random", "none")
+LOSSY_CODECS = ("float16", "bitround")
+STORE_ARRAYS = ("tilt_series", "volume", "target")
+
+# Tags that separate the plan's generators from the per-sample streams (spawn keys (i,)).
+_PLAN_TAG = 0x706C616E  # "plan"
+_STRUCTURE_TAG = 0x73747275  # "stru"
+_SPLIT_TAG = 0x73706C74  # "splt"
+
+_DATASET_KEYS = (
+    "description",
+    "seed",
+    "sampling",
+    "size",
+    "microscope",
+    "mode",
+    "tilt",
+    "particles",
+    "doses",
+    "noise_models",
+    "reconstruction",
+    "target",
+    "split",
+    "samples",
+    "storage",
+)
+_MICROSCOPE_KEYS = (
+    "energy",
+    "semiangle_cutoff",
+    "detector_inner",
+    "detector_outer",
+    "defocus",
+    "cs",
+)
+_PARTICLE_KEYS = (
+    "morphology",
+    "composition",
+    "size_nm",
+    "orientation",
+    "thermal_sigma",
+    "vacancy_fraction",
+)
+
+
+def sample_rng(dataset_seed: int, index: int) -> np.random.Generator:
+    """Generator of sample ``index``: ``SeedSequence(dataset_seed).spawn(n)[index]``, in O(1)."""
+    return np.random.default_rng(np.random.SeedSequence(dataset_seed, spawn_key=(index,)))
+
+
+def default_catalog_path() -> Path:
+    """``./datasets.yaml`` if present, else the copy at the root of the source tree."""
+    local = Path("datasets.yaml")
+    if local.is_file():
+        return local
+    return Path(__file__).resolve().parent.parent / "datasets.yaml"
+
+
+# --------------------------------------------------------------------------------------------
+# Small typed pieces of a dataset spec
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A scalar parameter: fixed ``values`` (one is a constant, several a uniform choice) or a
+    uniform range ``[low, high]`` (log-uniform when ``log``)."""
+
+    values: tuple[float, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+
+    @property
+    def is_range(self) -> bool:
+        return not self.values
+
+    @property
+    def maximum(self) -> float:
+        return max(self.values) if self.values else float(self.high)
+
+    def draw(self, rng: np.random.Generator) -> float:
+        """One value; a single fixed value consumes no randomness."""
+        if len(self.values) == 1:
+            return float(self.values[0])
+        if self.values:
+            return float(self.values[int(rng.integers(len(self.values)))])
+        if self.log:
+            return float(np.exp(rng.uniform(np.log(self.low), np.log(self.high))))
+        return float(rng.uniform(self.low, self.high))
+
+    def to_yaml(self):
+        if self.values:
+            return self.values[0] if len(self.values) == 1 else list(self.values)
+        out = {"min": self.low, "max": self.high}
+        if self.log:
+            out["log"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class Split:
+    """How samples are assigned to train/val/test.
+
+    ``hold_out`` maps a split to rules ``{field: values}``: a sample whose ``field`` takes one of
+    ``values`` (for any of the rules) goes to that split, so whole morphologies or compositions
+    stay unseen in training. The other samples are split by ``fractions``, by particle (all
+    samples sharing a structure land in the same split), using a seeded permutation.
+    """
+
+    fractions: tuple[tuple[str, float], ...] = (("train", 1.0),)
+    hold_out: tuple[tuple[str, tuple[tuple[str, tuple], ...]], ...] = ()
+
+    def held_out_split(self, values: Mapping[str, object]) -> str | None:
+        for split_name, rules in self.hold_out:
+            for field_name, held in rules:
+                if values[field_name] in held:
+                    return split_name
+        return None
+
+    def to_yaml(self) -> dict:
+        out: dict = {"fractions": dict(self.fractions)}
+        if self.hold_out:
+            out["hold_out"] = {s: {f: list(v) for f, v in rules} for s, rules in self.hold_out}
+        return out
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    """Zarr storage: lossless Zstd by default; optional lossy encoding per array.
+
+    ``lossy`` maps an array name (tilt_series, volume, target) to ``"float16"`` or
+    ``"bitround:K"`` (keep K float32 mantissa bits). The store records the error it introduced.
+    """
+
+    compression_level: int = 3
+    lossy: tuple[tuple[str, str], ...] = ()
+
+    def to_yaml(self) -> dict:
+        out: dict = {"compression_level": self.compression_level}
+        if self.lossy:
+            out["lossy"] = dict(self.lossy)
+        return out
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One validated dataset of the catalogue (units: Å, degrees, eV, mrad, e/Å² per projection).
+
+    Build it with :func:`load_catalog` / :func:`get_dataset` (or :meth:`from_dict`), which
+    validate every key. :meth:`plan` resolves it into one :class:`simgen.sample.SampleSpec` per
+    sample, in a deterministic order.
+    """
+
+    name: str
+    description: str
+    seed: int
+    sampling: float
+    size: int
+    angles: tuple[float, ...]
+    morphologies: tuple[str, ...]
+    compositions: tuple[str, ...]
+    doses: tuple[float, ...]
+    noise_models: tuple[tuple[str, tuple[str, ...]], ...]
+    size_nm: Distribution
+    thermal_sigma: Distribution = Distribution((0.0,))
+    vacancy_fraction: Distribution = Distribution((0.0,))
+    orientations: tuple[str, ...] = ("random",)
+    microscope: tuple[tuple[str, float], ...] = ()
+    mode: str = "linear"
+    recon: str = "sirt"
+    iterations: int = 50
+    target_sigma: float = 0.35
+    grid_axes: tuple[str, ...] = ("morphology", "composition", "dose", "noise_model")
+    replicas: int = 0
+    count: int = 0
+    same_structure_across: tuple[str, ...] = ()
+    split: Split = field(default_factory=Split)
+    storage: StorageSpec = field(default_factory=StorageSpec)
+
+    # ---- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, name: str, data: Mapping, *, source: str = "datasets.yaml") -> DatasetSpec:
+        """Validate one catalogue entry; ``ValueError`` names source, dataset, key and value."""
+        return _parse_dataset(name, data, _Where(source, name))
+
+    # ---- derived quantities ---------------------------------------------------------------
+
+    @property
+    def n_grid(self) -> int:
+        if not self.replicas:
+            return 0
+        return math.prod(len(self._axis_values(a)) for a in self.grid_axes) * self.replicas
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples in the plan (grid cells × replicas + random draws)."""
+        return self.n_grid + self.count
+
+    @property
+    def n_angles(self) -> int:
+        return len(self.angles)
+
+    def _axis_values(self, axis: str) -> tuple:
+        if axis == "morphology":
+            return self.morphologies
+        if axis == "composition":
+            return self.compositions
+        if axis == "dose":
+            return self.doses
+        if axis == "noise_model":
+            return tuple(n for n, _ in self.noise_models)
+        if axis == "size_nm":
+            return self.size_nm.values
+        raise AssertionError(axis)
+
+    def microscope_object(self):
+        """The :class:`simgen.imaging.Microscope` of this dataset."""
+        from simgen.imaging import Microscope
+
+        return Microscope(**dict(self.microscope))
+
+    # ---- the plan -------------------------------------------------------------------------
+
+    def plan_rows(self) -> list[dict]:
+        """The plan as plain dicts (no simgen.sample import): one per sample, in order."""
+        plan_rng = np.random.default_rng(np.random.SeedSequence([self.seed, _PLAN_TAG]))
+        noise = dict(self.noise_models)
+        rows: list[dict] = []
+        particle_of: list[int] = []
+        particle_params: dict[tuple, dict] = {}
+
+        def particle_draws(rng: np.random.Generator, fixed: Mapping) -> dict:
+            return {
+                "size_nm": fixed["size_nm"] if "size_nm" in fixed else self.size_nm.draw(rng),
+                "thermal_sigma": self.thermal_sigma.draw(rng),
+                "vacancy_fraction": self.vacancy_fraction.draw(rng),
+                "orientation": self.orientations[int(rng.integers(len(self.orientations)))]
+                if len(self.orientations) > 1
+                else self.orientations[0],
+            }
+
+        if self.replicas:
+            axes = self.grid_axes
+            shared = set(self.same_structure_across)
+            for cell in itertools.product(*(self._axis_values(a) for a in axes)):
+                values = dict(zip(axes, cell))
+                for replica in range(self.replicas):
+                    key = tuple(v for a, v in values.items() if a not in shared) + (replica,)
+                    if key not in particle_params:
+                        params = particle_draws(plan_rng, values)
+                        params["particle"] = len(particle_params)
+                        particle_params[key] = params
+                    params = particle_params[key]
+                    row = {
+                        "morphology": values.get("morphology", self.morphologies[0]),
+                        "composition": values.get("composition", self.compositions[0]),
+                        "dose": values.get("dose", self.doses[0]),
+                        "noise_model": values.get("noise_model", self.noise_models[0][0]),
+                        "replica": replica,
+                        **params,
+                    }
+                    rows.append(row)
+                    particle_of.append(params["particle"])
+        n_particles = len(particle_params)
+        for k in range(self.count):
+            row = {
+                "morphology": self.morphologies[int(plan_rng.integers(len(self.morphologies)))],
+                "composition": self.compositions[int(plan_rng.integers(len(self.compositions)))],
+                "dose": self.doses[int(plan_rng.integers(len(self.doses)))],
+                "noise_model": self.noise_models[int(plan_rng.integers(len(self.noise_models)))][0],
+                "replica": k,
+                **particle_draws(plan_rng, {}),
+                "particle": n_particles + k,
+            }
+            rows.append(row)
+            particle_of.append(n_particles + k)
+
+        splits = self._assign_splits(rows, particle_of)
+        share = bool(self.same_structure_across)
+        for index, row in enumerate(rows):
+            row["index"] = index
+            row["split"] = splits[index]
+            row["noise"] = noise[row["noise_model"]]
+            row["seed"] = self.seed
+            row["structure_seed"] = _structure_seed(self.seed, row["particle"]) if share else None
+        return rows
+
+    def _assign_splits(self, rows: list[dict], particle_of: list[int]) -> list[str]:
+        splits: list[str | None] = [self.split.held_out_split(r) for r in rows]
+        free_particles = sorted({p for p, s in zip(particle_of, splits) if s is None})
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, _SPLIT_TAG]))
+        order = rng.permutation(len(free_particles))
+        names = [n for n, _ in self.split.fractions]
+        bounds = np.rint(
+            np.cumsum([f for _, f in self.split.fractions]) * len(free_particles)
+        ).astype(int)
+        particle_split = {}
+        for rank, position in enumerate(order):
+            particle_split[free_particles[position]] = names[
+                int(np.searchsorted(bounds, rank, side="right"))
+            ]
+        return [s if s is not None else particle_split[p] for s, p in zip(splits, particle_of)]
+
+    def plan(self, limit: int | None = None) -> list:
+        """The resolved samples (:class:`simgen.sample.SampleSpec`), deterministic order.
+
+        Grid cells come first (axes in ``grid_axes`` order, replicas innermost), then the random
+        draws. ``limit`` keeps the first N.
+        """
+        from simgen.sample import SampleSpec
+
+        microscope = self.microscope_object()
+        specs = []
+        for row in self.plan_rows()[:limit]:
+            specs.append(
+                SampleSpec(
+                    index=row["index"],
+                    morphology=row["morphology"],
+                    composition=row["composition"],
+                    size_nm=row["size_nm"],
+                    dose=row["dose"],
+                    angles=self.angles,
+                    sampling=self.sampling,
+                    size=self.size,
+                    noise=row["noise"],
+                    noise_model=row["noise_model"],
+                    mode=self.mode,
+                    microscope=microscope,
+                    thermal_sigma=row["thermal_sigma"],
+                    vacancy_fraction=row["vacancy_fraction"],
+                    orientation=row["orientation"],
+                    recon=self.recon,
+                    iterations=self.iterations,
+                    target_sigma=self.target_sigma,
+                    split=row["split"],
+                    structure_seed=row["structure_seed"],
+                )
+            )
+        return specs
+
+    # ---- reporting ------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """The resolved spec in catalogue form (round-trips through :meth:`from_dict`)."""
+        out = {
+            "description": self.description,
+            "seed": self.seed,
+            "sampling": self.sampling,
+            "size": self.size,
+            "microscope": dict(self.microscope),
+            "mode": self.mode,
+            "tilt": {"angles": list(self.angles)},
+            "particles": {
+                "morphology": list(self.morphologies),
+                "composition": list(self.compositions),
+                "size_nm": self.size_nm.to_yaml(),
+                "orientation": list(self.orientations),
+                "thermal_sigma": self.thermal_sigma.to_yaml(),
+                "vacancy_fraction": self.vacancy_fraction.to_yaml(),
+            },
+            "doses": list(self.doses),
+            "noise_models": {n: list(s) for n, s in self.noise_models},
+            "reconstruction": {"method": self.recon, "iterations": self.iterations},
+            "target": {"sigma": self.target_sigma},
+            "split": self.split.to_yaml(),
+            "samples": {},
+            "storage": self.storage.to_yaml(),
+        }
+        if self.replicas:
+            out["samples"]["grid"] = {"axes": list(self.grid_axes), "replicas": self.replicas}
+        if self.count:
+            out["samples"]["random"] = {"count": self.count}
+        if self.same_structure_across:
+            out["samples"]["same_structure_across"] = list(self.same_structure_across)
+        return out
+
+    def summary(self, limit: int | None = None) -> str:
+        """The dry-run text: what would be generated (contains a line ``samples: N``)."""
+        rows = self.plan_rows()
+        n_total = len(rows)
+        rows = rows[:limit] if limit is not None else rows
+        angles = np.asarray(self.angles)
+        lines = [
+            f"dataset: {self.name}",
+            f"description: {self.description}",
+            f"samples: {len(rows)}"
+            + (f" (first {len(rows)} of {n_total})" if len(rows) < n_total else ""),
+            f"seed: {self.seed}",
+            f"volume: {self.size}³ voxels at {self.sampling:g} Å ({self.size * self.sampling:.1f} Å side)",
+            f"tilt: {len(angles)} angles from {angles.min():g}° to {angles.max():g}°",
+            f"mode: {self.mode}; reconstruction: {self.recon} × {self.iterations}",
+            "microscope: " + ", ".join(f"{k}={v:g}" for k, v in self.microscope),
+        ]
+        if self.replicas:
+            lines.append(
+                "grid: "
+                + " × ".join(f"{len(self._axis_values(a))} {a}" for a in self.grid_axes)
+                + f" × {self.replicas} replicas = {self.n_grid}"
+            )
+        if self.count:
+            lines.append(f"random draws: {self.count}")
+        if self.same_structure_across:
+            n_particles = len({r["particle"] for r in rows})
+            lines.append(
+                f"same particle across: {', '.join(self.same_structure_across)} ({n_particles} particles)"
+            )
+        for key in ("morphology", "composition", "dose", "noise_model", "split"):
+            counts: dict = {}
+            for r in rows:
+                counts[r[key]] = counts.get(r[key], 0) + 1
+            text = ", ".join(
+                f"{k:g}: {v}" if isinstance(k, float) else f"{k}: {v}" for k, v in counts.items()
+            )
+            lines.append(f"  by {key}: {text}")
+        sizes = [r["size_nm"] for r in rows]
+        if sizes:
+            lines.append(f"  size_nm: {min(sizes):.2f}–{max(sizes):.2f}")
+        for name, specs in self.noise_models:
+            lines.append(f"  noise {name}: {', '.join(specs) or '(none)'}")
+        raw = 4 * len(rows) * (len(angles) * self.size**2 + 2 * self.size**3)
+        lines.append(f"raw size: {raw / 1e9:.2f} GB before compression")
+        return "\n".join(lines)
+
+
+def _structure_seed(dataset_seed: int, particle: int) -> int:
+    """A 63-bit seed for the structure of particle ``particle`` (independent of dose and noise)."""
+    state = np.random.SeedSequence(
+        [dataset_seed, _STRUCTURE_TAG], spawn_key=(particle,)
+    ).generate_state(2)
+    return (int(state[0]) << 31) | (int(state[1]) >> 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing and validation
+
+
+class _Where:
+    """Where in the catalogue a value came from, for error messages."""
+
+    def __init__(self, source: str, dataset: str, prefix: str = "") -> None:
+        self.source, self.dataset, self.prefix = source, dataset, prefix
+
+    def key(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def sub(self, key: str) -> _Where:
+        return _Where(self.source, self.dataset, f"{self.prefix}{key}.")
+
+    def error(self, key: str, value, expected: str) -> ValueError:
+        return ValueError(
+            f"{self.source}: dataset {self.dataset!r}: {self.key(key)}={value!r}: expected {expected}"
+        )
+
+
+def _check_keys(data, allowed: Sequence[str], where: _Where, what: str) -> None:
+    if not isinstance(data, Mapping):
+        raise ValueError(
+            f"{where.source}: dataset {where.dataset!r}: {where.prefix.rstrip('.') or what}={data!r}: expected a mapping"
+        )
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"{where.source}: dataset {where.dataset!r}: unknown key {where.key(str(key))!r}{hint}; "
+                f"allowed keys in {what}: {', '.join(allowed)}"
+            )
+
+
+def _number(
+    value, where: _Where, key: str, *, minimum=None, exclusive=True, integer=False
+) -> float:
+    kind = "an integer" if integer else "a number"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (integer and not isinstance(value, int))
+    ):
+        if isinstance(value, str) and not integer:
+            try:  # YAML 1.1 reads "1e4" (no dot) as a string
+                value = float(value)
+            except ValueError:
+                raise where.error(key, value, kind) from None
+        else:
+            raise where.error(key, value, kind)
+    if not math.isfinite(value):
+        raise where.error(key, value, "a finite number")
+    if minimum is not None:
+        if exclusive and not value > minimum:
+            raise where.error(key, value, f"{kind} > {minimum}")
+        if not exclusive and not value >= minimum:
+            raise where.error(key, value, f"{kind} >= {minimum}")
+    return int(value) if integer else float(value)
+
+
+def _string_list(
+    value, where: _Where, key: str, allowed: Sequence[str] | None = None
+) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(v, str) and v for v in items):
+        raise where.error(key, value, "a name or a non-empty list of names")
+    if len(set(items)) != len(items):
+        raise where.error(key, value, "no repeated names")
+    if allowed is not None:
+        for item in items:
+            if item not in allowed:
+                close = difflib.get_close_matches(item, allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise where.error(key, item, f"one of {', '.join(allowed)}{hint}")
+    return tuple(items)
+
+
+def _distribution(
+    value, where: _Where, key: str, *, minimum: float, exclusive: bool, maximum: float | None = None
+) -> Distribution:
+    """A constant, a list (uniform choice) or ``{min, max[, log]}`` (uniform range)."""
+
+    def check(v, k):
+        x = _number(v, where, k, minimum=minimum, exclusive=exclusive)
+        if maximum is not None and x > maximum:
+            raise where.error(k, v, f"a number <= {maximum}")
+        return x
+
+    if isinstance(value, Mapping):
+        _check_keys(value, ("min", "max", "log"), where.sub(key), key)
+        if "min" not in value or "max" not in value:
+            raise where.error(key, dict(value), "{min: LOW, max: HIGH} with both bounds")
+        low, high = check(value["min"], f"{key}.min"), check(value["max"], f"{key}.max")
+        log = value.get("log", False)
+        if not isinstance(log, bool):
+            raise where.error(f"{key}.log", log, "true or false")
+        if not high > low:
+            raise where.error(f"{key}.max", high, f"a number > min={low}")
+        if log and low <= 0:
+            raise where.error(f"{key}.min", low, "a positive number for a log range")
+        return Distribution(low=low, high=high, log=log)
+    if isinstance(value, list):
+        if not value:
+            raise where.error(key, value, "a non-empty list")
+        return Distribution(tuple(check(v, f"{key}[{i}]") for i, v in enumerate(value)))
+    return Distribution((check(value, key),))
+
+
+def _known_names(module: str, attribute: str) -> tuple[str, ...] | None:
+    """Names registered by another simgen module, or None while it cannot be imported."""
+    import importlib
+
+    try:
+        names = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError):  # module not available: skip this check
+        return None
+    return tuple(names)
+
+
+def _tilt(value, where: _Where) -> tuple[float, ...]:
+    if isinstance(value, Mapping) and "angles" in value:
+        _check_keys(value, ("angles",), where.sub("tilt"), "tilt")
+        angles = value["angles"]
+        if not isinstance(angles, list) or len(angles) < 2:
+            raise where.error("tilt.angles", angles, "a list of at least 2 angles in degrees")
+        out = tuple(_number(a, where, f"tilt.angles[{i}]") for i, a in enumerate(angles))
+    else:
+        _check_keys(value, ("start", "stop", "count"), where.sub("tilt"), "tilt")
+        for k in ("start", "stop", "count"):
+            if k not in value:
+                raise where.error(
+                    "tilt", dict(value), "{start: DEG, stop: DEG, count: N} or {angles: [...]}"
+                )
+        start, stop = (
+            _number(value["start"], where, "tilt.start"),
+            _number(value["stop"], where, "tilt.stop"),
+        )
+        count = _number(value["count"], where, "tilt.count", integer=True)
+        if count < 2:
+            raise where.error("tilt.count", count, "an integer >= 2")
+        if not stop > start:
+            raise where.error("tilt.stop", stop, f"an angle > start={start}")
+        out = tuple(float(a) for a in np.round(np.linspace(start, stop, count), 10))
+    for i, a in enumerate(out):
+        if not -90 < a < 90:
+            raise where.error(f"tilt angle[{i}]", a, "an angle in (-90, 90) degrees")
+    if len(set(out)) != len(out):
+        raise where.error("tilt", list(out), "distinct angles")
+    return out
+
+
+def _doses(value, where: _Where) -> tuple[float, ...]:
+    if isinstance(value, Mapping):
+        _check_keys(value, ("min", "max", "count"), where.sub("doses"), "doses")
+        if set(value) != {"min", "max", "count"}:
+            raise where.error("doses", dict(value), "a list or {min, max, count} (log-spaced)")
+        low = _number(value["min"], where, "doses.min", minimum=0)
+        high = _number(value["max"], where, "doses.max", minimum=0)
+        count = _number(
+            value["count"], where, "doses.count", integer=True, minimum=1, exclusive=False
+        )
+        if not high >= low:
+            raise where.error("doses.max", high, f"a dose >= min={low}")
+        return tuple(float(f"{d:.6g}") for d in np.geomspace(low, high, count))
+    values = [value] if not isinstance(value, list) else value
+    if not values:
+        raise where.error("doses", value, "a non-empty list of doses in e/Å² per projection")
+    out = []
+    for i, v in enumerate(values):
+        try:
+            out.append(_number(v, where, f"doses[{i}]", minimum=0))
+        except ValueError:
+            raise where.error(f"doses[{i}]", v, "a positive dose in e/Å² per projection") from None
+    if len(set(out)) != len(out):
+        raise where.error("doses", values, "distinct doses")
+    return tuple(out)
+
+
+def _noise_models(value, where: _Where) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if not isinstance(value, Mapping) or not value:
+        raise where.error("noise_models", value, "a mapping {preset name: [noise spec, ...]}")
+    known = _known_names("simgen.noise", "NOISE_MODELS")
+    parse = None
+    if known is not None:
+        from simgen import noise as noise_module
+
+        parse = getattr(noise_module, "parse_noise", None)
+    out = []
+    for preset, specs in value.items():
+        if not isinstance(preset, str) or not preset or "/" in preset:
+            raise where.error("noise_models", preset, "a preset name (string without '/')")
+        if specs is None:
+            specs = []
+        if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
+            raise where.error(
+                f"noise_models.{preset}",
+                specs,
+                'a list of noise specs like "poisson", "read:sigma=1.0"',
+            )
+        for i, spec in enumerate(specs):
+            name = spec.split(":", 1)[0].strip()
+            if known is not None and name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise where.error(
+                    f"noise_models.{preset}[{i}]",
+                    spec,
+                    f"a noise model among {', '.join(known)}{hint}",
+                )
+            if parse is not None:
+                try:
+                    parse(spec)
+                except ValueError as exc:
+                    raise where.error(
+                        f"noise_models.{preset}[{i}]", spec, f"a valid noise spec ({exc})"
+                    ) from None
+        out.append((preset, tuple(specs)))
+    return tuple(out)
+
+
+def _split(value, where: _Where) -> Split:
+    if value is None:
+        return Split()
+    _check_keys(value, ("fractions", "hold_out"), where.sub("split"), "split")
+    fractions_in = value.get("fractions", {"train": 1.0})
+    _check_keys(fractions_in, SPLIT_NAMES, where.sub("split.fractions"), "split.fractions")
+    fractions = tuple(
+        (k, _number(v, where, f"split.fractions.{k}", minimum=0, exclusive=False))
+        for k, v in fractions_in.items()
+    )
+    total = sum(f for _, f in fractions)
+    if not fractions or abs(total - 1.0) > 1e-6:
+        raise where.error(
+            "split.fractions", dict(fractions_in), f"fractions summing to 1 (they sum to {total:g})"
+        )
+    hold_out = []
+    hold_in = value.get("hold_out", {}) or {}
+    _check_keys(hold_in, SPLIT_NAMES, where.sub("split.hold_out"), "split.hold_out")
+    for split_name, rules in hold_in.items():
+        _check_keys(
+            rules,
+            HOLD_OUT_FIELDS,
+            where.sub(f"split.hold_out.{split_name}"),
+            f"split.hold_out.{split_name}",
+        )
+        parsed = []
+        for field_name, held in rules.items():
+            held = held if isinstance(held, list) else [held]
+            if field_name == "dose":
+                held = [
+                    _number(h, where, f"split.hold_out.{split_name}.dose", minimum=0) for h in held
+                ]
+            parsed.append((field_name, tuple(held)))
+        hold_out.append((split_name, tuple(parsed)))
+    return Split(fractions=fractions, hold_out=tuple(hold_out))
+
+
+def _storage(value, where: _Where) -> StorageSpec:
+    if value is None:
+        return StorageSpec()
+    _check_keys(value, ("compression_level", "lossy"), where.sub("storage"), "storage")
+    level = _number(
+        value.get("compression_level", 3),
+        where,
+        "storage.compression_level",
+        integer=True,
+        minimum=1,
+        exclusive=False,
+    )
+    if level > 22:
+        raise where.error("storage.compression_level", level, "a Zstd level in 1..22")
+    lossy_in = value.get("lossy", {}) or {}
+    _check_keys(lossy_in, STORE_ARRAYS, where.sub("storage.lossy"), "storage.lossy")
+    lossy = []
+    for array, codec in lossy_in.items():
+        parse_lossy(codec, f"storage.lossy.{array}", where)
+        lossy.append((array, codec))
+    return StorageSpec(compression_level=level, lossy=tuple(lossy))
+
+
+def parse_lossy(codec: str, key: str = "lossy", where: _Where | None = None) -> tuple[str, int]:
+    """``"float16"`` -> ("float16", 10); ``"bitround:K"`` -> ("bitround", K), 1 <= K <= 23."""
+
+    def fail():
+        expected = 'lossless (omit), "float16" or "bitround:K" with 1 <= K <= 23 mantissa bits'
+        return (
+            where.error(key, codec, expected)
+            if where
+            else ValueError(f"{key}={codec!r}: expected {expected}")
+        )
+
+    if codec == "float16":
+        return ("float16", 10)
+    if isinstance(codec, str) and codec.startswith("bitround:"):
+        try:
+            bits = int(codec.split(":", 1)[1])
+        except ValueError:
+            raise fail() from None
+        if 1 <= bits <= 23:
+            return ("bitround", bits)
+    raise fail()
+
+
+def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{where.source}: dataset name {name!r}: expected a non-empty string")
+    _check_keys(data, _DATASET_KEYS, where, "a dataset")
+    for key in (
+        "description",
+        "seed",
+        "sampling",
+        "size",
+        "tilt",
+        "particles",
+        "doses",
+        "noise_models",
+        "samples",
+    ):
+        if key not in data:
+            raise ValueError(f"{where.source}: dataset {name!r}: missing key {key!r}")
+    description = data["description"]
+    if not isinstance(description, str) or not description.strip():
+        raise where.error("description", description, "a non-empty string")
+    seed = _number(data["seed"], where, "seed", integer=True, minimum=0, exclusive=False)
+    sampling = _number(data["sampling"], where, "sampling", minimum=0)
+    size = _number(data["size"], where, "size", integer=True, minimum=8, exclusive=False)
+
+    microscope_in = data.get("microscope", {}) or {}
+    _check_keys(microscope_in, _MICROSCOPE_KEYS, where.sub("microscope"), "microscope")
+    defaults = {
+        "energy": 200e3,
+        "semiangle_cutoff": 25.0,
+        "detector_inner": 60.0,
+        "detector_outer": 200.0,
+        "defocus": 0.0,
+        "cs": 0.0,
+    }
+    microscope = {
+        k: _number(microscope_in.get(k, v), where, f"microscope.{k}") for k, v in defaults.items()
+    }
+    for k in ("energy", "semiangle_cutoff", "detector_outer"):
+        if microscope[k] <= 0:
+            raise where.error(f"microscope.{k}", microscope[k], "a positive number")
+    if not microscope["detector_outer"] > microscope["detector_inner"] >= 0:
+        raise where.error(
+            "microscope.detector_outer",
+            microscope["detector_outer"],
+            f"mrad > detector_inner={microscope['detector_inner']} >= 0",
+        )
+
+    mode = data.get("mode", "linear")
+    if mode not in MODES:
+        raise where.error("mode", mode, f"one of {', '.join(MODES)}")
+    angles = _tilt(data["tilt"], where)
+
+    particles = data["particles"]
+    _check_keys(particles, _PARTICLE_KEYS, where.sub("particles"), "particles")
+    for key in ("morphology", "composition", "size_nm"):
+        if key not in particles:
+            raise ValueError(f"{where.source}: dataset {name!r}: missing key 'particles.{key}'")
+    morphologies = _string_list(
+        particles["morphology"],
+        where,
+        "particles.morphology",
+        _known_names("simgen.structures", "MORPHOLOGIES"),
+    )
+    compositions = _string_list(particles["composition"], where, "particles.composition")
+    _check_compositions(compositions, where)
+    size_nm = _distribution(
+        particles["size_nm"], where, "particles.size_nm", minimum=0, exclusive=True
+    )
+    orientations = _string_list(
+        particles.get("orientation", "random"), where, "particles.orientation", ORIENTATIONS
+    )
+    thermal_sigma = _distribution(
+        particles.get("thermal_sigma", 0.0),
+        where,
+        "particles.thermal_sigma",
+        minimum=0,
+        exclusive=False,
+        maximum=1.0,
+    )
+    vacancy_fraction = _distribution(
+        particles.get("vacancy_fraction", 0.0),
+        where,
+        "particles.vacancy_fraction",
+        minimum=0,
+        exclusive=False,
+        maximum=0.5,
+    )
+
+    # The particle must fit the volume at every tilt: its diameter may not exceed the side.
+    side = (size - 1) * sampling
+    if size_nm.maximum * 10.0 >= side:
+        raise where.error(
+            "particles.size_nm",
+            size_nm.to_yaml(),
+            f"diameters < {side / 10:.2f} nm, the volume side ({size} voxels × {sampling} Å); raise size or lower size_nm",
+        )
+
+    doses = _doses(data["doses"], where)
+    noise_models = _noise_models(data["noise_models"], where)
+
+    recon_in = data.get("reconstruction", {}) or {}
+    _check_keys(recon_in, ("method", "iterations"), where.sub("reconstruction"), "reconstruction")
+    recon = recon_in.get("method", "sirt")
+    if recon not in RECON_METHODS:
+        raise where.error("reconstruction.method", recon, f"one of {', '.join(RECON_METHODS)}")
+    iterations = _number(
+        recon_in.get("iterations", 50),
+        where,
+        "reconstruction.iterations",
+        integer=True,
+        minimum=1,
+        exclusive=False,
+    )
+    target_in = data.get("target", {}) or {}
+    _check_keys(target_in, ("sigma",), where.sub("target"), "target")
+    target_sigma = _number(target_in.get("sigma", 0.35), where, "target.sigma", minimum=0)
+
+    samples = data["samples"]
+    _check_keys(
+        samples, ("grid", "random", "same_structure_across"), where.sub("samples"), "samples"
+    )
+    replicas, count, grid_axes = 0, 0, ("morphology", "composition", "dose", "noise_model")
+    if "grid" in samples:
+        grid = samples["grid"] or {}
+        _check_keys(grid, ("axes", "replicas"), where.sub("samples.grid"), "samples.grid")
+        grid_axes = _string_list(
+            grid.get("axes", list(grid_axes)), where, "samples.grid.axes", GRID_AXES
+        )
+        replicas = _number(
+            grid.get("replicas", 1),
+            where,
+            "samples.grid.replicas",
+            integer=True,
+            minimum=1,
+            exclusive=False,
+        )
+        if "size_nm" in grid_axes and size_nm.is_range:
+            raise where.error(
+                "samples.grid.axes",
+                list(grid_axes),
+                "size_nm as a grid axis only with a list of sizes",
+            )
+    if "random" in samples:
+        random_in = samples["random"] or {}
+        _check_keys(random_in, ("count",), where.sub("samples.random"), "samples.random")
+        count = _number(
+            random_in.get("count"),
+            where,
+            "samples.random.count",
+            integer=True,
+            minimum=1,
+            exclusive=False,
+        )
+    if not replicas and not count:
+        raise where.error("samples", dict(samples), "grid: {replicas: N} and/or random: {count: N}")
+    same_in = samples.get("same_structure_across") or []
+    same = (
+        _string_list(same_in, where, "samples.same_structure_across", ("dose", "noise_model"))
+        if same_in
+        else ()
+    )
+    if same and not replicas:
+        raise where.error(
+            "samples.same_structure_across",
+            list(same),
+            "a grid (random draws never share particles)",
+        )
+    for axis in same:
+        if axis not in grid_axes:
+            raise where.error(
+                "samples.same_structure_across",
+                list(same),
+                f"axes of the grid ({', '.join(grid_axes)})",
+            )
+
+    split = _split(data.get("split"), where)
+    for split_name, rules in split.hold_out:
+        for field_name, held in rules:
+            pool = {
+                "morphology": morphologies,
+                "composition": compositions,
+                "dose": doses,
+                "noise_model": [n for n, _ in noise_models],
+            }[field_name]
+            for h in held:
+                if h not in pool:
+                    raise where.error(
+                        f"split.hold_out.{split_name}.{field_name}",
+                        h,
+                        f"one of this dataset's values: {', '.join(map(str, pool))}",
+                    )
+    storage = _storage(data.get("storage"), where)
+
+    return DatasetSpec(
+        name=name,
+        description=description.strip(),
+        seed=seed,
+        sampling=sampling,
+        size=size,
+        angles=angles,
+        morphologies=morphologies,
+        compositions=compositions,
+        doses=doses,
+        noise_models=noise_models,
+        size_nm=size_nm,
+        thermal_sigma=thermal_sigma,
+        vacancy_fraction=vacancy_fraction,
+        orientations=orientations,
+        microscope=tuple(microscope.items()),
+        mode=mode,
+        recon=recon,
+        iterations=iterations,
+        target_sigma=target_sigma,
+        grid_axes=grid_axes,
+        replicas=replicas,
+        count=count,
+        same_structure_across=same,
+        split=split,
+        storage=storage,
+    )
+
+
+def _check_compositions(compositions: Sequence[str], where: _Where) -> None:
+    """Check composition names with simgen.structures.parse_composition when it is available."""
+    try:
+        from simgen.structures import parse_composition
+    except ImportError:
+        return
+    for i, text in enumerate(compositions):
+        try:
+            parse_composition(text)
+        except ValueError as exc:
+            raise where.error(
+                f"particles.composition[{i}]", text, f"a valid composition ({exc})"
+            ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Catalogue
+
+
+def _read_yaml(path: Path) -> Mapping:
+    import yaml
+
+    with open(path, encoding="utf-8") as fh:
+        try:
+            data = yaml.safe_load(fh)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, Mapping) or not isinstance(data.get("datasets"), Mapping):
+        raise ValueError(f"{path}: expected a top-level mapping 'datasets: {{name: {{...}}}}'")
+    extra = [k for k in data if k not in ("datasets", "defaults", "version")]
+    if extra:
+        raise ValueError(
+            f"{path}: unknown top-level key {extra[0]!r}; allowed: datasets, defaults, version"
+        )
+    return data
+
+
+def load_catalog(path: str | Path | None = None) -> dict[str, DatasetSpec]:
+    """Read and validate a catalogue; ``ValueError`` lists every broken dataset.
+
+    Parameters
+    ----------
+    path
+        YAML file; default ``./datasets.yaml``, else the repository's copy.
+    """
+    path = Path(path) if path is not None else default_catalog_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"config={str(path)!r}: no such catalogue file")
+    data = _read_yaml(path)
+    catalog, problems = {}, []
+    for name, entry in data["datasets"].items():
+        try:
+            catalog[name] = DatasetSpec.from_dict(name, entry, source=str(path))
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ValueError("\n".join(problems))
+    return catalog
+
+
+def get_dataset(name: str, path: str | Path | None = None) -> DatasetSpec:
+    """One dataset of the catalogue, validated; ``KeyError``-like ``ValueError`` if unknown."""
+    path = Path(path) if path is not None else default_catalog_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"config={str(path)!r}: no such catalogue file")
+    data = _read_yaml(path)
+    names = list(data["datasets"])
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"dataset={name!r}: not in {path}{hint}; available: {', '.join(names)}")
+    return DatasetSpec.from_dict(name, data["datasets"][name], source=str(path))
+
+
+def validate_catalog(path: str | Path | None = None, *, build: bool = True) -> list[str]:
+    """Every problem in a catalogue (empty list = valid).
+
+    Besides the schema checks of :func:`load_catalog`, with ``build`` the largest particle of
+    every morphology × composition is built and placed in the volume (ASE only; seconds), which
+    catches particles that do not fit the volume at every tilt.
+    """
+    path = Path(path) if path is not None else default_catalog_path()
+    if not path.is_file():
+        return [f"config={str(path)!r}: no such catalogue file"]
+    try:
+        data = _read_yaml(path)
+    except ValueError as exc:
+        return [str(exc)]
+    problems = []
+    for name, entry in data["datasets"].items():
+        try:
+            spec = DatasetSpec.from_dict(name, entry, source=str(path))
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        if build:
+            problems.extend(_check_particles_fit(spec, str(path)))
+    return problems
+
+
+def _check_particles_fit(spec: DatasetSpec, source: str) -> list[str]:
+    try:
+        from simgen import structures
+    except ImportError:
+        return []
+    problems = []
+    size_nm = spec.size_nm.maximum
+    for morphology, composition in itertools.product(spec.morphologies, spec.compositions):
+        rng = np.random.default_rng(0)
+        try:
+            atoms = structures.build_particle(
+                morphology, composition, size_nm, rng=rng, orientation="random"
+            )
+            structures.place_in_volume(atoms, spec.size, spec.sampling)
+        except ValueError as exc:
+            problems.append(
+                f"{source}: dataset {spec.name!r}: particles {morphology}/{composition} at size_nm={size_nm:g} "
+                f"in size={spec.size} at sampling={spec.sampling}: {exc}"
+            )
+    return problems
+
+
+def spec_hash(spec_dict: Mapping) -> str:
+    """Stable sha256 of a resolved spec dict (used to refuse resuming into a different spec)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(spec_dict, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def spec_dict(spec: DatasetSpec) -> dict:
+    """``{"name": ..., **spec.to_dict()}`` — what a store records in its attributes."""
+    return {"name": spec.name, **spec.to_dict()}
