@@ -1,0 +1,46 @@
+import csv
+import math
+
+import pytest
+
+from benchmark.leaderboard import aggregate, write_leaderboard
+
+
+def _records():
+    # two methods, two doses, hand-chosen values
+    return [
+        {"method": "a", "dose": 100.0, "coordinate_error_pm": 30.0, "recovery_rate": 0.5, "recovery_rate_species": 0.4, "precision": 1.0, "species_accuracy": 0.8},
+        {"method": "a", "dose": 100.0, "coordinate_error_pm": 50.0, "recovery_rate": 0.7, "recovery_rate_species": 0.6, "precision": 0.9, "species_accuracy": 0.9},
+        {"method": "b", "dose": 100.0, "coordinate_error_pm": 20.0, "recovery_rate": 0.9, "recovery_rate_species": 0.8, "precision": 0.8, "species_accuracy": None},
+        {"method": "a", "dose": 1000.0, "coordinate_error_pm": 10.0, "recovery_rate": 1.0, "recovery_rate_species": 1.0, "precision": 1.0, "species_accuracy": 1.0},
+    ]
+
+
+def test_aggregate_mean_std_by_method_and_dose():
+    rows = {(r["method"], r["dose"]): r for r in aggregate(_records())}
+    a = rows[("a", 100.0)]
+    assert a["n"] == 2
+    assert a["coordinate_error_pm"] == pytest.approx(40.0)
+    assert a["coordinate_error_pm_std"] == pytest.approx(math.sqrt(200.0))  # sample std of 30, 50
+    assert a["recovery_rate"] == pytest.approx(60.0)  # percent
+    b = rows[("b", 100.0)]
+    assert math.isnan(b["species_accuracy"])  # None skipped, nothing left
+    assert rows[("a", 1000.0)]["coordinate_error_pm_std"] == 0.0
+
+
+def test_leaderboard_marks_best_per_dose(tmp_path):
+    paths = write_leaderboard(_records(), tmp_path)
+    md = paths["md"].read_text()
+    line_b = next(line for line in md.splitlines() if line.startswith("| b | 100"))
+    line_a = next(line for line in md.splitlines() if line.startswith("| a | 100"))
+    assert "**20.0 ± 0.0**" not in line_a and "**20.0" in line_b  # lower error is best
+    assert "**100.0" not in line_b and "**95.0" in line_a  # higher precision is best
+    with open(paths["csv"]) as fh:
+        assert len(list(csv.reader(fh))) == 1 + 3
+    assert paths["png"].stat().st_size > 10_000
+    assert "<table>" in paths["html"].read_text()
+
+
+def test_leaderboard_rejects_empty(tmp_path):
+    with pytest.raises(ValueError, match="results"):
+        write_leaderboard([], tmp_path)
