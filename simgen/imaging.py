@@ -1,0 +1,554 @@
+"""HAADF-STEM imaging of atomic models: tilt series in expected detector counts per unit dose."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, astuple, dataclass, fields
+from functools import lru_cache
+
+import numpy as np
+
+from simgen.geometry import rotate_positions, volume_center
+
+__all__ = [
+    "Microscope",
+    "simulate_tilt_series",
+    "cross_section",
+    "psf_transfer",
+    "psf_image",
+    "default_thermal_sigma",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Microscope:
+    """STEM settings (energy in eV, angles in mrad, defocus and Cs in Å, abTEM sign convention)."""
+
+    energy: float = 200e3
+    semiangle_cutoff: float = 25.0
+    detector_inner: float = 60.0
+    detector_outer: float = 200.0
+    defocus: float = 0.0
+    cs: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"{f.name}={value!r}: expected a finite number")
+        for name in ("energy", "semiangle_cutoff", "detector_outer"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected a positive number")
+        if self.detector_inner < 0:
+            raise ValueError(f"detector_inner={self.detector_inner!r}: expected >= 0 mrad")
+        if self.detector_outer <= self.detector_inner:
+            raise ValueError(
+                f"detector_outer={self.detector_outer!r}: expected > detector_inner={self.detector_inner!r} mrad"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Microscope:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(
+                f"microscope={data!r}: unknown keys {sorted(unknown)}, expected a subset of {sorted(known)}"
+            )
+        return cls(**{k: float(v) for k, v in data.items()})
+
+
+#: Probe settings that fix the PSF; the detector angles additionally fix σ(Z).
+_PROBE_FIELDS = ("energy", "semiangle_cutoff", "defocus", "cs")
+_MODES = ("linear", "multislice", "prism")
+#: Extra image border (Å) computed and cropped so PSF tails do not wrap across the image.
+_PSF_PAD = 2.0
+
+_SIGMA_CACHE: dict[tuple, float] = {}
+_PROBE_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+@lru_cache(maxsize=1)
+def _calibration() -> dict:
+    from simgen.calibration import load_calibration
+
+    return load_calibration()
+
+
+def _same(microscope: Microscope, reference: dict, names: tuple[str, ...]) -> bool:
+    return all(
+        math.isclose(getattr(microscope, n), float(reference[n]), rel_tol=1e-9, abs_tol=1e-9)
+        for n in names
+    )
+
+
+def _atomic_number(element: str | int) -> int:
+    from ase.data import atomic_numbers, chemical_symbols
+
+    if isinstance(element, (int, np.integer)) and not isinstance(element, bool):
+        if 1 <= int(element) < len(chemical_symbols):
+            return int(element)
+    elif isinstance(element, str) and element in atomic_numbers and element != "X":
+        return atomic_numbers[element]
+    raise ValueError(
+        f"element={element!r}: expected a chemical symbol (e.g. 'Pt') or an atomic number 1..118"
+    )
+
+
+def cross_section(element: str | int, microscope: Microscope = Microscope()) -> float:
+    """HAADF cross-section σ (Å²) of one atom: detector fraction integrated over probe positions.
+
+    Values come from the abTEM calibration table (``simgen/data/calibration.json``, made at the
+    project's default microscope). For another detector, energy or probe, or an element outside the
+    table, σ is computed with abTEM multislice on first use (about 10 s) and cached for the process;
+    a warning is logged.
+
+    Parameters
+    ----------
+    element
+        Chemical symbol or atomic number.
+    microscope
+        Microscope settings (energy in eV, angles in mrad).
+
+    Returns
+    -------
+    float
+        σ in Å².
+    """
+    from ase.data import chemical_symbols
+
+    z = _atomic_number(element)
+    symbol = chemical_symbols[z]
+    calibration = _calibration()
+    if _same(microscope, calibration["microscope"], tuple(f.name for f in fields(Microscope))):
+        entry = calibration["cross_sections"].get(symbol)
+        if entry is not None:
+            return float(entry["sigma"])
+    key = (astuple(microscope), z)
+    if key not in _SIGMA_CACHE:
+        from simgen.calibration import compute_cross_section
+
+        logger.warning(
+            "no calibrated cross-section for %s at %s; computing it with abTEM multislice",
+            symbol,
+            microscope,
+        )
+        _SIGMA_CACHE[key] = compute_cross_section(symbol, microscope)
+    return _SIGMA_CACHE[key]
+
+
+def _probe_transfer_table(microscope: Microscope) -> tuple[np.ndarray, np.ndarray]:
+    calibration = _calibration()
+    if _same(microscope, calibration["microscope"], _PROBE_FIELDS):
+        probe = calibration["probe"]
+        return np.asarray(probe["k"]), np.asarray(probe["transfer"])
+    key = tuple(getattr(microscope, n) for n in _PROBE_FIELDS)
+    if key not in _PROBE_CACHE:
+        from simgen.calibration import compute_probe_transfer
+
+        logger.info("probe PSF for %s not in the calibration; computing it with abTEM", microscope)
+        probe = compute_probe_transfer(microscope)
+        _PROBE_CACHE[key] = (np.asarray(probe["k"]), np.asarray(probe["transfer"]))
+    return _PROBE_CACHE[key]
+
+
+def default_thermal_sigma() -> float:
+    """RMS thermal displacement (Å, per axis) folded into the PSF unless told otherwise."""
+    return float(_calibration()["thermal_sigma"])
+
+
+def psf_transfer(
+    k: np.ndarray, microscope: Microscope = Microscope(), *, thermal_sigma: float | None = None
+) -> np.ndarray:
+    """Fourier transform of the PSF at spatial frequencies ``k`` (Å⁻¹); 1 at k = 0.
+
+    The PSF is the probe intensity (from abTEM) convolved with an isotropic Gaussian of RMS
+    ``thermal_sigma`` Å per axis (the Debye–Waller blur), so its transform is the probe's times
+    ``exp(-2π² σ² k²)``.
+    """
+    thermal_sigma = default_thermal_sigma() if thermal_sigma is None else float(thermal_sigma)
+    if not math.isfinite(thermal_sigma) or thermal_sigma < 0:
+        raise ValueError(
+            f"thermal_sigma={thermal_sigma!r}: expected a non-negative RMS displacement in Å"
+        )
+    table_k, table_t = _probe_transfer_table(microscope)
+    k = np.abs(np.asarray(k, dtype=np.float64))
+    return np.interp(k, table_k, table_t, right=0.0) * np.exp(
+        -2.0 * np.pi**2 * thermal_sigma**2 * k**2
+    )
+
+
+def psf_image(
+    sampling: float,
+    size: int,
+    microscope: Microscope = Microscope(),
+    *,
+    thermal_sigma: float | None = None,
+) -> np.ndarray:
+    """The PSF sampled on a ``(size, size)`` pixel grid, centred on pixel ``(size // 2, size // 2)``.
+
+    Values are ``sampling² · PSF(r)`` (dimensionless), i.e. the linear-mode image of one atom of
+    unit cross-section, band-limited to the grid's Nyquist frequency and periodic over the grid
+    (tails beyond the edge wrap around), so they sum to exactly 1. The images of
+    :func:`simulate_tilt_series` are not periodic: there the part of an atom's PSF that falls
+    outside the field of view (about 1% for an atom 4 Å inside the edge) is lost, as in a scan.
+
+    Parameters
+    ----------
+    sampling
+        Pixel size in Å.
+    size
+        Pixels per side.
+    microscope
+        Probe settings.
+    thermal_sigma
+        Debye–Waller blur (Å); the calibration default when ``None``.
+    """
+    _check_grid(size, sampling)
+    c = (size // 2) * sampling
+    atom = np.array([[c, c, c]])
+    images = _linear_images(
+        atom, np.array([1.0]), [0.0], size, sampling, microscope, thermal_sigma, c, pad=0.0
+    )
+    return images[0].astype(np.float64)
+
+
+def _check_grid(size: int, sampling: float) -> None:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
+        raise ValueError(f"size={size!r}: expected an integer number of pixels >= 2")
+    if (
+        isinstance(sampling, bool)
+        or not isinstance(sampling, (int, float, np.floating))
+        or not (sampling > 0 and math.isfinite(sampling))
+    ):
+        raise ValueError(f"sampling={sampling!r}: expected a positive pixel size in Å")
+
+
+def _phase_factors(coords: np.ndarray, freqs: np.ndarray) -> np.ndarray:
+    """exp(−2πi f·x) as complex64, with the phase reduced modulo 1 in float64 first."""
+    phase = np.multiply.outer(coords, freqs)
+    phase -= np.round(phase)
+    return np.exp((-2j * np.pi) * phase.astype(np.float32))
+
+
+def _harmonic_phase_factors(coords: np.ndarray, step: float, count: int) -> np.ndarray:
+    """exp(−2πi m·step·x) for m = 0..count−1 (complex64, shape ``coords.shape + (count,)``).
+
+    Factorised as m = a·B + b so that only about 2·sqrt(count) exponentials per coordinate are
+    evaluated; the rest are complex products (the exponential dominates the linear mode's cost).
+    """
+    block = max(1, int(math.ceil(math.sqrt(count))))
+    fine = _phase_factors(coords, step * np.arange(block))
+    coarse = _phase_factors(coords, step * block * np.arange(int(math.ceil(count / block))))
+    product = coarse[..., :, None] * fine[..., None, :]
+    return product.reshape(coords.shape + (-1,))[..., :count]
+
+
+def _linear_images(
+    positions: np.ndarray,
+    sigmas: np.ndarray,
+    angles: Sequence[float],
+    size: int,
+    sampling: float,
+    microscope: Microscope,
+    thermal_sigma: float | None,
+    center: float,
+    progress: bool = False,
+    pad: float = _PSF_PAD,
+) -> np.ndarray:
+    """Σ σ_i·PSF(r − r_i)·sampling² at pixel centres, by an exact non-uniform DFT of the atoms.
+
+    The atoms' structure factor is evaluated at the DFT frequencies of a padded grid as one
+    complex matrix product (y phases do not depend on the tilt angle), multiplied by the PSF's
+    transform (one per thermal-blur group) and inverted with an FFT. The result is exact for point
+    atoms at any sub-pixel position, band-limited to the pixel Nyquist frequency.
+    """
+    from scipy import fft
+
+    from simgen.progress import progress_bar
+
+    pad = int(math.ceil(pad / sampling))
+    q = fft.next_fast_len(size + 2 * pad, real=True)
+    ky = np.fft.fftfreq(q, d=sampling)
+    kx = np.fft.rfftfreq(q, d=sampling)
+    kmax = _probe_transfer_table(microscope)[0][-1]
+    rows = np.flatnonzero((np.abs(ky) <= kmax) & (np.abs(ky) < 0.5 / sampling))
+    cols = np.flatnonzero((kx <= kmax) & (kx < 0.5 / sampling))
+    ky_sel, kx_sel = ky[rows], kx[cols]
+    transfer = psf_transfer(
+        np.hypot(ky_sel[:, None], kx_sel[None, :]), microscope, thermal_sigma=thermal_sigma
+    )
+    transfer = transfer.astype(np.float32)
+
+    n_atoms = len(positions)
+    weighted_y = _phase_factors(positions[:, 1], ky_sel) * sigmas[:, None].astype(
+        np.float32
+    )  # (N, Ky)
+    out = np.empty((len(angles), size, size), dtype=np.float32)
+    # Angles per matrix product, keeping the x-phase block near 32 M complex numbers.
+    chunk = max(1, min(len(angles), int(32e6 // max(1, n_atoms * len(cols)))))
+    spectrum = np.zeros((chunk, q, len(kx)), dtype=np.complex64)
+    starts = range(0, len(angles), chunk)
+    for start in progress_bar(
+        starts, total=len(starts), desc="linear HAADF", unit="chunk", enabled=progress
+    ):
+        block = list(angles[start : start + chunk])
+        x = np.stack(
+            [rotate_positions(positions, a, center)[:, 0] for a in block], axis=1
+        )  # (N, B)
+        phase_x = _harmonic_phase_factors(x, kx[1], len(cols))  # (N, B, Kx); cols = 0..Kx-1
+        f = weighted_y.T @ phase_x.reshape(n_atoms, -1)  # (Ky, B*Kx)
+        f = f.reshape(len(rows), len(block), len(cols)).transpose(1, 0, 2)
+        spectrum[: len(block), rows, : len(cols)] = f * transfer
+        # irfft2's 1/q² turns Σ σ·T(k)·e^{2πik·r} / (q·sampling)² into counts per unit dose
+        images = fft.irfft2(spectrum[: len(block)], s=(q, q), workers=1)
+        out[start : start + len(block)] = images[:, :size, :size]
+    return out
+
+
+def _validate_atoms(
+    atoms, angles: np.ndarray, size: int, sampling: float, center: float
+) -> np.ndarray:
+    positions = np.asarray(atoms.get_positions(), dtype=np.float64)
+    if len(positions) == 0:
+        return positions
+    lo, hi = -0.5 * sampling, (size - 0.5) * sampling
+    outside = np.any((positions < lo) | (positions > hi), axis=1)
+    if outside.any():
+        first = positions[np.flatnonzero(outside)[0]]
+        raise ValueError(
+            f"atoms={int(outside.sum())} of {len(positions)} outside the volume (e.g. at {np.round(first, 3).tolist()} Å): "
+            f"expected every coordinate in [{lo:.3f}, {hi:.3f}] Å for size={size}, sampling={sampling}"
+        )
+    for angle in angles:
+        x = rotate_positions(positions, angle, center)[:, 0]
+        n_out = int(np.count_nonzero((x < lo) | (x > hi)))
+        if n_out:
+            raise ValueError(
+                f"atoms={n_out} of {len(positions)} project outside the image at angle {angle:g}°: "
+                f"expected the particle to fit the field of view at every tilt (see structures.place_in_volume)"
+            )
+    return positions
+
+
+def simulate_tilt_series(
+    atoms,
+    angles,
+    *,
+    size: int,
+    sampling: float,
+    microscope: Microscope = Microscope(),
+    mode: str = "linear",
+    progress: bool = False,
+    **mode_options,
+) -> np.ndarray:
+    """HAADF-STEM tilt series of ``atoms`` in expected detector counts per unit dose (per e/Å²).
+
+    Geometry (DESIGN.md, contract): the projection at angle θ images the atoms rotated by
+    R_y(θ) about the volume centre (:func:`simgen.geometry.rotate_positions`); rotated x is the
+    image column, y the row, and pixel ``[j, i]`` is the probe position ``(y, x) = (j, i)·sampling``.
+
+    Parameters
+    ----------
+    atoms
+        ``ase.Atoms`` with positions ``(x, y, z)`` in Å in the volume frame (voxel ``k`` centred at
+        ``k·sampling``); every atom must lie in the volume and in the field of view at every tilt.
+    angles
+        Tilt angles in degrees, shape ``(A,)``.
+    size
+        Pixels per image side (= volume side in voxels), P.
+    sampling
+        Pixel size = probe step in Å.
+    microscope
+        Energy (eV), convergence semi-angle and detector (mrad), defocus and Cs (Å).
+    mode
+        ``"linear"`` (default): incoherent imaging, Σ σ(Z_i)·PSF(r − r_i)·sampling², calibrated
+        against abTEM (:mod:`simgen.calibration`), exact for sub-pixel positions and fast.
+        ``"multislice"`` / ``"prism"``: abTEM on the rotated atoms for each angle (slow on CPU).
+    progress
+        Show a progress bar.
+    **mode_options
+        linear: ``thermal_sigma`` (Å, Debye–Waller blur; calibration default).
+        multislice/prism: ``potential_sampling`` (Å, default 0.05), ``slice_thickness`` (Å, 1.0),
+        ``frozen_phonons`` (configurations, 0 = none), ``phonon_sigma`` (Å, default the
+        calibration's thermal sigma), ``seed`` (int, phonons), ``margin`` (Å of vacuum around the
+        field of view, 2.0), ``device`` ("cpu"/"gpu"), ``parametrization`` ("lobato");
+        prism only: ``interpolation`` (int, 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(A, P, P)`` float32, axes ``[angle, y, x]``; the sum of an image of the linear mode is the
+        summed σ (Å²) of the atoms.
+    """
+    if mode not in _MODES:
+        raise ValueError(f"mode={mode!r}: expected one of {', '.join(_MODES)}")
+    if not isinstance(microscope, Microscope):
+        raise ValueError(f"microscope={microscope!r}: expected a simgen.imaging.Microscope")
+    _check_grid(size, sampling)
+    sampling = float(sampling)
+    angles = np.atleast_1d(np.asarray(angles, dtype=np.float64))
+    if angles.ndim != 1 or not np.all(np.isfinite(angles)):
+        raise ValueError(
+            f"angles={angles!r}: expected a 1D sequence of finite tilt angles in degrees"
+        )
+    center = volume_center(size, sampling)
+    positions = _validate_atoms(atoms, angles, size, sampling, center)
+    if mode == "linear":
+        unknown = set(mode_options) - {"thermal_sigma"}
+        if unknown:
+            raise ValueError(
+                f"mode_options={sorted(unknown)}: expected only thermal_sigma for mode='linear'"
+            )
+        if len(positions) == 0:
+            return np.zeros((len(angles), size, size), dtype=np.float32)
+        numbers = atoms.get_atomic_numbers()
+        table = {int(z): cross_section(int(z), microscope) for z in np.unique(numbers)}
+        sigmas = np.array([table[int(z)] for z in numbers])
+        return _linear_images(
+            positions,
+            sigmas,
+            angles,
+            size,
+            sampling,
+            microscope,
+            mode_options.get("thermal_sigma"),
+            center,
+            progress,
+        )
+    return _abtem_tilt_series(
+        atoms, positions, angles, size, sampling, microscope, mode, center, progress, **mode_options
+    )
+
+
+def _abtem_tilt_series(
+    atoms,
+    positions: np.ndarray,
+    angles: np.ndarray,
+    size: int,
+    sampling: float,
+    microscope: Microscope,
+    mode: str,
+    center: float,
+    progress: bool,
+    *,
+    potential_sampling: float = 0.05,
+    slice_thickness: float = 1.0,
+    frozen_phonons: int = 0,
+    phonon_sigma: float | None = None,
+    seed: int | None = None,
+    margin: float = 2.0,
+    interpolation: int = 1,
+    device: str = "cpu",
+    parametrization: str = "lobato",
+) -> np.ndarray:
+    import abtem
+    import dask
+    from ase import Atoms
+
+    from simgen.calibration import max_scattering_angle
+    from simgen.progress import progress_bar
+
+    if not (potential_sampling > 0):
+        raise ValueError(
+            f"potential_sampling={potential_sampling!r}: expected a positive length in Å"
+        )
+    limit = max_scattering_angle(microscope.energy, potential_sampling)
+    if microscope.detector_outer > limit:
+        raise ValueError(
+            f"detector_outer={microscope.detector_outer!r}: expected <= {limit:.1f} mrad, the largest angle "
+            f"resolved at potential_sampling={potential_sampling} Å; use a finer potential_sampling"
+        )
+    if not (slice_thickness > 0):
+        raise ValueError(f"slice_thickness={slice_thickness!r}: expected a positive thickness in Å")
+    if (
+        isinstance(interpolation, bool)
+        or not isinstance(interpolation, (int, np.integer))
+        or interpolation < 1
+    ):
+        raise ValueError(f"interpolation={interpolation!r}: expected a positive integer")
+    if mode == "multislice" and interpolation != 1:
+        raise ValueError(
+            f"interpolation={interpolation!r}: expected 1 for mode='multislice' (PRISM only)"
+        )
+    if (
+        isinstance(frozen_phonons, bool)
+        or not isinstance(frozen_phonons, (int, np.integer))
+        or frozen_phonons < 0
+    ):
+        raise ValueError(
+            f"frozen_phonons={frozen_phonons!r}: expected a non-negative number of configurations"
+        )
+    if not (margin >= 0):
+        raise ValueError(f"margin={margin!r}: expected a non-negative length in Å")
+    phonon_sigma = default_thermal_sigma() if phonon_sigma is None else float(phonon_sigma)
+
+    field = size * sampling
+    # Cell holding the whole field of view plus vacuum: rotated atoms never leave it, so abTEM's
+    # silent periodic wrapping cannot fold them back in, and probe tails see vacuum at the edges.
+    offset = margin + 0.5 * sampling
+    side = field + 2 * margin
+    numbers = atoms.get_atomic_numbers()
+    scan = abtem.GridScan(
+        start=(offset, offset),
+        end=(offset + field, offset + field),
+        gpts=(size, size),
+        endpoint=False,
+    )
+    detector = abtem.AnnularDetector(
+        inner=microscope.detector_inner, outer=microscope.detector_outer
+    )
+    aberrations = {"C10": -microscope.defocus, "C30": microscope.cs}
+    out = np.empty((len(angles), size, size), dtype=np.float32)
+    for index, angle in enumerate(
+        progress_bar(angles, desc=f"abTEM {mode}", unit="projection", enabled=progress)
+    ):
+        rotated = rotate_positions(positions, angle, center) + offset
+        cell_atoms = Atoms(numbers=numbers, positions=rotated, cell=[side, side, side], pbc=True)
+        source = cell_atoms
+        if frozen_phonons:
+            source = abtem.FrozenPhonons(
+                cell_atoms, num_configs=int(frozen_phonons), sigmas=phonon_sigma, seed=seed
+            )
+        potential = abtem.Potential(
+            source,
+            sampling=potential_sampling,
+            slice_thickness=slice_thickness,
+            parametrization=parametrization,
+            projection="infinite",
+            device=device,
+        )
+        if mode == "multislice":
+            probe = abtem.Probe(
+                energy=microscope.energy,
+                semiangle_cutoff=microscope.semiangle_cutoff,
+                aberrations=aberrations,
+                device=device,
+            )
+            measurement = probe.scan(potential, scan=scan, detectors=detector, lazy=True)
+        else:
+            smatrix = abtem.SMatrix(
+                potential=potential,
+                energy=microscope.energy,
+                semiangle_cutoff=microscope.semiangle_cutoff,
+                interpolation=int(interpolation),
+                device=device,
+            )
+            ctf = abtem.CTF(aberration_coefficients=aberrations, energy=microscope.energy)
+            measurement = smatrix.scan(scan=scan, detectors=detector, ctf=ctf, lazy=True)
+        with dask.config.set(scheduler="synchronous"):
+            fraction = np.asarray(measurement.compute(progress_bar=False).array, dtype=np.float64)
+        fraction = fraction.reshape((-1, size, size)).mean(axis=0)
+        # abTEM scans are indexed (x, y); a dose of 1 e/Å² puts sampling² electrons per position.
+        out[index] = (fraction.T * sampling * sampling).astype(np.float32)
+    return out
