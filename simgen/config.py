@@ -55,6 +55,7 @@ STORE_ARRAYS = ("tilt_series", "volume", "target")
 _PLAN_TAG = 0x706C616E  # "plan"
 _STRUCTURE_TAG = 0x73747275  # "stru"
 _SPLIT_TAG = 0x73706C74  # "splt"
+_ORDER_TAG = 0x6F726472  # "ordr"
 
 _DATASET_KEYS = (
     "description",
@@ -222,6 +223,7 @@ class DatasetSpec:
     replicas: int = 0
     count: int = 0
     same_structure_across: tuple[str, ...] = ()
+    order: str = "grid"
     split: Split = field(default_factory=Split)
     storage: StorageSpec = field(default_factory=StorageSpec)
 
@@ -278,14 +280,31 @@ class DatasetSpec:
         particle_of: list[int] = []
         particle_params: dict[tuple, dict] = {}
 
+        def choose(rng: np.random.Generator, options: Sequence):
+            return options[int(rng.integers(len(options)))] if len(options) > 1 else options[0]
+
         def particle_draws(rng: np.random.Generator, fixed: Mapping) -> dict:
+            # Everything about the particle: fixed by the grid cell or drawn once per particle.
             return {
+                "morphology": fixed["morphology"]
+                if "morphology" in fixed
+                else choose(rng, self.morphologies),
+                "composition": fixed["composition"]
+                if "composition" in fixed
+                else choose(rng, self.compositions),
                 "size_nm": fixed["size_nm"] if "size_nm" in fixed else self.size_nm.draw(rng),
                 "thermal_sigma": self.thermal_sigma.draw(rng),
                 "vacancy_fraction": self.vacancy_fraction.draw(rng),
-                "orientation": self.orientations[int(rng.integers(len(self.orientations)))]
-                if len(self.orientations) > 1
-                else self.orientations[0],
+                "orientation": choose(rng, self.orientations),
+            }
+
+        def acquisition_draws(rng: np.random.Generator, fixed: Mapping) -> dict:
+            noise_names = [n for n, _ in self.noise_models]
+            return {
+                "dose": fixed["dose"] if "dose" in fixed else choose(rng, self.doses),
+                "noise_model": fixed["noise_model"]
+                if "noise_model" in fixed
+                else choose(rng, noise_names),
             }
 
         if self.replicas:
@@ -300,35 +319,33 @@ class DatasetSpec:
                         params["particle"] = len(particle_params)
                         particle_params[key] = params
                     params = particle_params[key]
-                    row = {
-                        "morphology": values.get("morphology", self.morphologies[0]),
-                        "composition": values.get("composition", self.compositions[0]),
-                        "dose": values.get("dose", self.doses[0]),
-                        "noise_model": values.get("noise_model", self.noise_models[0][0]),
-                        "replica": replica,
-                        **params,
-                    }
-                    rows.append(row)
+                    rows.append(
+                        {**acquisition_draws(plan_rng, values), "replica": replica, **params}
+                    )
                     particle_of.append(params["particle"])
         n_particles = len(particle_params)
         for k in range(self.count):
-            row = {
-                "morphology": self.morphologies[int(plan_rng.integers(len(self.morphologies)))],
-                "composition": self.compositions[int(plan_rng.integers(len(self.compositions)))],
-                "dose": self.doses[int(plan_rng.integers(len(self.doses)))],
-                "noise_model": self.noise_models[int(plan_rng.integers(len(self.noise_models)))][0],
-                "replica": k,
-                **particle_draws(plan_rng, {}),
-                "particle": n_particles + k,
-            }
-            rows.append(row)
+            params = particle_draws(plan_rng, {})
+            rows.append(
+                {
+                    **acquisition_draws(plan_rng, {}),
+                    "replica": k,
+                    **params,
+                    "particle": n_particles + k,
+                }
+            )
             particle_of.append(n_particles + k)
 
         splits = self._assign_splits(rows, particle_of)
+        for row, split_name in zip(rows, splits):
+            row["split"] = split_name
+        if self.order == "shuffled":
+            # A seeded shuffle makes any prefix (--limit N) a representative subset.
+            order_rng = np.random.default_rng(np.random.SeedSequence([self.seed, _ORDER_TAG]))
+            rows = [rows[k] for k in order_rng.permutation(len(rows))]
         share = bool(self.same_structure_across)
         for index, row in enumerate(rows):
             row["index"] = index
-            row["split"] = splits[index]
             row["noise"] = noise[row["noise_model"]]
             row["seed"] = self.seed
             row["structure_seed"] = _structure_seed(self.seed, row["particle"]) if share else None
@@ -350,17 +367,17 @@ class DatasetSpec:
             ]
         return [s if s is not None else particle_split[p] for s, p in zip(splits, particle_of)]
 
-    def plan(self, limit: int | None = None) -> list:
+    def plan(self, limit: int | None = None, *, rows: list[dict] | None = None) -> list:
         """The resolved samples (:class:`simgen.sample.SampleSpec`), deterministic order.
 
         Grid cells come first (axes in ``grid_axes`` order, replicas innermost), then the random
-        draws. ``limit`` keeps the first N.
+        draws. ``limit`` keeps the first N; ``rows`` reuses a :meth:`plan_rows` result.
         """
         from simgen.sample import SampleSpec
 
         microscope = self.microscope_object()
         specs = []
-        for row in self.plan_rows()[:limit]:
+        for row in (rows if rows is not None else self.plan_rows())[:limit]:
             specs.append(
                 SampleSpec(
                     index=row["index"],
@@ -421,6 +438,7 @@ class DatasetSpec:
             out["samples"]["random"] = {"count": self.count}
         if self.same_structure_across:
             out["samples"]["same_structure_across"] = list(self.same_structure_across)
+        out["samples"]["order"] = self.order
         return out
 
     def summary(self, limit: int | None = None) -> str:
@@ -448,6 +466,7 @@ class DatasetSpec:
             )
         if self.count:
             lines.append(f"random draws: {self.count}")
+        lines.append(f"order: {self.order}")
         if self.same_structure_across:
             n_particles = len({r["particle"] for r in rows})
             lines.append(
@@ -904,7 +923,10 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
 
     samples = data["samples"]
     _check_keys(
-        samples, ("grid", "random", "same_structure_across"), where.sub("samples"), "samples"
+        samples,
+        ("grid", "random", "same_structure_across", "order"),
+        where.sub("samples"),
+        "samples",
     )
     replicas, count, grid_axes = 0, 0, ("morphology", "composition", "dose", "noise_model")
     if "grid" in samples:
@@ -960,6 +982,11 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
                 f"axes of the grid ({', '.join(grid_axes)})",
             )
 
+    order = samples.get("order", "grid")
+    if order not in ("grid", "shuffled"):
+        raise where.error(
+            "samples.order", order, "grid (axes nested in order) or shuffled (seeded permutation)"
+        )
     split = _split(data.get("split"), where)
     for split_name, rules in split.hold_out:
         for field_name, held in rules:
@@ -999,6 +1026,7 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
         iterations=iterations,
         target_sigma=target_sigma,
         grid_axes=grid_axes,
+        order=order,
         replicas=replicas,
         count=count,
         same_structure_across=same,

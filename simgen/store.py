@@ -1,0 +1,961 @@
+"""Zarr v3 stores of simulated (or imported) samples: create, write, read, inspect, verify.
+
+Layout (DESIGN.md, contract; N samples, A angles, P = V voxels)::
+
+    /                  attrs: schema_version, dataset, spec (full resolved spec), sampling,
+                              package versions, creation info, generation runs
+    /tilt_series       float32 (N, A, P, P)  measured detector counts
+    /angles            float32 (N, A)        nominal (recorded) angles, degrees
+    /angles_true       float32 (N, A)        true angles, degrees
+    /volume            float32 (N, V, V, V)  reconstruction, Å² per voxel
+    /target            float32 (N, V, V, V)  ideal volume, Å² per voxel
+    /atoms/positions   float32 (M, 3)        ragged: sample i owns rows offsets[i]:offsets[i+1]
+    /atoms/numbers     uint8   (M,)
+    /atoms/offsets     int64   (N + 1,)
+    /meta/<field>      (N,)                  dose, morphology, composition, noise_model, split, ...
+    /checksums         uint8   (N, K, 32)    sha256 of each of the sample's K stored arrays
+    /failed            str     (N,)          "" or why the sample could not be generated
+    /complete          bool    (N,)          set last, after everything else of the sample
+
+Every per-sample array is chunked one sample per chunk and unsharded, so concurrent workers
+never touch the same file. The ragged atom arrays cannot be sized before generation, so workers
+write atoms into padded per-sample chunks ``/atoms/padded_positions`` (N, max_atoms, 3) and
+``/atoms/padded_numbers`` (N, max_atoms) with the count in ``/meta/n_atoms``;
+:func:`consolidate` (run by the engine's driver at the end of each run) packs the complete
+samples into the ragged schema and, once every sample is complete, deletes the padded arrays.
+Readers take atoms from the padded arrays while they exist, else from the ragged ones.
+
+Plan-derived metadata (dose, morphology, ...) is known before any simulation and is written once
+by :func:`create_store`; only ``n_atoms`` and the lossy-error fields are written per sample.
+
+Lossless Zstd compression by default; ``lossy={"volume": "float16" | "bitround:K"}`` stores an
+array as float16 or with K float32 mantissa bits, and records the max and RMS absolute error it
+introduced (per sample in ``/meta/<array>_max_error`` / ``_rms_error``, dataset-wide in the
+array's attributes after :func:`consolidate`). Checksums are of the stored values, so
+:func:`verify_store` detects any chunk that changed or was truncated after generation.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CHECKSUMMED_ARRAYS",
+    "create_store",
+    "write_sample",
+    "consolidate",
+    "write_single_sample_store",
+    "open_dataset",
+    "Dataset",
+    "inspect_store",
+    "format_inspection",
+    "verify_store",
+    "sample_digests",
+    "default_max_atoms",
+    "encode_lossy",
+]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+SAMPLE_ARRAYS = ("tilt_series", "angles", "angles_true", "volume", "target")
+CHECKSUMMED_ARRAYS = (*SAMPLE_ARRAYS, "atoms_positions", "atoms_numbers")
+LOCK_NAME = ".generate.lock"
+MANIFEST_NAME = "manifest.json"
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding helpers
+
+
+def encode_lossy(values: np.ndarray, codec: str | None) -> tuple[np.ndarray, float, float]:
+    """Apply a lossy encoding; return (stored array, max |error|, RMS error).
+
+    ``codec`` is None (lossless float32), ``"float16"`` or ``"bitround:K"`` (round to nearest,
+    ties to even, keeping K of float32's 23 mantissa bits; zeros in the dropped bits compress
+    well).
+    """
+    from simgen.config import parse_lossy
+
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if codec is None:
+        return values, 0.0, 0.0
+    kind, bits = parse_lossy(codec, "lossy")
+    if kind == "float16":
+        if np.any(np.abs(values) > np.finfo(np.float16).max):
+            raise ValueError(
+                f"lossy={codec!r}: values up to {np.abs(values).max():.3g} overflow float16 (max 65504); "
+                "use bitround:K instead"
+            )
+        stored = values.astype(np.float16)
+    else:
+        drop = 23 - bits
+        raw = values.view(np.uint32)
+        if drop > 0:
+            half = np.uint32(1 << (drop - 1))
+            lsb = (raw >> np.uint32(drop)) & np.uint32(1)
+            mask = np.uint32((0xFFFFFFFF << drop) & 0xFFFFFFFF)
+            raw = ((raw + half - np.uint32(1) + lsb) & mask).astype(np.uint32)
+        stored = raw.view(np.float32)
+    error = stored.astype(np.float64) - values.astype(np.float64)
+    if error.size == 0:
+        return stored, 0.0, 0.0
+    return stored, float(np.abs(error).max()), float(np.sqrt(np.mean(error**2)))
+
+
+def _digest(values: np.ndarray) -> bytes:
+    """sha256 of an array's dtype, shape and bytes (C order)."""
+    values = np.ascontiguousarray(values)
+    h = hashlib.sha256()
+    h.update(f"{values.dtype.str}{values.shape}".encode())
+    h.update(values.tobytes())
+    return h.digest()
+
+
+def sample_digests(arrays: Mapping[str, np.ndarray | None]) -> np.ndarray:
+    """(K, 32) uint8 sha256 digests of a sample's stored arrays in ``CHECKSUMMED_ARRAYS`` order."""
+    out = np.zeros((len(CHECKSUMMED_ARRAYS), 32), dtype=np.uint8)
+    for k, name in enumerate(CHECKSUMMED_ARRAYS):
+        values = arrays.get(name)
+        if values is not None:
+            out[k] = np.frombuffer(_digest(values), dtype=np.uint8)
+    return out
+
+
+def _combined_hex(digests: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(digests, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def default_max_atoms(size: int, sampling: float) -> int:
+    """Atoms that can fit a volume at every tilt: a cylinder of the volume's side (diameter and
+    height) filled at 0.18 atoms/Å³ (denser than any metal; diamond is 0.176)."""
+    side = size * sampling
+    return int(np.ceil(0.18 * np.pi / 4 * side**3)) + 1
+
+
+def _package_versions() -> dict:
+    from importlib import metadata
+
+    versions = {}
+    for name in ("aet-suite", "numpy", "zarr", "abtem", "astra-toolbox", "ase", "dask"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _jsonable(value):
+    """Turn dataclasses/tuples/numpy scalars into JSON-ready values."""
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    return value
+
+
+def _meta_dtype(values: Sequence):
+    if all(isinstance(v, (bool, np.bool_)) for v in values):
+        return np.bool_, False
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        return np.int64, 0
+    if all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        for v in values
+    ):
+        return np.float64, 0.0
+    return str, ""
+
+
+def _open(path, mode: str = "r"):
+    import zarr
+
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise FileNotFoundError(f"store={str(path)!r}: not a Zarr store (no zarr.json)")
+    return zarr.open_group(str(path), mode=mode)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def create_store(
+    path: str | Path,
+    spec,
+    n_samples: int,
+    *,
+    n_angles: int,
+    size: int,
+    sampling: float,
+    meta: Mapping[str, Sequence] | None = None,
+    max_atoms: int | None = None,
+    lossy: Mapping[str, str] | None = None,
+    compression_level: int = 3,
+    has_target: bool = True,
+    overwrite: bool = False,
+    attrs: Mapping | None = None,
+):
+    """Create an empty store for ``n_samples`` samples and write the plan's metadata.
+
+    Parameters
+    ----------
+    path
+        Directory of the store. May exist if it holds no store yet (e.g. only the engine's lock).
+    spec
+        The resolved dataset spec (a :class:`simgen.config.DatasetSpec` or a dict), recorded in
+        the root attributes.
+    n_samples, n_angles, size
+        N, A and the volume side V = projection side P (voxels).
+    sampling
+        Voxel size = pixel size (Å).
+    meta
+        ``{field: N values}`` known before simulation (dose, morphology, split, ...).
+    max_atoms
+        Padded atom capacity per sample (default :func:`default_max_atoms`).
+    lossy
+        ``{array: "float16" | "bitround:K"}`` for tilt_series, volume or target.
+    compression_level
+        Zstd level (lossless).
+    has_target
+        False for imported data without an ideal volume.
+    overwrite
+        Replace an existing store (the engine's lock file is kept).
+
+    Returns
+    -------
+    zarr.Group
+    """
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    from simgen.config import parse_lossy
+
+    path = Path(path)
+    for name, value in (("n_samples", n_samples), ("n_angles", n_angles), ("size", size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name}={value!r}: expected a positive integer")
+    if not sampling > 0:
+        raise ValueError(f"sampling={sampling!r}: expected a positive voxel size in Å")
+    lossy = dict(lossy or {})
+    for array, codec in lossy.items():
+        if array not in ("tilt_series", "volume", "target"):
+            raise ValueError(f"lossy={lossy!r}: expected keys among tilt_series, volume, target")
+        parse_lossy(codec, f"lossy.{array}")
+    if (path / "zarr.json").exists():
+        if not overwrite:
+            raise FileExistsError(
+                f"store={str(path)!r}: already exists (use overwrite to replace it)"
+            )
+        for entry in path.iterdir():
+            if entry.name == LOCK_NAME:
+                continue
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+
+    n, a, v = int(n_samples), int(n_angles), int(size)
+    max_atoms = int(max_atoms or default_max_atoms(v, sampling))
+    compressors = ZstdCodec(level=int(compression_level))
+    root = zarr.open_group(str(path), mode="a")
+
+    spec_dict = (
+        {"name": spec.name, **spec.to_dict()}
+        if hasattr(spec, "name") and hasattr(spec, "plan")
+        else _jsonable(spec)
+    )
+    root.attrs.update(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "dataset": spec_dict.get("name", "") if isinstance(spec_dict, Mapping) else "",
+            "spec": spec_dict,
+            "n_samples": n,
+            "sampling": float(sampling),
+            "max_atoms": max_atoms,
+            "lossy": lossy,
+            "checksummed_arrays": list(CHECKSUMMED_ARRAYS),
+            "versions": _package_versions(),
+            "created": {
+                "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "host": socket.gethostname(),
+                "user": os.environ.get("USER", ""),
+            },
+            "runs": [],
+            **dict(_jsonable(attrs or {})),
+        }
+    )
+
+    def per_sample(name, shape, dtype, fill=0, group=root, **extra):
+        return group.create_array(
+            name,
+            shape=(n, *shape),
+            chunks=(1, *shape),
+            dtype=dtype,
+            fill_value=fill,
+            compressors=compressors,
+            **extra,
+        )
+
+    def stored_dtype(array):
+        return np.float16 if lossy.get(array) == "float16" else np.float32
+
+    per_sample(
+        "tilt_series",
+        (a, v, v),
+        stored_dtype("tilt_series"),
+        dimension_names=("sample", "angle", "y", "x"),
+    )
+    per_sample("angles", (a,), np.float32, dimension_names=("sample", "angle"))
+    per_sample("angles_true", (a,), np.float32, dimension_names=("sample", "angle"))
+    per_sample(
+        "volume", (v, v, v), stored_dtype("volume"), dimension_names=("sample", "z", "y", "x")
+    )
+    if has_target:
+        per_sample(
+            "target", (v, v, v), stored_dtype("target"), dimension_names=("sample", "z", "y", "x")
+        )
+    for array, codec in lossy.items():
+        if array in root:
+            root[array].attrs["lossy"] = {"codec": codec}
+    root["tilt_series"].attrs.update({"units": "detector counts", "axes": "[sample, angle, y, x]"})
+    root["angles"].attrs["units"] = "degrees (nominal, recorded)"
+    root["angles_true"].attrs["units"] = "degrees (true)"
+    root["volume"].attrs.update(
+        {"units": "Å² per voxel (HAADF cross-section)", "axes": "[sample, z, y, x]"}
+    )
+    if has_target:
+        root["target"].attrs.update(
+            {"units": "Å² per voxel (HAADF cross-section)", "axes": "[sample, z, y, x]"}
+        )
+
+    atoms = root.create_group("atoms")
+    per_sample("padded_positions", (max_atoms, 3), np.float32, group=atoms)
+    per_sample("padded_numbers", (max_atoms,), np.uint8, group=atoms)
+    atoms.attrs.update(
+        {"positions_units": "Å, (x, y, z) in the volume frame", "consolidated": False}
+    )
+
+    meta_group = root.create_group("meta")
+    per_sample("n_atoms", (), np.int64, group=meta_group)
+    for array in lossy:
+        per_sample(f"{array}_max_error", (), np.float64, group=meta_group)
+        per_sample(f"{array}_rms_error", (), np.float64, group=meta_group)
+    for field_name, values in (meta or {}).items():
+        values = list(values)
+        if len(values) != n:
+            raise ValueError(f"meta[{field_name!r}]: {len(values)} values, expected n_samples={n}")
+        if field_name in meta_group:
+            continue
+        dtype, fill = _meta_dtype(values)
+        chunk = min(n, 65536)  # written once by the driver, so large chunks are safe
+        arr = meta_group.create_array(
+            field_name,
+            shape=(n,),
+            chunks=(chunk,),
+            dtype=dtype,
+            fill_value=fill,
+            compressors=compressors,
+        )
+        arr[:] = (
+            np.array([str(x) for x in values]) if dtype is str else np.asarray(values, dtype=dtype)
+        )
+
+    root.create_array(
+        "checksums",
+        shape=(n, len(CHECKSUMMED_ARRAYS), 32),
+        chunks=(1, len(CHECKSUMMED_ARRAYS), 32),
+        dtype=np.uint8,
+        fill_value=0,
+    )
+    root.create_array("failed", shape=(n,), chunks=(min(n, 65536),), dtype=str, fill_value="")
+    root.create_array("complete", shape=(n,), chunks=(1,), dtype=np.bool_, fill_value=False)
+    return root
+
+
+def write_sample(store, index: int, sample) -> str:
+    """Write one :class:`simgen.sample.Sample` at ``index``; ``complete[index]`` is set last.
+
+    Order: clear the flag, write the arrays and atoms, the checksums, then set the flag. A
+    sample interrupted anywhere before the last step stays incomplete and is rewritten on resume.
+
+    Returns
+    -------
+    str
+        The sample's sha256 (hex) over its per-array digests.
+    """
+    root = _open(store, "r+") if not hasattr(store, "attrs") else store
+    n = root["complete"].shape[0]
+    if not 0 <= index < n:
+        raise ValueError(f"index={index!r}: expected 0 <= index < {n}")
+    lossy = dict(root.attrs.get("lossy", {}))
+    root["complete"][index] = False
+
+    stored: dict[str, np.ndarray | None] = {}
+    for name in SAMPLE_ARRAYS:
+        values = getattr(sample, name)
+        if name not in root:
+            if values is not None:
+                raise ValueError(f"{name}: the store has no {name} array")
+            continue
+        expected = root[name].shape[1:]
+        values = np.asarray(values, dtype=np.float32)
+        if values.shape != expected:
+            raise ValueError(f"{name}.shape={values.shape}: expected {expected}")
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"{name}: contains non-finite values")
+        encoded, max_err, rms_err = encode_lossy(values, lossy.get(name))
+        if name in lossy:
+            root["meta"][f"{name}_max_error"][index] = max_err
+            root["meta"][f"{name}_rms_error"][index] = rms_err
+        root[name][index] = encoded
+        stored[name] = encoded
+
+    positions, numbers = _atoms_arrays(sample.atoms)
+    capacity = root["atoms"]["padded_positions"].shape[1]
+    if len(positions) > capacity:
+        raise ValueError(
+            f"atoms: {len(positions)} atoms, more than the store's max_atoms={capacity}"
+        )
+    padded_positions = np.zeros((capacity, 3), dtype=np.float32)
+    padded_positions[: len(positions)] = positions
+    padded_numbers = np.zeros(capacity, dtype=np.uint8)
+    padded_numbers[: len(numbers)] = numbers
+    root["atoms"]["padded_positions"][index] = padded_positions
+    root["atoms"]["padded_numbers"][index] = padded_numbers
+    root["meta"]["n_atoms"][index] = len(positions)
+    stored["atoms_positions"], stored["atoms_numbers"] = positions, numbers
+
+    digests = sample_digests(stored)
+    root["checksums"][index] = digests
+    root["complete"][index] = True
+    return _combined_hex(digests)
+
+
+def _atoms_arrays(atoms) -> tuple[np.ndarray, np.ndarray]:
+    if atoms is None:
+        return np.zeros((0, 3), np.float32), np.zeros(0, np.uint8)
+    positions = np.asarray(atoms.get_positions(), dtype=np.float32).reshape(-1, 3)
+    numbers = np.asarray(atoms.get_atomic_numbers())
+    if numbers.size and (numbers.min() < 1 or numbers.max() > 255):
+        raise ValueError(f"atoms: atomic numbers {numbers.min()}..{numbers.max()}: expected 1..255")
+    return positions, numbers.astype(np.uint8)
+
+
+def consolidate(path: str | Path, *, manifest: bool = True) -> dict:
+    """Pack complete samples' atoms into the ragged schema and write the checksum manifest.
+
+    Run by a single process (the engine's driver) when no worker is writing. Deletes the padded
+    atom arrays once every sample is complete. Returns the manifest dict.
+    """
+    root = _open(path, "r+")
+    complete = root["complete"][:]
+    n = complete.shape[0]
+    atoms = root["atoms"]
+    if "padded_positions" in atoms:
+        n_atoms = np.where(complete, root["meta"]["n_atoms"][:], 0).astype(np.int64)
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum(n_atoms)
+        m = int(offsets[-1])
+        positions = np.zeros((m, 3), dtype=np.float32)
+        numbers = np.zeros(m, dtype=np.uint8)
+        for i in np.flatnonzero(n_atoms):
+            k = int(n_atoms[i])
+            positions[offsets[i] : offsets[i + 1]] = atoms["padded_positions"][i, :k]
+            numbers[offsets[i] : offsets[i + 1]] = atoms["padded_numbers"][i, :k]
+        from zarr.codecs import ZstdCodec
+
+        chunk = max(1, min(m, 1 << 20))
+        for name, values, chunks in (
+            ("positions", positions, (chunk, 3)),
+            ("numbers", numbers, (chunk,)),
+            ("offsets", offsets, (n + 1,)),
+        ):
+            if name in atoms:
+                del atoms[name]
+            arr = atoms.create_array(
+                name,
+                shape=values.shape,
+                chunks=chunks,
+                dtype=values.dtype,
+                fill_value=0,
+                compressors=ZstdCodec(level=3),
+            )
+            if values.size:
+                arr[:] = values
+        atoms.attrs["consolidated"] = True
+        if complete.all():
+            del atoms["padded_positions"]
+            del atoms["padded_numbers"]
+            logger.info("%s: all %d samples complete; padded atom arrays removed", path, n)
+
+    for array, codec in dict(root.attrs.get("lossy", {})).items():
+        if array not in root or not complete.any():
+            continue
+        max_err = root["meta"][f"{array}_max_error"][:][complete]
+        rms_err = root["meta"][f"{array}_rms_error"][:][complete]
+        root[array].attrs["lossy"] = {
+            "codec": codec,
+            "max_abs_error": float(max_err.max()),
+            "rms_error": float(np.sqrt(np.mean(rms_err**2))),
+            "samples": int(complete.sum()),
+        }
+
+    checksums = root["checksums"][:]
+    per_sample = {str(i): _combined_hex(checksums[i]) for i in np.flatnonzero(complete)}
+    dataset_digest = hashlib.sha256(
+        "".join(per_sample[str(i)] for i in np.flatnonzero(complete)).encode()
+    ).hexdigest()
+    result = {
+        "dataset": root.attrs.get("dataset", ""),
+        "schema_version": SCHEMA_VERSION,
+        "n_samples": int(n),
+        "n_complete": int(complete.sum()),
+        "arrays": list(CHECKSUMMED_ARRAYS),
+        "dataset_sha256": dataset_digest,
+        "samples": per_sample,
+    }
+    if manifest:
+        tmp = Path(path) / (MANIFEST_NAME + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, Path(path) / MANIFEST_NAME)
+    root.attrs["dataset_sha256"] = dataset_digest
+    return result
+
+
+def write_single_sample_store(
+    path: str | Path, sample, spec, *, overwrite: bool = False, attrs: Mapping | None = None
+) -> Path:
+    """Write one sample as a complete one-sample store, atomically (temp dir, then rename).
+
+    ``spec`` is the :class:`simgen.sample.SampleSpec` (or a dict with at least ``sampling``);
+    used by ``simgen simulate`` and the importer.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"out={str(path)!r}: already exists (use --overwrite to replace it)")
+    spec_dict = _jsonable(spec)
+    if "sampling" not in spec_dict:
+        raise ValueError(f"spec={spec_dict!r}: expected a 'sampling' entry (Å)")
+    volume = np.asarray(sample.volume)
+    meta = {
+        k: [v]
+        for k, v in spec_dict.items()
+        if isinstance(v, (str, int, float, bool)) and k not in ("index",)
+    }
+    meta.update(
+        {
+            k: [v]
+            for k, v in (sample.meta or {}).items()
+            if isinstance(v, (str, int, float, bool, np.generic)) and k not in ("index", "n_atoms")
+        }
+    )
+    meta["index"] = [0]
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        root = create_store(
+            tmp,
+            {"name": spec_dict.get("name", path.stem), **spec_dict},
+            1,
+            n_angles=len(sample.angles),
+            size=volume.shape[0],
+            sampling=float(spec_dict["sampling"]),
+            meta=meta,
+            max_atoms=max(1, 0 if sample.atoms is None else len(sample.atoms)),
+            has_target=sample.target is not None,
+            attrs=attrs,
+        )
+        write_sample(root, 0, sample)
+        consolidate(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass
+class _Source:
+    path: Path
+    root: object
+    meta: dict
+    complete: np.ndarray
+    padded: bool
+    offsets: np.ndarray | None
+    sampling: float
+
+
+class Dataset:
+    """Read access to a store: ``len``, ``ds[k]`` (k-th sample of this view), iteration, filters.
+
+    ``ds[k]`` is a dict of numpy arrays (``tilt_series``, ``angles``, ``angles_true``,
+    ``volume``, ``target`` as float32), the true atoms (``positions`` (M, 3) Å and ``numbers``
+    (M,) uint8, also as ``atoms = {"positions", "numbers"}``), ``elements`` (symbols present,
+    sorted), ``sampling`` (Å), ``index`` (in the store) and every ``/meta`` field (``dose``,
+    ``morphology``, ``composition``, ``noise_model``, ``split``, ``size_nm``, ``n_atoms``, ...).
+    By default only complete samples are visible.
+    """
+
+    def __init__(self, source: _Source, indices: np.ndarray) -> None:
+        self._source = source
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    # ---- properties
+    @property
+    def path(self) -> Path:
+        return self._source.path
+
+    @property
+    def sampling(self) -> float:
+        return self._source.sampling
+
+    @property
+    def attrs(self) -> dict:
+        return dict(self._source.root.attrs)
+
+    @property
+    def name(self) -> str:
+        return str(self._source.root.attrs.get("dataset", ""))
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self._source.meta)
+
+    def meta(self, field_name: str) -> np.ndarray:
+        """Values of one ``/meta`` field for the samples of this view."""
+        if field_name not in self._source.meta:
+            raise ValueError(
+                f"field={field_name!r}: expected one of {', '.join(self._source.meta)}"
+            )
+        return self._source.meta[field_name][self.indices]
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        """Element symbols present in the samples of this view (sorted)."""
+        from ase.data import chemical_symbols
+
+        present: set[int] = set()
+        for i in self.indices:
+            present.update(int(z) for z in np.unique(self._numbers(int(i))))
+        return tuple(sorted(chemical_symbols[z] for z in present))
+
+    # ---- sequence protocol
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self):
+        for k in range(len(self)):
+            yield self[k]
+
+    def __repr__(self) -> str:
+        return f"Dataset({str(self.path)!r}, {len(self)} samples)"
+
+    def __getitem__(self, k: int) -> dict:
+        if isinstance(k, slice):
+            return Dataset(self._source, self.indices[k])
+        if not -len(self) <= k < len(self):
+            raise IndexError(f"sample {k} out of range for a view of {len(self)} samples")
+        return self.read(int(self.indices[k]))
+
+    def read(self, index: int) -> dict:
+        """Sample ``index`` of the store (not of the view)."""
+        from ase.data import chemical_symbols
+
+        src = self._source
+        out: dict = {
+            "index": int(index),
+            "sampling": src.sampling,
+            "complete": bool(src.complete[index]),
+        }
+        for name in SAMPLE_ARRAYS:
+            out[name] = (
+                np.asarray(src.root[name][index], dtype=np.float32) if name in src.root else None
+            )
+        positions, numbers = self._positions(index), self._numbers(index)
+        out["positions"], out["numbers"] = positions, numbers
+        out["atoms"] = {"positions": positions, "numbers": numbers}
+        out["elements"] = tuple(sorted({chemical_symbols[int(z)] for z in np.unique(numbers)}))
+        for field_name, values in src.meta.items():
+            value = values[index]
+            out.setdefault(field_name, value.item() if isinstance(value, np.generic) else value)
+        return out
+
+    def _positions(self, index: int) -> np.ndarray:
+        src = self._source
+        if src.padded:
+            k = int(src.meta["n_atoms"][index])
+            return np.asarray(src.root["atoms"]["padded_positions"][index, :k], dtype=np.float32)
+        a, b = int(src.offsets[index]), int(src.offsets[index + 1])
+        return np.asarray(src.root["atoms"]["positions"][a:b], dtype=np.float32).reshape(-1, 3)
+
+    def _numbers(self, index: int) -> np.ndarray:
+        src = self._source
+        if src.padded:
+            k = int(src.meta["n_atoms"][index])
+            return np.asarray(src.root["atoms"]["padded_numbers"][index, :k], dtype=np.uint8)
+        a, b = int(src.offsets[index]), int(src.offsets[index + 1])
+        return np.asarray(src.root["atoms"]["numbers"][a:b], dtype=np.uint8)
+
+    # ---- views
+    def filter(self, **criteria) -> Dataset:
+        """A view of the samples whose meta fields match: ``ds.filter(split="test", dose=[1e3, 1e4])``.
+
+        A value matches by equality (floats within 1e-9 relative); a list/tuple/set matches any
+        of its values; a callable is called with the value and must return True.
+        """
+        keep = np.ones(len(self.indices), dtype=bool)
+        for field_name, wanted in criteria.items():
+            values = self.meta(field_name)
+            if callable(wanted):
+                keep &= np.array([bool(wanted(v)) for v in values], dtype=bool)
+                continue
+            options = (
+                list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
+            )
+            match = np.zeros(len(values), dtype=bool)
+            for option in options:
+                if values.dtype.kind == "f":
+                    match |= np.isclose(values.astype(np.float64), float(option), rtol=1e-9, atol=0)
+                else:
+                    match |= values.astype(object) == option
+            keep &= match
+        return Dataset(self._source, self.indices[keep])
+
+
+def open_dataset(path: str | Path, *, include_incomplete: bool = False) -> Dataset:
+    """Open a store for reading; only complete samples unless ``include_incomplete``."""
+    path = Path(path)
+    root = _open(path, "r")
+    version = root.attrs.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValueError(
+            f"store={str(path)!r}: schema_version={version!r}: expected {SCHEMA_VERSION}"
+        )
+    meta = {name: np.asarray(arr[:]) for name, arr in root["meta"].arrays()}
+    complete = np.asarray(root["complete"][:], dtype=bool)
+    padded = "padded_positions" in root["atoms"]
+    offsets = None if padded else np.asarray(root["atoms"]["offsets"][:], dtype=np.int64)
+    source = _Source(path, root, meta, complete, padded, offsets, float(root.attrs["sampling"]))
+    indices = np.arange(len(complete)) if include_incomplete else np.flatnonzero(complete)
+    return Dataset(source, indices)
+
+
+# --------------------------------------------------------------------------------------------
+# Inspection and verification
+
+
+def _disk_usage(path: Path) -> int:
+    total = 0
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            try:
+                total += os.path.getsize(os.path.join(dirpath, name))
+            except OSError:
+                continue
+    return total
+
+
+def inspect_store(path: str | Path) -> dict:
+    """Summary of a store: completeness, failures, counts by field, shapes, size on disk."""
+    path = Path(path)
+    root = _open(path, "r")
+    complete = np.asarray(root["complete"][:], dtype=bool)
+    failed_reasons = np.asarray(root["failed"][:]) if "failed" in root else np.array([], dtype=str)
+    failed = [
+        (int(i), str(failed_reasons[i]))
+        for i in np.flatnonzero(failed_reasons != "")
+        if not complete[i]
+    ]
+    meta = {name: np.asarray(arr[:]) for name, arr in root["meta"].arrays()}
+    counts = {}
+    for field_name in ("split", "morphology", "composition", "dose", "noise_model"):
+        if field_name not in meta:
+            continue
+        values = meta[field_name][complete]
+        uniques, n = np.unique(values, return_counts=True)
+        counts[field_name] = {
+            (u.item() if isinstance(u, np.generic) else u): int(c) for u, c in zip(uniques, n)
+        }
+    raw = sum(int(np.prod(root[name].shape[1:])) * 4 for name in SAMPLE_ARRAYS if name in root)
+    runs = list(root.attrs.get("runs", []))
+    return {
+        "path": str(path),
+        "dataset": root.attrs.get("dataset", ""),
+        "schema_version": root.attrs.get("schema_version"),
+        "n_samples": int(len(complete)),
+        "n_complete": int(complete.sum()),
+        "n_missing": int((~complete).sum()),
+        "missing": [int(i) for i in np.flatnonzero(~complete)],
+        "n_failed": len(failed),
+        "failed": failed,
+        "counts": counts,
+        "n_atoms_total": int(meta["n_atoms"][complete].sum()) if "n_atoms" in meta else 0,
+        "shapes": {name: list(root[name].shape) for name in SAMPLE_ARRAYS if name in root},
+        "sampling": float(root.attrs.get("sampling", 0.0)),
+        "lossy": {
+            name: dict(root[name].attrs.get("lossy", {}))
+            for name in dict(root.attrs.get("lossy", {}))
+            if name in root
+        },
+        "size_on_disk": _disk_usage(path),
+        "raw_bytes_per_sample": raw,
+        "dataset_sha256": root.attrs.get("dataset_sha256", ""),
+        "created": dict(root.attrs.get("created", {})),
+        "runs": runs,
+    }
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def format_inspection(info: Mapping) -> str:
+    """Text rendering of :func:`inspect_store` for the ``simgen inspect`` command."""
+    lines = [
+        f"store: {info['path']}",
+        f"dataset: {info['dataset']} (schema {info['schema_version']})",
+        f"samples: {info['n_samples']} planned, {info['n_complete']} complete, {info['n_missing']} missing, {info['n_failed']} failed",
+    ]
+    shapes = info["shapes"]
+    if shapes:
+        lines.append(
+            "arrays: "
+            + ", ".join(f"{k} {tuple(v[1:])}" for k, v in shapes.items())
+            + f" at {info['sampling']:g} Å"
+        )
+    for field_name, counts in info["counts"].items():
+        text = ", ".join(
+            f"{k:g}: {v}" if isinstance(k, float) else f"{k}: {v}" for k, v in counts.items()
+        )
+        lines.append(f"  by {field_name}: {text or '-'}")
+    if info["n_complete"]:
+        per_sample = info["size_on_disk"] / info["n_complete"]
+        lines.append(
+            f"size on disk: {_human_bytes(info['size_on_disk'])} ({_human_bytes(per_sample)} per sample; "
+            f"raw float32 {_human_bytes(info['raw_bytes_per_sample'])}, ratio {info['raw_bytes_per_sample'] / max(per_sample, 1):.2f})"
+        )
+    else:
+        lines.append(f"size on disk: {_human_bytes(info['size_on_disk'])}")
+    for name, lossy in info["lossy"].items():
+        if lossy.get("max_abs_error") is not None:
+            lines.append(
+                f"lossy {name}: {lossy['codec']} (max |error| {lossy['max_abs_error']:.3g}, RMS {lossy['rms_error']:.3g})"
+            )
+        else:
+            lines.append(f"lossy {name}: {lossy.get('codec')}")
+    for index, reason in info["failed"][:20]:
+        lines.append(f"  failed sample {index}: {reason}")
+    if len(info["failed"]) > 20:
+        lines.append(f"  ... and {len(info['failed']) - 20} more failed samples")
+    if info["dataset_sha256"]:
+        lines.append(f"dataset sha256: {info['dataset_sha256']}")
+    return "\n".join(lines)
+
+
+def _read_stored(root, index: int, padded: bool, offsets: np.ndarray | None) -> dict:
+    """The stored arrays of one sample, exactly as written (for checksums)."""
+    out = {
+        name: (np.asarray(root[name][index]) if name in root else None) for name in SAMPLE_ARRAYS
+    }
+    if padded:
+        k = int(root["meta"]["n_atoms"][index])
+        out["atoms_positions"] = np.asarray(root["atoms"]["padded_positions"][index, :k])
+        out["atoms_numbers"] = np.asarray(root["atoms"]["padded_numbers"][index, :k])
+    else:
+        a, b = int(offsets[index]), int(offsets[index + 1])
+        out["atoms_positions"] = np.asarray(root["atoms"]["positions"][a:b]).reshape(-1, 3)
+        out["atoms_numbers"] = np.asarray(root["atoms"]["numbers"][a:b])
+    return out
+
+
+def verify_store(path: str | Path, *, require_complete: bool = False) -> list[str]:
+    """Recompute every complete sample's checksums; list each problem by sample index.
+
+    Reports chunks that cannot be decoded (truncated or overwritten files), arrays whose values
+    changed since generation, disagreements with ``manifest.json`` and (with
+    ``require_complete``) samples that are not complete. An empty list means the store is intact.
+    """
+    path = Path(path)
+    try:
+        root = _open(path, "r")
+    except FileNotFoundError as exc:
+        return [str(exc)]
+    problems = []
+    complete = np.asarray(root["complete"][:], dtype=bool)
+    checksums = np.asarray(root["checksums"][:])
+    names = list(root.attrs.get("checksummed_arrays", CHECKSUMMED_ARRAYS))
+    padded = "padded_positions" in root["atoms"]
+    offsets = None if padded else np.asarray(root["atoms"]["offsets"][:], dtype=np.int64)
+    manifest_path = path / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())["samples"] if manifest_path.is_file() else {}
+    for index in np.flatnonzero(complete):
+        index = int(index)
+        try:
+            stored = _read_stored(root, index, padded, offsets)
+        except Exception as exc:  # a corrupt chunk raises a codec error of any type
+            stored = {}
+            for name in names:
+                try:
+                    _read_stored_one(root, name, index, padded, offsets)
+                except Exception as inner:
+                    problems.append(
+                        f"sample {index}: {name}: unreadable chunk ({type(inner).__name__}: {inner})"
+                    )
+            if not any(p.startswith(f"sample {index}:") for p in problems):
+                problems.append(f"sample {index}: unreadable ({type(exc).__name__}: {exc})")
+            continue
+        digests = sample_digests(stored)
+        for k, name in enumerate(names):
+            if not np.array_equal(digests[k], checksums[index, k]):
+                problems.append(
+                    f"sample {index}: {name}: checksum mismatch (changed since it was written)"
+                )
+        if str(index) in manifest and manifest[str(index)] != _combined_hex(checksums[index]):
+            problems.append(f"sample {index}: checksums differ from {MANIFEST_NAME}")
+    if require_complete and not complete.all():
+        missing = np.flatnonzero(~complete)
+        problems.append(
+            f"{len(missing)} of {len(complete)} samples are not complete (first: {missing[:10].tolist()})"
+        )
+    return problems
+
+
+def _read_stored_one(root, name: str, index: int, padded: bool, offsets) -> None:
+    if name in SAMPLE_ARRAYS:
+        if name in root:
+            root[name][index]
+        return
+    if padded:
+        root["atoms"]["padded_positions" if name == "atoms_positions" else "padded_numbers"][index]
+    else:
+        root["atoms"]["positions" if name == "atoms_positions" else "numbers"][
+            int(offsets[index]) : int(offsets[index + 1])
+        ]
