@@ -917,10 +917,11 @@ def _amorphous_packing(radius: float, composition: Composition, options: dict, r
     Random sequential addition jams at a packing fraction of ~0.38, below that of a metallic
     glass at its minimum interatomic distance, so instead ``N = ρ·V`` uniformly random points are
     relaxed by pairwise overlap removal (each pair closer than ``min_distance`` is pushed apart
-    symmetrically, points leaving the sphere are put back on its surface) until no pair is closer.
-    Hard-sphere Monte Carlo sweeps (Gaussian trial moves of 0.1 ``min_distance``, rejected if
-    they bring an atom closer than ``min_distance`` to another or out of the sphere) then spread
-    the nearest-neighbour distances, which the relaxation leaves piled up at contact.
+    symmetrically to a random 1–1.2 ``min_distance``, so that distances do not all pile up at
+    contact; points leaving the sphere are put back on its surface) until no pair is closer.
+    ``sweeps`` hard-sphere Monte Carlo sweeps (Gaussian trial moves of 0.03 ``min_distance``,
+    rejected if they bring an atom closer than ``min_distance`` to another or out of the sphere)
+    then shake the packing further.
     """
     from scipy.spatial import cKDTree
 
@@ -1072,9 +1073,15 @@ def _assign_species(
         # Alternating (001) planes (spacing a/2): the plane through the central site holds `first`.
         return np.where(indices[:, 2] % 2 == 0, first, second)
     (major, _), (minor, _) = sorted(composition.fractions, key=lambda item: -item[1])
-    # L1₂ A₃B: B on the simple-cubic corner sublattice (all indices even relative to the central
-    # site, which is thus a B atom), A on the three face-centre sublattices.
-    corners = np.all(indices % 2 == 0, axis=1)
+    # L1₂ A₃B: B on one simple-cubic sublattice of the fcc lattice (the cube corners), A on the
+    # other three (face centres). Of the four equivalent choices, take the one whose B count is
+    # closest to N/4: the terminations of a finite particle shift the composition otherwise.
+    parity = indices % 2
+    choices = [
+        np.all(parity == pattern, axis=1)
+        for pattern in ((0, 0, 0), (1, 1, 0), (1, 0, 1), (0, 1, 1))
+    ]
+    corners = min(choices, key=lambda mask: abs(mask.sum() - n / 4.0))
     return np.where(corners, minor, major)
 
 
@@ -1140,8 +1147,8 @@ def build_particle(
         ``aspect`` (ellipsoid axis ratios, default (1, 0.8, 0.6)); ``n_spheres`` (default 2–4 at
         random) and ``smoothing`` (fillet width in Å, default 0.3 × radius; random_fcc);
         ``min_distance`` (Å, default 0.85 × the elemental nearest-neighbour distance),
-        ``density_factor`` (of the crystal's number density, default 0.98) and ``n_atoms``
-        (amorphous). Common: ``lattice_constant`` (Å, overrides Vegard's law), ``b_factor``,
+        ``density_factor`` (of the crystal's number density, default 0.98), ``n_atoms`` and
+        ``sweeps`` (hard-sphere Monte Carlo sweeps, default 20) (amorphous). Common: ``lattice_constant`` (Å, overrides Vegard's law), ``b_factor``,
         ``shell_monolayers`` / ``shell_thickness`` (Å; core–shell, override the composition's).
 
     Returns
