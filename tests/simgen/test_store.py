@@ -1,0 +1,230 @@
+"""Tests of the Zarr store: schema, ragged atoms, lossy error bounds, checksums, verify, inspect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+
+from simgen.sample import Sample, SampleSpec
+from simgen.store import (
+    consolidate,
+    create_store,
+    encode_lossy,
+    format_inspection,
+    inspect_store,
+    open_dataset,
+    verify_store,
+    write_sample,
+    write_single_sample_store,
+)
+
+N, A, V = 4, 5, 12
+META = {
+    "dose": [1e3, 1e4, 1e3, 1e4],
+    "morphology": ["icosahedron", "cuboctahedron", "icosahedron", "decahedron"],
+    "split": ["train", "test", "train", "test"],
+}
+
+
+def _sample(i: int) -> Sample:
+    rng = np.random.default_rng(i)
+    n_atoms = 3 + i
+    atoms = Atoms(
+        numbers=[78 if k % 2 else 26 for k in range(n_atoms)],
+        positions=rng.uniform(1, 5, (n_atoms, 3)),
+    )
+    angles = np.linspace(-60, 60, A).astype(np.float32)
+    return Sample(
+        atoms=atoms,
+        tilt_series=rng.poisson(50.0, (A, V, V)).astype(np.float32),
+        angles=angles,
+        angles_true=angles + np.float32(0.1 * i),
+        volume=rng.random((V, V, V), dtype=np.float32),
+        target=rng.random((V, V, V), dtype=np.float32),
+        meta={},
+    )
+
+
+def _store(path: Path, written=range(N), **kwargs) -> Path:
+    create_store(
+        path,
+        {"name": "unit", "note": "test"},
+        N,
+        n_angles=A,
+        size=V,
+        sampling=0.5,
+        meta=META,
+        **kwargs,
+    )
+    for i in written:
+        write_sample(path, i, _sample(i))
+    consolidate(path)
+    return path
+
+
+def test_round_trip_and_ragged_atoms(tmp_path):
+    path = _store(tmp_path / "s.zarr")
+    ds = open_dataset(path)
+    assert len(ds) == N and ds.sampling == 0.5 and ds.name == "unit"
+    for i in range(N):
+        expected, got = _sample(i), ds[i]
+        for name in ("tilt_series", "angles", "angles_true", "volume", "target"):
+            np.testing.assert_array_equal(got[name], getattr(expected, name))
+        np.testing.assert_array_equal(got["positions"], expected.atoms.positions.astype(np.float32))
+        np.testing.assert_array_equal(got["numbers"], expected.atoms.numbers)
+        assert got["elements"] == ("Fe", "Pt") and got["n_atoms"] == 3 + i
+        assert got["dose"] == META["dose"][i] and got["morphology"] == META["morphology"][i]
+    import zarr
+
+    root = zarr.open_group(str(path), mode="r")
+    # all complete: the padded staging arrays are gone, the ragged schema holds 3+4+5+6 atoms
+    assert "padded_positions" not in root["atoms"]
+    np.testing.assert_array_equal(root["atoms"]["offsets"][:], [0, 3, 7, 12, 18])
+    assert (
+        root["atoms"]["positions"].shape == (18, 3) and root["atoms"]["numbers"].dtype == np.uint8
+    )
+    assert root["tilt_series"].chunks == (1, A, V, V) and root["volume"].chunks == (1, V, V, V)
+    assert root.attrs["schema_version"] == 1 and root.attrs["spec"]["note"] == "test"
+    assert verify_store(path) == []
+
+
+def test_incomplete_samples_hidden_and_resumable(tmp_path):
+    path = _store(tmp_path / "s.zarr", written=[0, 2])
+    ds = open_dataset(path)
+    assert len(ds) == 2 and list(ds.indices) == [0, 2]
+    assert len(open_dataset(path, include_incomplete=True)) == N
+    info = inspect_store(path)
+    assert (info["n_complete"], info["n_missing"], info["missing"]) == (2, 2, [1, 3])
+    assert info["counts"]["morphology"] == {"icosahedron": 2}
+    # writing the rest later, then consolidating, gives the same store as writing all at once
+    for i in (1, 3):
+        write_sample(path, i, _sample(i))
+    consolidate(path)
+    whole = _store(tmp_path / "whole.zarr")
+    assert inspect_store(path)["dataset_sha256"] == inspect_store(whole)["dataset_sha256"] != ""
+    np.testing.assert_array_equal(
+        open_dataset(path)[3]["positions"], open_dataset(whole)[3]["positions"]
+    )
+
+
+def test_filter_views(tmp_path):
+    ds = open_dataset(_store(tmp_path / "s.zarr"))
+    assert list(ds.filter(split="test").indices) == [1, 3]
+    assert list(ds.filter(dose=1e3).indices) == [0, 2]
+    assert list(ds.filter(dose=[1e4], morphology=("decahedron", "icosahedron")).indices) == [3]
+    assert list(ds.filter(n_atoms=lambda n: n > 4).indices) == [2, 3]
+    view = ds.filter(split="test")
+    assert [s["index"] for s in view] == [1, 3] and view[-1]["morphology"] == "decahedron"
+    with pytest.raises(ValueError, match="field='colour'"):
+        ds.filter(colour="red")
+
+
+def test_bitround_and_float16_errors():
+    x = np.array([1.0, 1.0 + 2.0**-10, 1.0 + 3 * 2.0**-9, -2.5, 0.0], dtype=np.float32)
+    stored, max_err, rms = encode_lossy(x, "bitround:8")
+    # 8 mantissa bits: 1 + 2^-10 rounds to 1; 1 + 3·2^-9 is a tie between 1+2^-8 and 1+2^-7 -> even
+    np.testing.assert_array_equal(stored, [1.0, 1.0, 1.0 + 2.0**-7, -2.5, 0.0])
+    assert max_err == pytest.approx(2.0**-9) and rms == pytest.approx(
+        np.sqrt((2.0**-20 + 2.0**-18) / 5)
+    )
+    values = np.random.default_rng(0).uniform(0, 100, 10000).astype(np.float32)
+    stored, max_err, _ = encode_lossy(values, "bitround:10")
+    assert max_err <= 100 * 2.0**-11 and np.max(np.abs(stored - values) / values) <= 2.0**-11
+    stored, max_err, _ = encode_lossy(values, "float16")
+    assert stored.dtype == np.float16 and max_err == pytest.approx(
+        np.abs(stored.astype(np.float64) - values).max()
+    )
+    with pytest.raises(ValueError, match="overflow float16"):
+        encode_lossy(np.array([1e5], np.float32), "float16")
+    with pytest.raises(ValueError, match="bitround:K"):
+        encode_lossy(values, "bitround:30")
+
+
+def test_lossy_store_records_errors_and_compresses(tmp_path):
+    lossless = _store(tmp_path / "a.zarr")
+    lossy = _store(tmp_path / "b.zarr", lossy={"volume": "bitround:6", "target": "float16"})
+    info = inspect_store(lossy)
+    ds = open_dataset(lossy)
+    err = max(np.abs(ds[i]["volume"] - _sample(i).volume).max() for i in range(N))
+    assert info["lossy"]["volume"]["max_abs_error"] == pytest.approx(err)
+    assert 0 < err <= 2.0**-7  # values in [0, 1): half a unit in the 6th mantissa bit
+    assert info["lossy"]["target"]["codec"] == "float16"
+    assert info["size_on_disk"] < inspect_store(lossless)["size_on_disk"]
+    assert verify_store(lossy) == []
+    assert "lossy volume: bitround:6" in format_inspection(info)
+
+
+def _chunk(path: Path, array: str, index: int) -> Path:
+    files = [p for p in (path / array / "c" / str(index)).rglob("*") if p.is_file()]
+    assert len(files) == 1
+    return files[0]
+
+
+def test_verify_reports_corrupted_and_swapped_chunks(tmp_path):
+    path = _store(tmp_path / "s.zarr")
+    volume_chunk = _chunk(path, "volume", 2)
+    volume_chunk.write_bytes(volume_chunk.read_bytes()[:50])  # truncated
+    _chunk(path, "tilt_series", 1).write_bytes(
+        _chunk(path, "tilt_series", 0).read_bytes()
+    )  # valid but wrong
+    problems = verify_store(path)
+    assert any(p.startswith("sample 2: volume: unreadable chunk") for p in problems)
+    assert "sample 1: tilt_series: checksum mismatch (changed since it was written)" in problems
+    assert not any(p.startswith(("sample 0", "sample 3")) for p in problems)
+    _chunk(path, "angles", 3).unlink()  # a missing chunk reads as zeros
+    assert "sample 3: angles: checksum mismatch (changed since it was written)" in verify_store(
+        path
+    )
+
+
+def test_create_and_write_validate_input(tmp_path):
+    path = _store(tmp_path / "s.zarr", written=[])
+    with pytest.raises(FileExistsError, match="already exists"):
+        create_store(path, {"name": "x"}, N, n_angles=A, size=V, sampling=0.5)
+    with pytest.raises(ValueError, match="n_samples=0: expected a positive integer"):
+        create_store(tmp_path / "t.zarr", {"name": "x"}, 0, n_angles=A, size=V, sampling=0.5)
+    with pytest.raises(ValueError, match="lossy.volume='float8'"):
+        create_store(
+            tmp_path / "t.zarr",
+            {"name": "x"},
+            1,
+            n_angles=A,
+            size=V,
+            sampling=0.5,
+            lossy={"volume": "float8"},
+        )
+    bad = _sample(0)
+    bad.volume = np.zeros((V, V, V + 1), np.float32)
+    with pytest.raises(ValueError, match=r"volume.shape=\(12, 12, 13\): expected \(12, 12, 12\)"):
+        write_sample(path, 0, bad)
+    with pytest.raises(ValueError, match="index=4"):
+        write_sample(path, 4, _sample(0))
+    small = _store(tmp_path / "small.zarr", written=[], max_atoms=4)
+    with pytest.raises(ValueError, match="6 atoms, more than the store's max_atoms=4"):
+        write_sample(small, 3, _sample(3))
+    assert not open_dataset(small, include_incomplete=True)[3]["complete"]
+
+
+def test_single_sample_store_is_atomic(tmp_path):
+    spec = SampleSpec(
+        index=0,
+        morphology="model.xyz",
+        composition="Fe+Pt",
+        size_nm=0.0,
+        dose=1e4,
+        angles=tuple(np.linspace(-60, 60, A)),
+        sampling=0.5,
+        size=V,
+    )
+    out = tmp_path / "one.zarr"
+    write_single_sample_store(out, _sample(1), spec)
+    assert [p.name for p in tmp_path.iterdir()] == ["one.zarr"]  # no temporary directory left
+    sample = open_dataset(out)[0]
+    assert sample["dose"] == 1e4 and sample["n_atoms"] == 4 and sample["morphology"] == "model.xyz"
+    with pytest.raises(FileExistsError):
+        write_single_sample_store(out, _sample(2), spec)
+    write_single_sample_store(out, _sample(2), spec, overwrite=True)
+    assert open_dataset(out)[0]["n_atoms"] == 5 and verify_store(out) == []
