@@ -568,8 +568,14 @@ def place_in_volume(atoms, size: int, sampling: float, margin: float = 2.0):
     """
     from simgen.geometry import volume_center
 
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
+    if (
+        isinstance(size, bool)
+        or not isinstance(size, (int, np.integer, float))
+        or size <= 0
+        or size != int(size)
+    ):
         raise ValueError(f"size={size!r}: expected a positive number of voxels")
+    size = int(size)
     if not np.isfinite(sampling) or sampling <= 0:
         raise ValueError(f"sampling={sampling!r}: expected a positive voxel size in Å")
     if not np.isfinite(margin) or margin < 0:
@@ -816,7 +822,13 @@ def _build_shape(morphology, size_nm, composition, options, rng) -> _Shape:
     if morphology == "wulff":
         energies = options.pop("surface_energies", DEFAULT_SURFACE_ENERGIES)
         try:
-            surfaces = [tuple(int(i) for i in hkl) for hkl in energies]
+            # YAML keys are strings: "111" or "1,1,1" (also "-1,1,0") as well as tuples.
+            surfaces = [
+                tuple(int(i) for i in (hkl.split(",") if "," in hkl else hkl))
+                if isinstance(hkl, str)
+                else tuple(int(i) for i in hkl)
+                for hkl in energies
+            ]
             gammas = [float(energies[hkl]) for hkl in energies]
         except (TypeError, ValueError):
             raise ValueError(
@@ -1142,7 +1154,7 @@ def build_particle(
         the first two and 38, 201, 586, 1289 for the truncated octahedron); ``p``, ``q``, ``r``
         (decahedron as ``ase.cluster.Decahedron``; default ``q = ceil(p/2)``: an Ino decahedron
         with (100) facets) and ``marks`` (= ``r``, the Marks re-entrance depth);
-        ``surface_energies`` ({(h, k, l): γ}, default ``DEFAULT_SURFACE_ENERGIES``) and
+        ``surface_energies`` ({(h, k, l) or "hkl": γ}, default ``DEFAULT_SURFACE_ENERGIES``) and
         ``n_atoms`` (wulff); ``lattice`` ("fcc", "bcc", "hcp"; sphere, ellipsoid);
         ``aspect`` (ellipsoid axis ratios, default (1, 0.8, 0.6)); ``n_spheres`` (default 2–4 at
         random) and ``smoothing`` (fillet width in Å, default 0.3 × radius; random_fcc);

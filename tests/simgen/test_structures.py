@@ -118,6 +118,18 @@ def test_wulff_exposes_111_and_100_facets():
     h100 = np.max(p @ np.array([1, 0, 0]))
     h111 = np.max(p @ (np.ones(3) / math.sqrt(3)))
     assert 1.0 < h100 / h111 < 1.35
+    # surface energies as written in YAML ("hkl" strings); a costlier (100) shrinks those facets
+    octahedral = build_particle(
+        "wulff",
+        "Pt",
+        None,
+        rng=rng(),
+        n_atoms=600,
+        orientation="none",
+        surface_energies={"111": 1.0, "100": 1.6},
+    )
+    q = octahedral.positions
+    assert np.max(q[:, 0]) / np.max(q @ (np.ones(3) / math.sqrt(3))) > 1.4
 
 
 def test_amorphous_minimum_distance_and_density():
