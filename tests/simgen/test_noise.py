@@ -259,8 +259,8 @@ def test_chain_errors():
         chain.apply(np.ones((4, 4)), rng, sampling=SAMPLING, dose=DOSE)
     with pytest.raises(ValueError, match=r"expected_counts: expected finite values"):
         chain.apply(np.full((1, 4, 4), np.nan), rng, sampling=SAMPLING, dose=DOSE)
-    with pytest.raises(ValueError, match=r"expected_counts: min=-1\.0: expected non-negative"):
-        chain.apply(-np.ones((1, 4, 4)), rng, sampling=SAMPLING, dose=DOSE)
+    # tiny negative expected counts (FFT ringing) are clipped by the shot noise, not rejected
+    assert chain.apply(-np.ones((1, 4, 4)), rng, sampling=SAMPLING, dose=DOSE).min() == 0.0
     with pytest.raises(ValueError, match=r"sampling=0: expected a positive pixel size"):
         chain.apply(np.ones((1, 4, 4)), rng, sampling=0, dose=DOSE)
     with pytest.raises(ValueError, match=r"dose=-5: expected a positive dose"):
