@@ -292,8 +292,20 @@ def run_command(commands, parser, argv, prog) -> int:
         return 130
 
 
+def _join_negative_values(argv):
+    """Let ``--tilt -70:70:29`` work: argparse would take ``-70:70:29`` for an option."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = []
+    for arg in argv:
+        if out and out[-1] == "--tilt" and arg.startswith("-"):
+            out[-1] = f"--tilt={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv=None) -> int:
-    return run_command(_COMMANDS, _build_parser(), argv, "simgen")
+    return run_command(_COMMANDS, _build_parser(), _join_negative_values(argv), "simgen")
 
 
 if __name__ == "__main__":

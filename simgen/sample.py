@@ -113,6 +113,8 @@ def simulate_sample(spec: SampleSpec, rng: np.random.Generator, atoms=None) -> S
     clean = imaging.simulate_tilt_series(
         atoms, true_angles, size=spec.size, sampling=spec.sampling, microscope=spec.microscope, mode=spec.mode
     )
+    # Band-limited imaging can ring slightly below zero far from atoms; counts cannot.
+    clean = np.maximum(clean, 0.0)
     measured = chain.apply(clean * spec.dose, rng, sampling=spec.sampling, dose=spec.dose)
     if not np.all(np.isfinite(measured)):
         raise ValueError("tilt_series: simulation produced non-finite values")

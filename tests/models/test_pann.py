@@ -1,0 +1,97 @@
+"""PANN end to end on the tiny smoke store: train both stages, save/load, predict, bad input."""
+
+import numpy as np
+import pytest
+
+from models.cli import main as pann_main
+from models.pann import PannConfig, PannModel
+from models.train import label_candidates, train_pann
+
+
+@pytest.fixture(scope="module")
+def trained(smoke_store, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    config = PannConfig(base_channels=4, levels=2, global_size=16, slab=8, stage1_steps=4, stage2_epochs=3,
+                        hidden=16, heads=2, layers=1, zernike_order=4, batch_size=2)
+    model = train_pann(smoke_store, run, config, progress=False)
+    return run, model
+
+
+def test_training_writes_weights_config_and_curves(trained):
+    run, model = trained
+    assert (run / "pann.pt").exists() and (run / "config.json").exists() and (run / "loss_curves.png").exists()
+    assert set(model.config.elements) == {"Fe", "Pt"}
+    assert model.config.classes[-1] == "none"
+
+
+def test_save_load_round_trip_same_outputs(trained, smoke_store):
+    from simgen.store import open_dataset
+
+    run, model = trained
+    sample = open_dataset(smoke_store)[0]
+    again = PannModel.load(run)
+    a = model.predict(sample["volume"], float(sample["sampling"]))
+    b = again.predict(sample["volume"], float(sample["sampling"]))
+    np.testing.assert_array_equal(a.refined, b.refined)
+    np.testing.assert_array_equal(a.positions, b.positions)
+    np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=1e-5, atol=1e-6)
+    assert a.probabilities.shape[1] == len(model.config.classes)
+    assert len(a.elements) + a.extra["n_rejected"] == a.extra["n_candidates"]
+
+
+def test_labels_from_matching():
+    classes = ["Fe", "Pt", "none"]
+    truth = np.array([[0.0, 0, 0], [3.0, 0, 0]])
+    cand = np.array([[0.2, 0, 0], [3.1, 0, 0], [9.0, 0, 0], [0.3, 0, 0]])
+    labels = label_candidates(cand, truth, np.array([26, 78]), classes, radius=1.0)
+    assert labels.tolist() == [0, 1, 2, 2]  # the duplicate near atom 0 is "not an atom"
+
+
+def test_predict_cli_store_and_volume(trained, smoke_store, tmp_path):
+    import ase.io
+
+    run, _ = trained
+    out = tmp_path / "pred"
+    assert pann_main(["predict", "--data", str(smoke_store), "--weights", str(run), "--out", str(out)]) == 0
+    files = sorted(out.glob("*.xyz"))
+    assert files
+    atoms = ase.io.read(files[0])
+    assert "prob_none" in atoms.arrays or len(atoms) == 0
+
+    from simgen.store import open_dataset
+
+    vol = tmp_path / "vol.npy"
+    np.save(vol, open_dataset(smoke_store)[0]["volume"])
+    xyz = tmp_path / "one.xyz"
+    assert pann_main(["predict", "--volume", str(vol), "--sampling", "0.5", "--elements", "Fe,Pt",
+                      "--weights", str(run), "--out", str(xyz)]) == 0
+    assert xyz.exists()
+
+
+@pytest.mark.parametrize(
+    "array, extra, fragment",
+    [
+        (np.zeros((8, 8)), ["--sampling", "0.5"], "3D"),
+        (np.full((16, 16, 16), np.nan), ["--sampling", "0.5"], "NaN"),
+        (np.ones((16, 16, 16)), ["--sampling", "3.0"], "sampling"),
+        (np.ones((16, 16, 16)), ["--sampling", "0.5", "--elements", "Au"], "Au"),
+    ],
+)
+def test_predict_bad_input_clear_error_nothing_written(trained, tmp_path, capsys, array, extra, fragment):
+    run, _ = trained
+    vol = tmp_path / "vol.npy"
+    np.save(vol, array)
+    out = tmp_path / "out.xyz"
+    code = pann_main(["predict", "--volume", str(vol), *extra, "--weights", str(run), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and fragment in err
+    assert not out.exists()
+
+
+def test_corrupted_checkpoint(tmp_path, capsys):
+    (tmp_path / "pann.pt").write_bytes(b"not a checkpoint")
+    vol = tmp_path / "vol.npy"
+    np.save(vol, np.ones((16, 16, 16)))
+    code = pann_main(["predict", "--volume", str(vol), "--sampling", "0.5", "--weights", str(tmp_path), "--out", str(tmp_path / "o.xyz")])
+    assert code == 2 and "checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "o.xyz").exists()
