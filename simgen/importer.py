@@ -1,0 +1,457 @@
+"""Import an external tilt series (experimental or from another simulator) into a one-sample store.
+
+Reads the projections (``.npy``, ``.mrc``, ``.tif``/``.tiff``, ``.mat`` v5 or v7.3), puts them in this
+project's geometry (DESIGN.md, contract: tilt series ``[angle, y, x]``, tilt axis = y = image rows,
+rotation about the volume centre), normalises them, reconstructs the volume with
+:func:`simgen.reconstruct.reconstruct`, and writes a store with one sample (and the ground-truth
+model, if given, in the volume frame) that every method and the benchmark can read.
+
+Geometry of an input with ``tilt_axis="x"``: the tilt axis runs along the image columns' direction
+(the second array axis), so an atom moves between rows as the tilt changes — as in the AET
+benchmark of Liao et al. (NP1_aSi_D2nm: the column index follows the model's x, the tilt axis,
+and the row index follows ``y cosθ − z sinθ``). Each image is transposed; a model point
+``(x_m, y_m, z_m)`` (origin at the rotation centre) then lies at ``(y_m, x_m, −z_m)`` + volume
+centre in this project's frame, a proper rotation, and the tilt angles keep their sign. With
+``tilt_axis="y"`` the images are used as they are and the model maps to ``(x_m, y_m, z_m)``.
+
+The rotation centre is the image centre ``(P − 1) / 2`` unless ``origin`` gives its pixel index;
+the images are then cropped symmetrically about it, so that it becomes the volume centre.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "import_tilt_series",
+    "read_array",
+    "read_angles",
+    "read_truth",
+    "arrange_tilt_series",
+    "estimate_background",
+]
+
+logger = logging.getLogger(__name__)
+
+_SUFFIXES = (".npy", ".mrc", ".mrcs", ".st", ".ali", ".tif", ".tiff", ".mat")
+
+
+def _mat_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Numeric arrays of a MATLAB file, v5 (scipy) or v7.3 (HDF5, h5py)."""
+    try:
+        from scipy.io import loadmat
+
+        content = loadmat(path)
+        return {
+            k: np.asarray(v)
+            for k, v in content.items()
+            if not k.startswith("__") and isinstance(v, np.ndarray) and v.dtype.kind in "biuf"
+        }
+    except NotImplementedError:  # v7.3: HDF5; MATLAB stores arrays transposed (column-major)
+        import h5py
+
+        arrays: dict[str, np.ndarray] = {}
+        with h5py.File(path, "r") as handle:
+
+            def visit(name, obj):
+                if isinstance(obj, h5py.Dataset) and obj.dtype.kind in "biuf":
+                    arrays[name] = np.asarray(obj[()]).T
+
+            handle.visititems(visit)
+        return arrays
+
+
+def read_array(path: str | Path, *, key: str | None = None, ndim: int | None = 3) -> np.ndarray:
+    """Read an array from ``.npy``, ``.mrc``, ``.tif`` or ``.mat``.
+
+    Parameters
+    ----------
+    path
+        The file.
+    key
+        Name of the array inside a ``.mat`` file. Default: the only array of dimension ``ndim``,
+        else the largest one.
+    ndim
+        Expected number of dimensions used to choose among the arrays of a ``.mat`` file (None:
+        any).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.exists():
+        raise ValueError(f"path={str(path)!r}: file does not exist")
+    if suffix == ".npy":
+        return np.load(path)
+    if suffix in (".mrc", ".mrcs", ".st", ".ali"):
+        import mrcfile
+
+        with mrcfile.open(path, permissive=True) as handle:
+            return np.asarray(handle.data).copy()
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        return np.asarray(tifffile.imread(path))
+    if suffix == ".mat":
+        arrays = _mat_arrays(path)
+        if key is not None:
+            if key not in arrays:
+                raise ValueError(
+                    f"key={key!r}: expected one of the numeric arrays {sorted(arrays)} in {path.name}"
+                )
+            return arrays[key]
+        candidates = {k: v for k, v in arrays.items() if ndim is None or v.ndim == ndim}
+        if not candidates:
+            raise ValueError(
+                f"path={str(path)!r}: no {ndim}-D numeric array found (arrays: {sorted(arrays)})"
+            )
+        chosen = max(candidates, key=lambda k: candidates[k].size)
+        if len(candidates) > 1:
+            logger.info(
+                "%s: chose the largest array %r among %s (pass key= to choose)",
+                path.name,
+                chosen,
+                sorted(candidates),
+            )
+        return candidates[chosen]
+    raise ValueError(f"path={str(path)!r}: expected one of the suffixes {_SUFFIXES}")
+
+
+def read_angles(path: str | Path, *, key: str | None = None) -> np.ndarray:
+    """Tilt angles (degrees) from a file of N values, or of N×3 Euler angles (tilt = 2nd column).
+
+    Text files (``.txt``, ``.csv``, ``.dat``: whitespace or comma separated, ``#``/``%``
+    comments), ``.npy`` or ``.mat``. An N×3 (or 3×N) array is read as GENFIRE/RESIRE Euler
+    angles ``(φ, θ, ψ)`` whose second angle is the tilt.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"angles={str(path)!r}: file does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".npy", ".mat"):
+        values = np.asarray(read_array(path, key=key, ndim=None), dtype=np.float64)
+    else:
+        rows = []
+        for line in path.read_text().splitlines():
+            line = line.split("#")[0].split("%")[0].strip()
+            if line:
+                rows.append([float(v) for v in line.replace(",", " ").split()])
+        if not rows or len({len(r) for r in rows}) != 1:
+            raise ValueError(
+                f"angles={str(path)!r}: expected N numbers, or N rows of 3 Euler angles"
+            )
+        values = np.asarray(rows, dtype=np.float64)
+    values = np.squeeze(values)
+    if values.ndim == 2 and 3 in values.shape:
+        values = values if values.shape[1] == 3 else values.T
+        if np.any(values[:, 0] != 0) or np.any(values[:, 2] != 0):
+            logger.warning(
+                "angles: Euler angles with nonzero 1st/3rd column; only the tilt (2nd column) is used"
+            )
+        values = values[:, 1]
+    if values.ndim != 1 or not np.all(np.isfinite(values)):
+        raise ValueError(
+            f"angles={str(path)!r}: expected N finite angles (degrees) or an N×3 Euler table, got shape {values.shape}"
+        )
+    return values
+
+
+def arrange_tilt_series(
+    data: np.ndarray,
+    n_angles: int,
+    *,
+    tilt_axis: str = "y",
+    stack_axis: int | None = None,
+    origin: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Put a stack of projections into this project's layout ``[angle, y, x]`` (tilt axis = y).
+
+    Parameters
+    ----------
+    data
+        3-D array holding ``n_angles`` images; the projection index may be on any axis.
+    n_angles
+        Number of projections.
+    tilt_axis
+        ``"y"``: the tilt axis runs along the image's first (row) direction, as in this project;
+        ``"x"``: along its second (column) direction — each image is transposed.
+    stack_axis
+        Axis of ``data`` that indexes the projections; default: the only axis of length
+        ``n_angles``.
+    origin
+        ``(row, column)`` pixel index of the rotation centre in the input images; the images are
+        cropped symmetrically about it. Default: the image centre.
+    """
+    data = np.asarray(data)
+    if data.ndim != 3:
+        raise ValueError(f"tilt_series.shape={data.shape}: expected a 3-D stack of images")
+    if tilt_axis not in ("x", "y"):
+        raise ValueError(
+            f"tilt_axis={tilt_axis!r}: expected 'y' (image rows) or 'x' (image columns)"
+        )
+    if stack_axis is None:
+        matching = [axis for axis, length in enumerate(data.shape) if length == n_angles]
+        if len(matching) != 1:
+            raise ValueError(
+                f"stack_axis=None: expected exactly one axis of length {n_angles} (the number of angles) "
+                f"in shape {data.shape}; pass stack_axis"
+            )
+        stack_axis = matching[0]
+    if not -3 <= stack_axis < 3 or data.shape[stack_axis] != n_angles:
+        raise ValueError(
+            f"stack_axis={stack_axis!r}: expected an axis of length {n_angles} in shape {data.shape}"
+        )
+    images = np.moveaxis(data, stack_axis, 0)
+    if origin is not None:
+        rows, cols = images.shape[1:]
+        r0, c0 = (float(v) for v in origin)
+        if r0 != int(r0) or c0 != int(c0) or not (0 <= r0 < rows and 0 <= c0 < cols):
+            raise ValueError(
+                f"origin={origin!r}: expected integer pixel indices inside the {rows}×{cols} images"
+            )
+        half_r, half_c = int(min(r0, rows - 1 - r0)), int(min(c0, cols - 1 - c0))
+        images = images[
+            :, int(r0) - half_r : int(r0) + half_r + 1, int(c0) - half_c : int(c0) + half_c + 1
+        ]
+    if tilt_axis == "x":
+        images = np.swapaxes(images, 1, 2)
+    return np.ascontiguousarray(images)
+
+
+def estimate_background(tilt_series: np.ndarray, border: float = 0.08) -> float:
+    """Constant background of a tilt series: the mean of the outer ``border`` fraction of pixels.
+
+    For an isolated particle imaged with vacuum around it, those pixels hold only background (and
+    its noise); the mean, not the median, is used since at low dose the counts are small integers.
+    """
+    tilt_series = np.asarray(tilt_series, dtype=np.float64)
+    rows, cols = tilt_series.shape[1:]
+    width = max(1, int(round(border * min(rows, cols))))
+    mask = np.ones((rows, cols), dtype=bool)
+    mask[width:-width, width:-width] = False
+    return float(tilt_series[:, mask].mean())
+
+
+def _parse_model_table(path: Path, elements) -> tuple[np.ndarray, list[str]]:
+    """AET text model: rows of ``species_index x y z`` (Å), ``%``/``#`` comments."""
+    rows = []
+    for line in path.read_text().splitlines():
+        line = line.split("%")[0].split("#")[0].strip()
+        if line:
+            rows.append([float(v) for v in line.replace(",", " ").split()])
+    table = np.asarray(rows)
+    if table.ndim != 2 or table.shape[1] != 4:
+        raise ValueError(f"truth={str(path)!r}: expected rows of 'species x y z'")
+    species = table[:, 0].astype(int)
+    if not elements:
+        raise ValueError(
+            f"elements={elements!r}: expected the element of each species index of {path.name}"
+        )
+    if species.min() < 1 or species.max() > len(elements):
+        raise ValueError(
+            f"elements={elements!r}: expected a symbol for every species index 1..{species.max()}"
+        )
+    return table[:, 1:4], [elements[k - 1] for k in species]
+
+
+def read_truth(path: str | Path, elements=None) -> tuple[np.ndarray, list[str]]:
+    """Positions ``(N, 3)`` Å and element symbols of a ground-truth model (model frame).
+
+    Uses :func:`simgen.structures.load_model` when available; an AET text table of
+    ``species x y z`` rows (species 1 = ``elements[0]``, ...) is read here.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"truth={str(path)!r}: file does not exist")
+    try:
+        from simgen.structures import load_model
+    except ImportError:
+        load_model = None
+    if load_model is not None:
+        try:
+            atoms = load_model(path)
+            symbols = atoms.get_chemical_symbols()
+            # A loader that does not know the elements of species indices marks them with X.
+            if (
+                elements
+                and len(set(symbols)) <= len(elements)
+                and all(s not in elements for s in set(symbols))
+            ):
+                table_positions, table_symbols = _parse_model_table(path, elements)
+                return table_positions, table_symbols
+            return atoms.get_positions(), symbols
+        except ValueError:
+            if path.suffix.lower() not in (".txt", ".dat"):
+                raise
+    return _parse_model_table(path, elements)
+
+
+def _write_one_sample(
+    out: Path, arrays: dict, atoms_positions, atoms_numbers, meta: dict, attrs: dict
+) -> None:
+    """Write one sample into a Zarr group following the DESIGN.md store schema (N = 1)."""
+    import zarr
+
+    root = zarr.open_group(str(out), mode="w")
+    root.attrs.update(attrs)
+    for name, value in arrays.items():
+        value = np.asarray(value)[None]
+        root.create_array(name, data=value.astype(np.float32), chunks=value.shape)
+    atoms = root.create_group("atoms")
+    positions = np.asarray(atoms_positions, dtype=np.float32).reshape(-1, 3)
+    atoms.create_array("positions", data=positions, chunks=(max(len(positions), 1), 3))
+    atoms.create_array(
+        "numbers", data=np.asarray(atoms_numbers, dtype=np.uint8), chunks=(max(len(positions), 1),)
+    )
+    atoms.create_array("offsets", data=np.asarray([0, len(positions)], dtype=np.int64))
+    meta_group = root.create_group("meta")
+    for name, value in meta.items():
+        if isinstance(value, str):
+            meta_group.create_array(name, data=np.asarray([value], dtype=str))
+        else:
+            meta_group.create_array(name, data=np.asarray([value]))
+    root.create_array("complete", data=np.asarray([True]))
+
+
+def import_tilt_series(
+    path: str | Path,
+    *,
+    angles,
+    sampling: float,
+    out: str | Path,
+    tilt_axis: str = "y",
+    key: str | None = None,
+    stack_axis: int | None = None,
+    origin: tuple[float, float] | None = None,
+    truth: str | Path | None = None,
+    elements: list[str] | None = None,
+    dose: float | None = None,
+    background: float | str = 0.0,
+    method: str = "sirt",
+    iterations: int = 100,
+    align: bool = False,
+) -> Path:
+    """Import a tilt series, reconstruct it and write a one-sample store.
+
+    Parameters
+    ----------
+    path
+        Projections (``.npy``, ``.mrc``, ``.tif``, ``.mat``), a 3-D stack.
+    angles
+        Tilt angles in degrees: a sequence, or a file read by :func:`read_angles`.
+    sampling
+        Pixel size in Å (= voxel size).
+    out
+        Store to write (a directory; replaced if present).
+    tilt_axis, stack_axis, origin
+        Image geometry, see :func:`arrange_tilt_series`.
+    key
+        Array name inside a ``.mat`` file.
+    truth
+        Ground-truth model (centred on the rotation centre, Å), stored in the volume frame.
+    elements
+        Element symbols present (species index ``k`` of an AET text model = ``elements[k-1]``).
+    dose
+        Dose per projection (e/Å²) when the images are counts: the series is normalised as
+        ``(counts − background) / dose`` (Å² per pixel), as simulated samples are. Without it the
+        series is scaled to unit mean of the image sums (relative intensities).
+    background
+        Constant background (counts) subtracted before normalising, or ``"auto"``: the mean
+        of a border strip of the images (see :func:`estimate_background`).
+    method, iterations
+        Reconstruction (:func:`simgen.reconstruct.reconstruct`).
+    align
+        Align the projections first (:func:`simgen.reconstruct.align_tilt_series`).
+
+    Returns
+    -------
+    pathlib.Path
+        The store written.
+    """
+    from simgen.reconstruct import reconstruct
+
+    if not np.isfinite(sampling) or sampling <= 0:
+        raise ValueError(f"sampling={sampling!r}: expected a positive pixel size in Å")
+    if dose is not None and (not np.isfinite(dose) or dose <= 0):
+        raise ValueError(f"dose={dose!r}: expected a positive dose in e/Å² per projection")
+    angles_deg = (
+        read_angles(angles)
+        if isinstance(angles, (str, Path))
+        else np.asarray(angles, dtype=np.float64).ravel()
+    )
+    raw = read_array(path, key=key)
+    counts = arrange_tilt_series(
+        raw, len(angles_deg), tilt_axis=tilt_axis, stack_axis=stack_axis, origin=origin
+    ).astype(np.float32)
+    if counts.shape[1] != counts.shape[2]:
+        raise ValueError(
+            f"tilt_series.shape={counts.shape}: expected square images (crop them first)"
+        )
+    if isinstance(background, str):
+        if background != "auto":
+            raise ValueError(f"background={background!r}: expected a number of counts or 'auto'")
+        background = estimate_background(counts)
+        logger.info("estimated background: %.4g counts per pixel", background)
+    if dose is not None:
+        # Counts per pixel / dose = Å² of HAADF cross-section per pixel, as simgen.sample does.
+        normalised = (counts - background) / dose
+    else:
+        sums = (counts - background).sum(axis=(1, 2))
+        normalised = (counts - background) / max(float(np.mean(sums)), 1e-30) * counts.shape[1]
+    normalised = normalised.astype(np.float32)
+    if align:
+        from simgen.reconstruct import align_tilt_series
+
+        normalised = align_tilt_series(normalised, angles_deg)
+        if isinstance(normalised, tuple):
+            normalised = normalised[0]
+    volume = reconstruct(normalised, angles_deg, method=method, iterations=iterations)
+    size = volume.shape[0]
+    centre = (size - 1) / 2.0 * sampling
+
+    positions, symbols = np.zeros((0, 3)), []
+    if truth is not None:
+        model_positions, symbols = read_truth(truth, elements)
+        model_positions = np.asarray(model_positions, dtype=np.float64)
+        if tilt_axis == "x":
+            model_positions = np.stack(
+                [model_positions[:, 1], model_positions[:, 0], -model_positions[:, 2]], axis=1
+            )
+        positions = model_positions + centre
+    if elements is None:
+        elements = sorted(set(symbols))
+    from ase.data import atomic_numbers
+
+    numbers = [atomic_numbers[s] for s in symbols]
+    meta = {
+        "dose": float(dose) if dose is not None else float("nan"),
+        "sampling": float(sampling),
+        "source": str(path),
+        "elements": ",".join(elements),
+        "split": "test",
+        "n_atoms": len(positions),
+        "morphology": "imported",
+    }
+    attrs = {
+        "schema_version": 1,
+        "name": Path(out).name,
+        "imported_from": str(path),
+        "tilt_axis_input": tilt_axis,
+        "recon": method,
+        "iterations": int(iterations),
+        "normalisation": "counts/dose" if dose is not None else "relative",
+    }
+    out = Path(out)
+    _write_one_sample(
+        out,
+        {"tilt_series": counts, "angles": angles_deg, "angles_true": angles_deg, "volume": volume},
+        positions,
+        numbers,
+        meta,
+        attrs,
+    )
+    logger.info(
+        "imported %s -> %s: %d projections, volume %s", path, out, len(angles_deg), volume.shape
+    )
+    return out
