@@ -283,6 +283,7 @@ class _State:
         self.bond = bond
         self.cutoff = cutoff
         self._coordination: np.ndarray | None = None
+        self.container: tuple[np.ndarray, float] | None = None  # (centre Å, radius Å)
 
     def coordination(self) -> np.ndarray:
         """CN of every atom (−1 for removed atoms), recomputed only after a change."""
@@ -332,10 +333,11 @@ class _State:
         valid = (
             (distance.min(axis=1) >= MIN_DISTANCE_FRACTION * self.bond)
             & (np.count_nonzero(distance <= self.cutoff, axis=1) >= MIN_SUPPORT)
-            & (
-                np.linalg.norm(sites - origin, axis=1) > 0.25 * self.bond
-            )  # a real move, not a return
+            & (np.linalg.norm(sites - origin, axis=1) > 0.25 * self.bond)  # a move, not a return
         )
+        if self.container is not None:
+            centre, radius = self.container
+            valid &= np.linalg.norm(sites - centre, axis=1) <= radius
         if not np.any(valid):
             return None
         return sites[np.argmax(valid)]  # the first valid one of the random directions
@@ -845,6 +847,7 @@ class DamageChain:
         *,
         bond_length: float | None = None,
         cutoff: float | None = None,
+        container: tuple[float | Sequence[float], float] | None = None,
     ) -> DamageHistory:
         """Run the series: apply every model to each projection's dose, in acquisition order.
 
@@ -861,6 +864,10 @@ class DamageChain:
             Nearest-neighbour distance in Å (default: median nearest-neighbour distance).
         cutoff
             Coordination cutoff in Å (default 1.2 × ``bond_length``).
+        container
+            ``(centre, radius)`` in Å: hops that would leave this sphere are rejected, so atoms stay
+            inside the imaged volume at every tilt (e.g. ``(volume_center(size, sampling),
+            (size / 2 - 1) * sampling)``). Default: no limit.
         """
         if not isinstance(rng, np.random.Generator):
             raise ValueError(f"rng={rng!r}: expected a numpy.random.Generator")
@@ -885,6 +892,12 @@ class DamageChain:
         _check_positive("cutoff", cutoff, allow_zero=False)
 
         state = _State(atoms.positions, np.asarray(atoms.numbers), ids, bond_length, cutoff)
+        if container is not None:
+            centre = np.broadcast_to(np.asarray(container[0], dtype=np.float64), (3,))
+            radius = float(container[1])
+            if not np.all(np.isfinite(centre)) or not np.isfinite(radius) or radius <= 0:
+                raise ValueError(f"container={container!r}: expected (centre Å, positive radius Å)")
+            state.container = (centre, radius)
         events: list[DamageEvent] = []
         for step, projection in enumerate(acquisition.order):
             projection = int(projection)

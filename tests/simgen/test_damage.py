@@ -281,3 +281,20 @@ def test_parse_damage_and_canonical_specs():
     ]:
         with pytest.raises(ValueError, match=name):
             parse_damage(bad)
+
+
+def test_container_keeps_hops_inside(particle):
+    acquisition = Acquisition.from_scheme([-30.0, 0.0, 30.0], dose=1000.0)
+    centre = particle.positions.mean(axis=0)
+    radius = np.linalg.norm(particle.positions - centre, axis=1).max()
+    history = DamageChain.from_specs(["surface_diffusion:rate=5e-3"]).evolve(
+        particle, acquisition, np.random.default_rng(3), container=(centre, radius)
+    )
+    assert len(history.events) > 10
+    for step in range(acquisition.n_projections + 1):
+        positions = history.structure_at_step(step).positions
+        assert np.linalg.norm(positions - centre, axis=1).max() <= radius + 1e-9
+    with pytest.raises(ValueError, match="container="):
+        DamageChain.from_specs(["surface_diffusion"]).evolve(
+            particle, acquisition, np.random.default_rng(3), container=(centre, -1.0)
+        )
