@@ -119,7 +119,7 @@ def simulate_sample(spec: SampleSpec, rng: np.random.Generator, atoms=None) -> S
     if not np.all(np.isfinite(measured)):
         raise ValueError("tilt_series: simulation produced non-finite values")
 
-    normalised = normalise_tilt_series(measured, spec.dose, background=chain.background(spec.dose))
+    normalised = normalise_tilt_series(measured, spec.dose, background=chain.background(spec.dose, sampling=spec.sampling))
     volume = reconstruct.reconstruct(normalised, nominal, method=spec.recon, iterations=spec.iterations)
     target = targets.ideal_volume(atoms, spec.size, spec.sampling, microscope=spec.microscope, sigma=spec.target_sigma)
 
