@@ -374,8 +374,13 @@ def zernike_descriptors(
               are dropped, whole voxels are integrated (no partial-volume weights), and the
               moments are not divided by the mass. As in their code, the centre of mass is
               computed from cube integrals (voxel ``k`` spans ``[k, k+1]``) while the radius and
-              the cut use the voxel index ``k`` itself, half a voxel apart; both are kept so that
-              the numbers agree with theirs.
+              the cut use the voxel index ``k`` itself, half a voxel apart, and their radius
+              pairs the first array axis with the second axis's centre of mass and vice versa
+              (an indexing slip in ``ComputeScale_RadiusVar``). Both quirks are reproduced, so the
+              descriptors of their test cuboid agree with pyzernike's to the 6 digits stored;
+              the second one makes the scale, hence the descriptors, depend on where the object
+              sits in the grid, so use this option to compare with their numbers, not for
+              rotation-invariant features.
 
     Returns:
         ``(K,)`` float64 invariants in (n ascending, l ascending) order, K = len(zernike_indices).
