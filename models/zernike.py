@@ -99,6 +99,8 @@ def _check_volume(volume: np.ndarray, name: str = "volume") -> np.ndarray:
     volume = np.asarray(volume)
     if volume.ndim != 3 or len(set(volume.shape)) != 1 or volume.shape[0] < 1:
         raise ValueError(f"{name}.shape={volume.shape!r}: expected a cubic 3D array (D, D, D)")
+    if volume.dtype == np.bool_:
+        volume = volume.astype(np.float64)
     if not np.issubdtype(volume.dtype, np.number) or np.iscomplexobj(volume):
         raise ValueError(f"{name}.dtype={volume.dtype}: expected a real numeric array")
     if not np.all(np.isfinite(volume)):
