@@ -280,6 +280,8 @@ def generate(
     GenerationReport
         ``report.failed`` lists (index, reason) of samples that could not be generated.
     """
+    import zarr
+
     from simgen.progress import progress_bar
     from simgen.store import consolidate
 
@@ -349,6 +351,7 @@ def generate(
             manifest["dataset_sha256"] if manifest["n_complete"] == len(rows) else ""
         )
         report.seconds = time.perf_counter() - t0
+        root = zarr.open_group(str(out), mode="r+")  # consolidate() changed the attributes
         runs = list(root.attrs.get("runs", []))
         runs.append(
             {
