@@ -463,9 +463,11 @@ class ZernikeBasis:
         - invariants: ``(N, K)``, ``K = len(zernike_indices(order))``.
 
     Example:
-        >>> basis = ZernikeBasis(4.0, order=8)
-        >>> patches = extract_patches(volume, centers_vox, basis.radius_voxels)
-        >>> descriptors = basis.invariants(patches)  # (N, 25)
+        ::
+
+            basis = ZernikeBasis(4.0, order=8)
+            patches = extract_patches(volume, centers_vox, basis.radius_voxels)
+            descriptors = basis.invariants(patches)  # (N, 25)
     """
 
     def __init__(self, radius_voxels: float, order: int = 8, dtype: type = np.float32) -> None:
