@@ -70,7 +70,7 @@ class PannConfig:
     batch_size: int = 2
     lr: float = 2e-3
     zernike_order: int = 8
-    zernike_radius: float = 1.6
+    zernike_radius: float = 2.0
     knn: int = 12
     hidden: int = 64
     heads: int = 4
