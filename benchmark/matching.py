@@ -106,16 +106,13 @@ def match_atoms(pred, true, radius: float = 1.0) -> Matching:
         true_ids = np.unique(c)
         pred_ids = pred_ids[np.lexsort(pred[pred_ids].T[::-1])]
         true_ids = true_ids[np.lexsort(true[true_ids].T[::-1])]
-        # Row/column of each pair in the position-ordered cost matrix.
-        pi = np.searchsorted(np.sort(pred_ids), r)
-        ti = np.searchsorted(np.sort(true_ids), c)
-        pred_rank = np.empty(len(pred_ids), np.int64)
-        pred_rank[np.argsort(pred_ids)] = np.arange(len(pred_ids))
-        true_rank = np.empty(len(true_ids), np.int64)
-        true_rank[np.argsort(true_ids)] = np.arange(len(true_ids))
+        # Row/column of each pair in the position-ordered cost matrix: argsort maps an id's
+        # rank among the sorted ids to its place in position order.
+        pi = np.argsort(pred_ids)[np.searchsorted(np.sort(pred_ids), r)]
+        ti = np.argsort(true_ids)[np.searchsorted(np.sort(true_ids), c)]
         forbidden = 1.0 + radius * (len(pred_ids) + len(true_ids))  # > any sum of allowed costs
         cost = np.full((len(pred_ids), len(true_ids)), forbidden)
-        cost[pred_rank[pi], true_rank[ti]] = d
+        cost[pi, ti] = d
         a, b = linear_sum_assignment(cost)
         allowed = cost[a, b] < forbidden
         out_pred.append(pred_ids[a[allowed]])

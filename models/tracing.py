@@ -112,7 +112,12 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     mean_low = sum_low / np.maximum(weight_low, 1)
     mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
     between = weight_low * weight_high * (mean_low - mean_high) ** 2
-    return float(edges[1:][np.argmax(between)])
+    # Every cut inside an empty gap scores the same: take the middle of that plateau.
+    on_plateau = between >= between.max() * (1 - 1e-12)
+    first = last = int(np.argmax(on_plateau))
+    while last + 1 < len(on_plateau) and on_plateau[last + 1]:
+        last += 1
+    return float(0.5 * (edges[first + 1] + edges[last + 1]))
 
 
 def _local_maxima(volume: np.ndarray) -> np.ndarray:

@@ -233,85 +233,16 @@ def estimate_background(tilt_series: np.ndarray, border: float = 0.08) -> float:
     return float(tilt_series[:, mask].mean())
 
 
-def _parse_model_table(path: Path, elements) -> tuple[np.ndarray, list[str]]:
-    """AET text model: rows of ``species_index x y z`` (Å), ``%``/``#`` comments."""
-    rows = []
-    for line in path.read_text().splitlines():
-        line = line.split("%")[0].split("#")[0].strip()
-        if line:
-            rows.append([float(v) for v in line.replace(",", " ").split()])
-    table = np.asarray(rows)
-    if table.ndim != 2 or table.shape[1] != 4:
-        raise ValueError(f"truth={str(path)!r}: expected rows of 'species x y z'")
-    species = table[:, 0].astype(int)
-    if not elements:
-        raise ValueError(
-            f"elements={elements!r}: expected the element of each species index of {path.name}"
-        )
-    if species.min() < 1 or species.max() > len(elements):
-        raise ValueError(
-            f"elements={elements!r}: expected a symbol for every species index 1..{species.max()}"
-        )
-    return table[:, 1:4], [elements[k - 1] for k in species]
-
-
 def read_truth(path: str | Path, elements=None) -> tuple[np.ndarray, list[str]]:
-    """Positions ``(N, 3)`` Å and element symbols of a ground-truth model (model frame).
+    """Positions ``(N, 3)`` Å and element symbols of a ground-truth model, in its own frame.
 
-    Uses :func:`simgen.structures.load_model` when available; an AET text table of
-    ``species x y z`` rows (species 1 = ``elements[0]``, ...) is read here.
+    Read with :func:`simgen.structures.load_model` (AET text tables of ``species x y z`` rows,
+    species 1 = ``elements[0]``; xyz, cif, ``.npy``, ``.mat``, ...).
     """
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"truth={str(path)!r}: file does not exist")
-    try:
-        from simgen.structures import load_model
-    except ImportError:
-        load_model = None
-    if load_model is not None:
-        try:
-            atoms = load_model(path)
-            symbols = atoms.get_chemical_symbols()
-            # A loader that does not know the elements of species indices marks them with X.
-            if (
-                elements
-                and len(set(symbols)) <= len(elements)
-                and all(s not in elements for s in set(symbols))
-            ):
-                table_positions, table_symbols = _parse_model_table(path, elements)
-                return table_positions, table_symbols
-            return atoms.get_positions(), symbols
-        except ValueError:
-            if path.suffix.lower() not in (".txt", ".dat"):
-                raise
-    return _parse_model_table(path, elements)
+    from simgen.structures import load_model
 
-
-def _write_one_sample(
-    out: Path, arrays: dict, atoms_positions, atoms_numbers, meta: dict, attrs: dict
-) -> None:
-    """Write one sample into a Zarr group following the DESIGN.md store schema (N = 1)."""
-    import zarr
-
-    root = zarr.open_group(str(out), mode="w")
-    root.attrs.update(attrs)
-    for name, value in arrays.items():
-        value = np.asarray(value)[None]
-        root.create_array(name, data=value.astype(np.float32), chunks=value.shape)
-    atoms = root.create_group("atoms")
-    positions = np.asarray(atoms_positions, dtype=np.float32).reshape(-1, 3)
-    atoms.create_array("positions", data=positions, chunks=(max(len(positions), 1), 3))
-    atoms.create_array(
-        "numbers", data=np.asarray(atoms_numbers, dtype=np.uint8), chunks=(max(len(positions), 1),)
-    )
-    atoms.create_array("offsets", data=np.asarray([0, len(positions)], dtype=np.int64))
-    meta_group = root.create_group("meta")
-    for name, value in meta.items():
-        if isinstance(value, str):
-            meta_group.create_array(name, data=np.asarray([value], dtype=str))
-        else:
-            meta_group.create_array(name, data=np.asarray([value]))
-    root.create_array("complete", data=np.asarray([True]))
+    atoms = load_model(path, elements=elements)
+    return atoms.get_positions(), atoms.get_chemical_symbols()
 
 
 def import_tilt_series(
@@ -410,48 +341,49 @@ def import_tilt_series(
     size = volume.shape[0]
     centre = (size - 1) / 2.0 * sampling
 
-    positions, symbols = np.zeros((0, 3)), []
+    atoms = None
     if truth is not None:
+        from ase import Atoms
+
         model_positions, symbols = read_truth(truth, elements)
         model_positions = np.asarray(model_positions, dtype=np.float64)
         if tilt_axis == "x":
             model_positions = np.stack(
                 [model_positions[:, 1], model_positions[:, 0], -model_positions[:, 2]], axis=1
             )
-        positions = model_positions + centre
-    if elements is None:
-        elements = sorted(set(symbols))
-    from ase.data import atomic_numbers
-
-    numbers = [atomic_numbers[s] for s in symbols]
-    meta = {
-        "dose": float(dose) if dose is not None else float("nan"),
-        "sampling": float(sampling),
-        "source": str(path),
-        "elements": ",".join(elements),
-        "split": "test",
-        "n_atoms": len(positions),
-        "morphology": "imported",
-    }
-    attrs = {
-        "schema_version": 1,
+        atoms = Atoms(symbols=symbols, positions=model_positions + centre)
+        if elements is None:
+            elements = sorted(set(symbols))
+    spec = {
         "name": Path(out).name,
-        "imported_from": str(path),
+        "sampling": float(sampling),
+        "size": int(size),
+        "source": str(path),
         "tilt_axis_input": tilt_axis,
         "recon": method,
         "iterations": int(iterations),
         "normalisation": "counts/dose" if dose is not None else "relative",
+        "background": float(background),
+        "elements": ",".join(elements or []),
+        "split": "test",
+        "morphology": "imported",
     }
-    out = Path(out)
-    _write_one_sample(
-        out,
-        {"tilt_series": counts, "angles": angles_deg, "angles_true": angles_deg, "volume": volume},
-        positions,
-        numbers,
-        meta,
-        attrs,
+    if dose is not None:
+        spec["dose"] = float(dose)
+    from simgen.sample import Sample
+    from simgen.store import write_single_sample_store
+
+    sample = Sample(
+        atoms=atoms,
+        tilt_series=counts,
+        angles=angles_deg.astype(np.float32),
+        angles_true=angles_deg.astype(np.float32),
+        volume=volume.astype(np.float32),
+        target=None,
+        meta={},
     )
+    out = write_single_sample_store(out, sample, spec, overwrite=True, attrs={"imported": True})
     logger.info(
         "imported %s -> %s: %d projections, volume %s", path, out, len(angles_deg), volume.shape
     )
-    return out
+    return Path(out)
