@@ -40,6 +40,7 @@ __all__ = [
     "compute_cross_section",
     "compute_probe_transfer",
     "load_calibration",
+    "interpolate_log_log",
     "calibrate",
     "main",
 ]
@@ -51,6 +52,13 @@ CALIBRATION_PATH = Path(__file__).resolve().parent / "data" / "calibration.json"
 #: Default RMS thermal displacement (Å, per axis) folded into the PSF. Room-temperature
 #: Debye–Waller factors of fcc metals give B ≈ 0.3–0.6 Å², i.e. u = sqrt(B / 8π²) ≈ 0.06–0.09 Å.
 DEFAULT_THERMAL_SIGMA = 0.075
+
+#: Elements computed by default: every element H..Cr, then a set spanning Z up to Bi (the
+#: elements of common nanoparticle studies); the others are interpolated in log σ vs log Z.
+DEFAULT_ELEMENTS = (
+    "H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ge "
+    "Zr Mo Ru Rh Pd Ag Sn Ce W Re Os Ir Pt Au Pb Bi"
+).split()
 
 #: Scan step (Å) of the single-atom calibration; see the module docstring for why it suffices.
 CALIBRATION_SCAN_STEP = 0.4
@@ -191,9 +199,10 @@ def load_calibration(path: str | Path | None = None) -> dict:
         return json.load(handle)
 
 
-def _fit_log_log(z: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """Least-squares quadratic fit of log σ against log Z (coefficients, highest first)."""
-    return np.polyfit(np.log(z), np.log(sigma), 2)
+def interpolate_log_log(z: np.ndarray, sigma: np.ndarray, z_new: np.ndarray) -> np.ndarray:
+    """σ at atomic numbers ``z_new`` by piecewise-linear interpolation of log σ against log Z."""
+    order = np.argsort(z)
+    return np.exp(np.interp(np.log(z_new), np.log(z[order]), np.log(sigma[order])))
 
 
 def calibrate(
@@ -214,37 +223,51 @@ def calibrate(
     from simgen.progress import progress_bar
 
     microscope = Microscope() if microscope is None else microscope
+    settings = {
+        "method": "abTEM multislice, single atom in a periodic cell, no phonons",
+        "cell": CALIBRATION_CELL,
+        "scan_step": scan_step,
+        "potential_sampling": _potential_sampling_for(microscope),
+        "slice_thickness": 1.0,
+        "parametrization": "lobato",
+    }
+    # Checkpoint after every element so an interrupted run resumes (same microscope and settings).
+    checkpoint = Path(str(out) + ".partial.json") if out is not None else None
     computed: dict[str, float] = {}
+    if checkpoint is not None and checkpoint.is_file():
+        saved = json.loads(checkpoint.read_text(encoding="utf-8"))
+        if saved.get("microscope") == microscope.to_dict() and saved.get("settings") == settings:
+            computed = {k: v for k, v in saved["cross_sections"].items() if k in elements}
+            logger.info("resuming from %s: %d elements done", checkpoint, len(computed))
     start = time.time()
-    for symbol in progress_bar(elements, desc="cross-sections", enabled=progress):
+    todo = [s for s in elements if s not in computed]
+    for symbol in progress_bar(todo, desc="cross-sections", enabled=progress):
         computed[symbol] = compute_cross_section(symbol, microscope, scan_step=scan_step)
         logger.info("%s: σ = %.6g Å²", symbol, computed[symbol])
+        if checkpoint is not None:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            state = {
+                "microscope": microscope.to_dict(),
+                "settings": settings,
+                "cross_sections": computed,
+            }
+            checkpoint.write_text(json.dumps(state, indent=1), encoding="utf-8")
     z = np.array([atomic_numbers[s] for s in computed], dtype=float)
     values = np.array(list(computed.values()))
     table = {s: {"sigma": v, "source": "abtem"} for s, v in computed.items()}
-    if len(computed) >= 3:
-        coef = _fit_log_log(z, values)
-        for number in range(1, 84):
+    if len(computed) >= 2:
+        for number in range(int(z.min()), int(z.max()) + 1):
             symbol = chemical_symbols[number]
-            if symbol not in table and z.min() <= number <= z.max():
-                table[symbol] = {
-                    "sigma": float(np.exp(np.polyval(coef, np.log(number)))),
-                    "source": "fit",
-                }
+            if symbol not in table:
+                sigma = float(interpolate_log_log(z, values, np.array([number]))[0])
+                table[symbol] = {"sigma": sigma, "source": "interpolated (log σ vs log Z)"}
     table = dict(sorted(table.items(), key=lambda item: atomic_numbers[item[0]]))
     result = {
         "microscope": microscope.to_dict(),
         "cross_sections": table,
         "thermal_sigma": thermal_sigma,
         "probe": compute_probe_transfer(microscope),
-        "settings": {
-            "method": "abTEM multislice, single atom in a periodic cell, no phonons",
-            "cell": CALIBRATION_CELL,
-            "scan_step": scan_step,
-            "potential_sampling": _potential_sampling_for(microscope),
-            "slice_thickness": 1.0,
-            "parametrization": "lobato",
-        },
+        "settings": settings,
         "abtem_version": abtem.__version__,
         "python": platform.python_version(),
         "runtime_s": round(time.time() - start, 1),
@@ -254,13 +277,13 @@ def calibrate(
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         with open(out, "w", encoding="utf-8") as handle:
             json.dump(result, handle, indent=1)
+        if checkpoint is not None and checkpoint.is_file():
+            checkpoint.unlink()
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m simgen.calibration [--elements H,He,...] [--out PATH]``."""
-    from ase.data import chemical_symbols
-
     from simgen.imaging import Microscope
 
     parser = argparse.ArgumentParser(
@@ -268,8 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--elements",
-        default=",".join(chemical_symbols[1:84]),
-        help="comma-separated symbols (default H..Bi)",
+        default=",".join(DEFAULT_ELEMENTS),
+        help="comma-separated symbols computed with abTEM; gaps between them are interpolated "
+        "(default: H..Cr plus a set spanning Z up to Bi)",
     )
     parser.add_argument("--out", default=str(CALIBRATION_PATH), help="output JSON")
     parser.add_argument("--energy", type=float, default=200e3, help="eV")
