@@ -11,6 +11,9 @@ anywhere (even by SIGKILL) has no flag and is simply rewritten. A sample that ra
 (``retries``), then recorded in ``/failed`` and in the report. A lock file
 (``STORE/.generate.lock``, created with ``O_EXCL``, holding pid and host) stops a second
 ``generate`` on the same store; a lock left by a dead process on this host is taken over.
+
+Worker processes are started with ``spawn``: a script that calls :func:`generate` must do so
+under ``if __name__ == "__main__":`` (as for any ``dask.distributed.LocalCluster``).
 """
 
 from __future__ import annotations
@@ -211,8 +214,10 @@ def _open_or_create(spec, out: Path, rows: list[dict], overwrite: bool):
     resolved = spec_dict(spec)
     if (out / "zarr.json").is_file() and not overwrite:
         root = zarr.open_group(str(out), mode="r+")
-        stored = json.loads(json.dumps(root.attrs.get("spec", {})))
-        if stored != json.loads(json.dumps(resolved)):
+        # Everything but the description must match: the samples are a function of the rest.
+        stored = {k: v for k, v in root.attrs.get("spec", {}).items() if k != "description"}
+        wanted = {k: v for k, v in json.loads(json.dumps(resolved)).items() if k != "description"}
+        if json.loads(json.dumps(stored)) != wanted:
             raise ValueError(
                 f"out={str(out)!r}: holds dataset {root.attrs.get('dataset')!r} generated from a different spec; "
                 "use another --out or overwrite=True to start again"

@@ -702,6 +702,13 @@ class Dataset:
         for field_name, values in src.meta.items():
             value = values[index]
             out.setdefault(field_name, value.item() if isinstance(value, np.generic) else value)
+        if (
+            not out["elements"]
+            and "elements" in src.meta
+            and isinstance(src.meta["elements"][index], str)
+        ):
+            # imported data without a true model: the elements the user declared ("Fe,Pt")
+            out["elements"] = tuple(e for e in src.meta["elements"][index].split(",") if e)
         return out
 
     def _positions(self, index: int) -> np.ndarray:

@@ -228,3 +228,12 @@ def test_single_sample_store_is_atomic(tmp_path):
         write_single_sample_store(out, _sample(2), spec)
     write_single_sample_store(out, _sample(2), spec, overwrite=True)
     assert open_dataset(out)[0]["n_atoms"] == 5 and verify_store(out) == []
+    # imported data: no true atoms and no target; the declared elements are kept
+    imported = _sample(0)
+    imported.atoms, imported.target = None, None
+    write_single_sample_store(
+        tmp_path / "imp.zarr", imported, {"name": "imp", "sampling": 0.5, "elements": "Fe,Pt"}
+    )
+    sample = open_dataset(tmp_path / "imp.zarr")[0]
+    assert sample["target"] is None and sample["positions"].shape == (0, 3)
+    assert sample["elements"] == ("Fe", "Pt") and verify_store(tmp_path / "imp.zarr") == []
