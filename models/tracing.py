@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Candidates", "trace_atoms", "default_min_distance", "otsu_threshold"]
+__all__ = ["Candidates", "trace_atoms", "default_min_distance", "otsu_threshold", "contrast_ratio"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,20 @@ def default_min_distance(
         else:
             distances.append(2.0 * covalent_radii[z])
     return factor * float(min(distances))
+
+
+def contrast_ratio(elements: list[str] | tuple[str, ...] | None, exponent: float = 1.7) -> float:
+    """HAADF contrast of the lightest relative to the heaviest element, ``(Z_light / Z_heavy)^1.7``.
+
+    Z-contrast (HAADF) intensity grows roughly as Z^1.6–1.9 (Pennycook & Jesson, Ultramicroscopy
+    37, 14 (1991)); 1 without elements.
+    """
+    if not elements:
+        return 1.0
+    from ase.data import atomic_numbers
+
+    numbers = [atomic_numbers[e] for e in elements]
+    return float((min(numbers) / max(numbers)) ** exponent)
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -286,9 +300,10 @@ def trace_atoms(
     ``min_distance`` (refined positions) to a stronger peak are removed, strongest first.
 
     The automatic threshold is Otsu's cut of the histogram of the (suppressed) peak values, which
-    separates the population of noise maxima from that of atoms, but never below
-    ``threshold_floor`` × the 99th percentile of the peak values (a guard for volumes with few
-    noise maxima).
+    separates the population of noise maxima from that of atoms. It is kept between
+    ``threshold_floor`` and 0.5 times the expected peak of the lightest element, taken as the 99th
+    percentile of the peak values times :func:`contrast_ratio` of ``elements`` (guards for volumes
+    with few noise maxima, and for Otsu splitting a light from a heavy element).
 
     Args:
         volume: ``(V, V, V)`` reconstruction indexed ``[z, y, x]``.
@@ -301,8 +316,8 @@ def trace_atoms(
         elements: Element symbols present, used for the default ``min_distance``.
         fit_half_width: Half width (voxels) of the fitting window.
         integration_radius: Radius (Å) of the integration sphere; None for 0.4 × ``min_distance``.
-        threshold_floor: Lower bound of the automatic threshold, as a fraction of the 99th
-            percentile of peak values.
+        threshold_floor: Lower bound of the automatic threshold, as a fraction of the expected
+            peak of the lightest element.
 
     Returns:
         The traced :class:`Candidates`, sorted by decreasing peak value. A fit whose maximum falls
@@ -335,8 +350,13 @@ def trace_atoms(
         # flanks of atoms do not weigh in the histogram.
         kept = peak_values[_suppress_close(voxels * sampling, peak_values, min_distance)]
         if len(kept) >= 2:
-            floor = threshold_floor * np.percentile(kept, 99)
-            threshold = max(otsu_threshold(kept), floor)
+            top = np.percentile(kept, 99)
+            # Otsu may split two elements instead of noise and atoms: cap the cut at half the
+            # expected peak of the lightest element.
+            ceiling = 0.5 * contrast_ratio(elements) * top
+            threshold = max(
+                min(otsu_threshold(kept), ceiling), threshold_floor * contrast_ratio(elements) * top
+            )
         else:
             threshold = -np.inf
         logger.debug("automatic threshold %.4g from %d peaks", threshold, len(kept))

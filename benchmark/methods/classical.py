@@ -133,8 +133,9 @@ class ClassicalMethod(Method):
     species : str
         ``"kmeans"`` or ``"gmm"`` clustering of the integrated intensities.
     reject_weak : float or None
-        Drop the weakest of ``k + 1`` clusters if its centre is below this fraction of the next
-        one's (non-atoms); None keeps every traced peak.
+        Drop the weakest of ``k + 1`` intensity clusters (non-atoms) if its centre is below this
+        fraction of the lightest element's expected intensity (the brightest centre times
+        ``(Z_light / Z_heavy)^1.7``); None keeps every traced peak.
     iterations : int
         SIRT iterations when the sample has no ``volume`` and one is reconstructed here.
     """
@@ -213,7 +214,7 @@ class ClassicalMethod(Method):
             elements=elements or None,
             fit_half_width=half_width,
         )
-        keep, labels, confidence = self._classify(candidates.intensities, len(elements))
+        keep, labels, confidence = self._classify(candidates.intensities, elements)
         ordered = _by_contrast(elements) if elements else ["unknown"]
         symbols = [ordered[j] for j in labels]
         return Prediction(
@@ -229,23 +230,26 @@ class ClassicalMethod(Method):
             },
         )
 
-    def _classify(self, intensities: np.ndarray, n_elements: int):
+    def _classify(self, intensities: np.ndarray, elements: list[str]):
         """(kept mask, element cluster per kept atom, probabilities or None)."""
-        k = max(n_elements, 1)
+        from models.tracing import contrast_ratio
+
+        k = max(len(elements), 1)
         keep = np.ones(len(intensities), dtype=bool)
         if len(intensities) == 0:
             return keep, np.zeros(0, dtype=np.int64), None
         reject = self.options["reject_weak"]
         if reject is not None and len(intensities) > k + 1:
             labels, centres = kmeans_1d(intensities, k + 1)
-            if centres[0] < reject * centres[1]:
+            lightest = contrast_ratio(elements) * centres[-1]  # expected intensity of the lightest
+            if centres[0] < reject * lightest:
                 keep = labels > 0
                 logger.debug(
-                    "rejected %d weak peaks (cluster centre %.3g < %.2f × %.3g)",
+                    "rejected %d weak peaks (centre %.3g < %.2f × %.3g)",
                     (~keep).sum(),
                     centres[0],
                     reject,
-                    centres[1],
+                    lightest,
                 )
         values = intensities[keep]
         if k == 1 or len(values) <= k:
