@@ -137,11 +137,13 @@ def read_angles(path: str | Path, *, key: str | None = None) -> np.ndarray:
             line = line.split("#")[0].split("%")[0].strip()
             if line:
                 rows.append([float(v) for v in line.replace(",", " ").split()])
-        if not rows or len({len(r) for r in rows}) != 1:
+        if not rows:
             raise ValueError(
                 f"angles={str(path)!r}: expected N numbers, or N rows of 3 Euler angles"
             )
-        values = np.asarray(rows, dtype=np.float64)
+        # Rows of equal length form a table (e.g. N×3 Euler angles); otherwise a flat list.
+        equal = len({len(r) for r in rows}) == 1
+        values = np.asarray(rows if equal else [v for r in rows for v in r], dtype=np.float64)
     values = np.squeeze(values)
     if values.ndim == 2 and 3 in values.shape:
         values = values if values.shape[1] == 3 else values.T
