@@ -2,8 +2,8 @@
 
 ``get_method(name, **options)`` returns a ready :class:`Method`. Methods register themselves with
 the ``@register(name)`` decorator when their module is imported; :data:`METHOD_MODULES` names the
-module that defines each built-in method so it is imported only when asked for (the ``pann`` and
-``unet3d`` methods live in ``models`` and need torch; ``classical`` does not). Third-party methods
+module that defines each built-in method so it is imported only when asked for (``pann`` and
+``unet3d`` need torch through ``models``; ``classical`` does not). Third-party methods
 can register through the ``aet_suite.methods`` entry-point group (``name = "pkg.module:Class"``).
 """
 
@@ -21,8 +21,8 @@ logger = logging.getLogger(__name__)
 # name -> "module" (whose import registers the name) or "module:Class".
 METHOD_MODULES: dict[str, str] = {
     "classical": "benchmark.methods.classical",
-    "unet3d": "models.methods",
-    "pann": "models.methods",
+    "unet3d": "benchmark.methods.unet3d",
+    "pann": "benchmark.methods.pann",
 }
 
 _REGISTRY: dict[str, type[Method]] = {}

@@ -120,3 +120,18 @@ def test_prediction_validates_its_shapes():
         Prediction(positions=np.zeros((2, 3)), elements=["Fe", "Pt"], confidence=np.zeros(3))
     empty = Prediction(positions=[], elements=[])
     assert empty.positions.shape == (0, 3) and len(empty.to_atoms()) == 0
+
+
+def test_classical_runs_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from benchmark.methods import get_method\n"
+        "v = np.zeros((16, 16, 16), np.float32); v[8, 8, 8] = 1\n"
+        "p = get_method('classical', smooth=0.0).predict({'volume': v, 'sampling': 0.5, 'elements': ['Pt']})\n"
+        "assert len(p) == 1, len(p)\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
