@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -345,7 +346,7 @@ class PannModel:
             if payload.get("stage2") is not None:
                 model.stage2 = build_stage2(config, payload["stage2_in_features"])
                 model.stage2.load_state_dict(payload["stage2"])
-        except (RuntimeError, KeyError, TypeError, EOFError, ValueError) as exc:
+        except (RuntimeError, KeyError, TypeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
             raise ValueError(f"weights={str(path)!r}: not a valid PANN checkpoint ({type(exc).__name__}: {exc})") from None
         if payload.get("feature_mean") is not None:
             model.feature_mean = np.asarray(payload["feature_mean"], dtype=np.float32)

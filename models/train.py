@@ -53,11 +53,11 @@ def _normalised_series(sample) -> np.ndarray:
     return normalise_tilt_series(sample["tilt_series"], float(sample["dose"]))
 
 
-def _augment(volume, target, series, rng):
+def _augment(volume, target, series, rng, angles):
     """Wedge-preserving augmentation of a training triple (see models.augment)."""
     from models.augment import random_wedge_transform
 
-    return random_wedge_transform(volume, target, series, rng)
+    return random_wedge_transform(volume, target, series, rng, angles=angles)
 
 
 # ---------------------------------------------------------------------------- stage 1
@@ -67,7 +67,7 @@ def _stage1_batch(samples, config: PannConfig, rng, device):
     for _ in range(config.batch_size):
         s = samples[int(rng.integers(len(samples)))]
         volume, target, series = s["volume"], s["target"], _normalised_series(s)
-        volume, target, series = _augment(volume, target, series, rng)
+        volume, target, series = _augment(volume, target, series, rng, s["angles"])
         scale = volume_scale(volume)
         ny = volume.shape[1]
         slab = min(config.slab, ny)
@@ -154,7 +154,7 @@ def train_stage1(model: PannModel, samples, run_dir: Path, *, progress=True, dev
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(float(voxel))
+        losses.append(float(voxel.detach()))
         bar.set_postfix(mse=f"{float(voxel):.3g}")
         if (step + 1) % 25 == 0 or step + 1 == cfg.stage1_steps:
             _save_checkpoint(ckpt, model=net.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(), step=step + 1, losses=losses)
@@ -306,7 +306,7 @@ def train_unet3d(store, run_dir, *, steps=300, batch_size=2, lr=2e-3, seed=0, pr
         xs, ts = [], []
         for _ in range(batch_size):
             s = samples[int(rng.integers(len(samples)))]
-            v, t, _series = _augment(s["volume"], s["target"], _normalised_series(s), rng)
+            v, t, _series = _augment(s["volume"], s["target"], None, rng, s["angles"])
             scale = volume_scale(v)
             xs.append(v / scale)
             ts.append(t / scale)
