@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from models.pann import NOT_AN_ATOM, PannConfig, PannModel, build_stage2, volume_scale
 from simgen.progress import progress_bar
 
-__all__ = ["train_pann", "train_unet3d", "load_training_samples", "label_candidates"]
+__all__ = ["train_pann", "train_unet3d", "load_unet3d", "load_training_samples", "label_candidates"]
 
 logger = logging.getLogger(__name__)
 
@@ -326,3 +326,25 @@ def train_unet3d(store, run_dir, *, steps=300, batch_size=2, lr=2e-3, seed=0, pr
     tmp.replace(run_dir / "unet3d.pt")
     _plot_curves({"unet3d MSE": losses}, run_dir / "unet3d_loss.png", "3D U-Net baseline")
     return net
+
+
+def load_unet3d(weights=None):
+    """The trained 3D U-Net baseline and its metadata from a run directory or ``unet3d.pt``."""
+    import pickle
+
+    from models.cli import DEFAULT_WEIGHTS
+    from models.unet3d import UNet3D
+
+    path = Path(weights) if weights else DEFAULT_WEIGHTS
+    if path.is_dir():
+        path = path / "unet3d.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"weights={str(weights or DEFAULT_WEIGHTS)!r}: no unet3d.pt found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        net = UNet3D()
+        net.load_state_dict(payload["model"])
+    except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as exc:
+        raise ValueError(f"weights={str(path)!r}: not a valid unet3d checkpoint ({type(exc).__name__})") from None
+    net.eval()
+    return net, {k: v for k, v in payload.items() if k != "model"}

@@ -114,6 +114,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", metavar="MODEL", help="ground-truth atomic model (origin at the image centre)")
     p.add_argument("--elements", help="elements present, e.g. Si or Fe,Pt")
     p.add_argument("--dose", type=_positive("--dose"), help="dose per projection (e/Å²) if the images are in counts")
+    p.add_argument("--origin", help="ROW,COL pixel of the tilt axis / model origin (default: image centre)")
+    p.add_argument("--background", default="0", help="constant background counts to subtract, or 'auto' (image border mean)")
+    p.add_argument("--align", action="store_true", help="pre-align the projections (centre of mass)")
     p.add_argument("--recon", choices=["sirt", "cgls", "fbp", "sart"], default="sirt")
     p.add_argument("--iterations", type=int, default=100)
     p.add_argument("--out", required=True)
@@ -246,6 +249,20 @@ def _cmd_import(args) -> int:
     from simgen.importer import import_tilt_series
 
     elements = [e.strip() for e in args.elements.split(",")] if args.elements else None
+    origin = None
+    if args.origin:
+        try:
+            origin = tuple(float(v) for v in args.origin.split(","))
+            if len(origin) != 2:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"--origin={args.origin!r}: expected ROW,COL pixel indices, e.g. 64,64") from None
+    background = args.background
+    if background != "auto":
+        try:
+            background = float(background)
+        except ValueError:
+            raise ValueError(f"--background={args.background!r}: expected counts per pixel or 'auto'") from None
     out = import_tilt_series(
         args.tilt_series,
         angles=args.angles,
@@ -256,6 +273,9 @@ def _cmd_import(args) -> int:
         truth=args.truth,
         elements=elements,
         dose=args.dose,
+        origin=origin,
+        background=background,
+        align=args.align,
         method=args.recon,
         iterations=args.iterations,
         out=args.out,
