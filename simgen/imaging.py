@@ -470,12 +470,7 @@ def _abtem_tilt_series(
     device: str = "cpu",
     parametrization: str = "lobato",
 ) -> np.ndarray:
-    import abtem
-    import dask
-    from ase import Atoms
-
     from simgen.calibration import max_scattering_angle
-    from simgen.progress import progress_bar
 
     if not (potential_sampling > 0):
         raise ValueError(
@@ -510,6 +505,12 @@ def _abtem_tilt_series(
     if not (margin >= 0):
         raise ValueError(f"margin={margin!r}: expected a non-negative length in Å")
     phonon_sigma = default_thermal_sigma() if phonon_sigma is None else float(phonon_sigma)
+
+    import abtem  # after validation: importing abTEM takes seconds
+    import dask
+    from ase import Atoms
+
+    from simgen.progress import progress_bar
 
     field = size * sampling
     # Cell holding the whole field of view plus vacuum: rotated atoms never leave it, so abTEM's
