@@ -5,9 +5,9 @@ A particle is built in three steps, each a plain function of its inputs and one
 
 1. **shape** – a set of lattice sites (``MORPHOLOGIES``): ASE's cluster factories for the
    faceted shapes (``ase.cluster.Octahedron``, ``Icosahedron``, ``Decahedron``,
-   ``wulff_construction``), lattice cuts made from ``ase.build.bulk`` cells for spheres,
-   ellipsoids and smoothed unions of random spheres, and a dense random packing for amorphous
-   particles;
+   ``wulff_construction``), exact fcc cuts for the {100} cube and the {111} tetrahedron,
+   lattice cuts made from ``ase.build.bulk`` cells for spheres, ellipsoids and smoothed unions
+   of random spheres, and a dense random packing for amorphous particles;
 2. **chemistry** – a :class:`Composition` (``parse_composition``) decides the element of every
    site: single element, random alloy, chemically ordered L1₀ / L1₂, core–shell, high-entropy;
 3. **disorder and pose** – vacancies, isotropic thermal (Debye–Waller) displacements, rotation.
@@ -61,6 +61,10 @@ MORPHOLOGIES: tuple[str, ...] = (
     "ellipsoid",
     "random_fcc",
     "amorphous",
+    "octahedron",
+    "cube",
+    "tetrahedron",
+    "marks_decahedron",
 )
 
 COMPOSITION_KINDS: tuple[str, ...] = ("element", "alloy", "L10", "L12", "core-shell", "hea")
@@ -753,6 +757,32 @@ def _option_float(
     return value
 
 
+def _fcc_polyhedron(morphology: str, length: int, a: float) -> np.ndarray:
+    """Sites (Å, centred on the polyhedron's centre) of a regular fcc cube or tetrahedron with
+    ``length`` atoms along each edge, lattice axes along x, y, z.
+
+    In units of a/2 the fcc sites are the integer points with an even coordinate sum. The cube
+    spans ``length - 1`` unit cells, [0, 2(length - 1)]³, bounded by {100}; its
+    4n³ + 6n² + 3n + 1 sites (n unit cells) include all eight corners. The tetrahedron has
+    vertices 0, m(1,1,0), m(1,0,1), m(0,1,1) with m = length - 1 nearest-neighbour steps per
+    edge; its four faces are the {111} planes -x+y+z = 0, x-y+z = 0, x+y-z = 0, x+y+z = 2m, and
+    it holds the tetrahedral number length(length + 1)(length + 2)/6 of sites.
+    """
+    m = length - 1
+    span = 2 * m if morphology == "cube" else m
+    axis = np.arange(span + 1)
+    sites = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
+    sites = sites[sites.sum(axis=1) % 2 == 0]
+    if morphology == "tetrahedron":
+        x, y, z = sites.T
+        inside = (-x + y + z >= 0) & (x - y + z >= 0) & (x + y - z >= 0) & (x + y + z <= 2 * m)
+        sites = sites[inside]
+        center = np.full(3, m / 2.0)
+    else:
+        center = np.full(3, float(m))
+    return (sites - center) * (a / 2.0)
+
+
 def _require_size(size_nm, morphology: str, alternative: str) -> float:
     if size_nm is None:
         raise ValueError(
@@ -793,17 +823,40 @@ def _build_shape(morphology, size_nm, composition, options, rng) -> _Shape:
             cluster = Octahedron("Cu", 3 * (shells - 1) + 1, shells - 1, latticeconstant=a)
         return _Shape(cluster.positions, a)
 
-    if morphology == "decahedron":
+    if morphology in ("octahedron", "cube", "tetrahedron"):
+        length = _option_int(options, "length", 2)
+        if length is None:
+            diameter = _require_size(size_nm, morphology, "length=")
+            # Circumscribed diameters with `length` atoms per edge (m = length - 1): (m·a/√2)·√2
+            # vertex to vertex for the octahedron, the body diagonal √3·m·a for the cube of m
+            # unit cells, 2·√(3/8)·m·a/√2 = (√3/2)·m·a for the tetrahedron.
+            per_step = {"octahedron": a, "cube": math.sqrt(3.0) * a}.get(
+                morphology, math.sqrt(3.0) / 2.0 * a
+            )
+            length = _shell_count(diameter, per_step)
+        if morphology == "octahedron":
+            return _Shape(Octahedron("Cu", length, 0, latticeconstant=a).positions, a)
+        return _Shape(_fcc_polyhedron(morphology, length, a), a)
+
+    if morphology in ("decahedron", "marks_decahedron"):
+        marks_shape = morphology == "marks_decahedron"
         p = _option_int(options, "p", 1)
         q = _option_int(options, "q", 1)
-        r = _option_int(options, "r", 0)
-        marks = _option_int(options, "marks", 0)
+        r = _option_int(options, "r", 1 if marks_shape else 0)
+        marks = _option_int(options, "marks", 1 if marks_shape else 0)
         if marks is not None and r is not None and marks != r:
             raise ValueError(f"marks={marks}: conflicts with r={r}; give one re-entrance depth")
-        r = r if r is not None else (marks or 0)
+        r = r if r is not None else marks
+        if r is None:
+            r = 1 if marks_shape else 0
 
         def build(p_):
-            q_ = q if q is not None else max(1, (p_ + 1) // 2)  # Ino truncation: (100) facets
+            if q is not None:
+                q_ = q
+            elif marks_shape:  # (100) facets of at least two rows: 75, 146, 247, ... atoms
+                q_ = max(2, (p_ + 1) // 2)
+            else:  # Ino truncation: (100) facets
+                q_ = max(1, (p_ + 1) // 2)
             return Decahedron("Cu", p_, q_, r, latticeconstant=a).positions
 
         if p is not None:
@@ -1106,6 +1159,10 @@ _SHAPE_OPTIONS = {
     "icosahedron": {"shells"},
     "truncated_octahedron": {"shells"},
     "decahedron": {"p", "q", "r", "marks"},
+    "marks_decahedron": {"p", "q", "r", "marks"},
+    "octahedron": {"length"},
+    "cube": {"length"},
+    "tetrahedron": {"length"},
     "wulff": {"surface_energies", "n_atoms"},
     "sphere": {"lattice"},
     "ellipsoid": {"lattice", "aspect"},
@@ -1154,6 +1211,12 @@ def build_particle(
         the first two and 38, 201, 586, 1289 for the truncated octahedron); ``p``, ``q``, ``r``
         (decahedron as ``ase.cluster.Decahedron``; default ``q = ceil(p/2)``: an Ino decahedron
         with (100) facets) and ``marks`` (= ``r``, the Marks re-entrance depth);
+        the same for ``marks_decahedron``, whose defaults are ``r = 1`` (at least 1) and
+        ``q = max(2, ceil(p/2))`` (p = 2, 3, 4 give 75, 146, 247 atoms); ``length`` (atoms
+        along an edge, >= 2; octahedron, cube, tetrahedron: the regular octahedron has
+        6, 19, 44, 85, 146 atoms for lengths 2–6, the {100} cube of n = length - 1 unit
+        cells 4n³ + 6n² + 3n + 1 = 14, 63, 172, the {111} tetrahedron the tetrahedral
+        numbers 4, 10, 20, 35);
         ``surface_energies`` ({(h, k, l) or "hkl": γ}, default ``DEFAULT_SURFACE_ENERGIES``) and
         ``n_atoms`` (wulff); ``lattice`` ("fcc", "bcc", "hcp"; sphere, ellipsoid);
         ``aspect`` (ellipsoid axis ratios, default (1, 0.8, 0.6)); ``n_spheres`` (default 2–4 at
@@ -1170,8 +1233,9 @@ def build_particle(
 
     Notes
     -----
-    Ordered compositions (L1₀, L1₂) need the sites of a single fcc crystal. On icosahedra,
-    decahedra, amorphous particles and bcc/hcp lattices they fall back to a random alloy with the
+    Ordered compositions (L1₀, L1₂) need the sites of a single fcc crystal (every fcc shape,
+    including the octahedron, cube and tetrahedron, has them). On icosahedra,
+    decahedra (Ino and Marks), amorphous particles and bcc/hcp lattices they fall back to a random alloy with the
     same fractions and log a warning (so that a dataset crossing morphologies with compositions
     still runs). L1₀ planes are normal to z before rotation (the c axis is not contracted).
     Random draws happen in a fixed order: shape, species, vacancies, displacements, rotation.
