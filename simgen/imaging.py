@@ -216,8 +216,8 @@ def psf_image(
     """The PSF sampled on a ``(size, size)`` pixel grid, centred on pixel ``(size // 2, size // 2)``.
 
     Values are ``sampling² · PSF(r)`` (dimensionless), i.e. the linear-mode image of one atom of
-    unit cross-section, band-limited to the grid's Nyquist frequency and periodic over the grid
-    (tails beyond the edge wrap around), so they sum to exactly 1. The images of
+    unit cross-section, point-sampled and periodic over the grid (tails beyond the edge wrap
+    around), so they sum to exactly 1 for pixels finer than λ/(2α) (0.5 Å at 200 kV, 25 mrad). The images of
     :func:`simulate_tilt_series` are not periodic: there the part of an atom's PSF that falls
     outside the field of view (about 1% for an atom 4 Å inside the edge) is lost, as in a scan.
 
@@ -289,7 +289,8 @@ def _linear_images(
     The atoms' structure factor is evaluated at the DFT frequencies of a padded grid as one
     complex matrix product (y phases do not depend on the tilt angle), multiplied by the PSF's
     transform (one per thermal-blur group) and inverted with an FFT. The result is exact for point
-    atoms at any sub-pixel position, band-limited to the pixel Nyquist frequency.
+    atoms at any sub-pixel position and point-sampled at the pixel centres (for pixels coarser
+    than λ/(2α) ≈ 0.5 Å the samples then no longer sum to exactly Σσ, as in a real scan).
     """
     from scipy import fft
 
@@ -297,11 +298,17 @@ def _linear_images(
 
     pad = int(math.ceil(pad / sampling))
     q = fft.next_fast_len(size + 2 * pad, real=True)
-    ky = np.fft.fftfreq(q, d=sampling)
-    kx = np.fft.rfftfreq(q, d=sampling)
-    kmax = _probe_transfer_table(microscope)[0][-1]
-    rows = np.flatnonzero((np.abs(ky) <= kmax) & (np.abs(ky) < 0.5 / sampling))
-    cols = np.flatnonzero((kx <= kmax) & (kx < 0.5 / sampling))
+    table_k, table_t = _probe_transfer_table(microscope)
+    kmax = float(table_k[np.abs(table_t) > 1e-7].max())
+    # Point sampling at the pixel centres (what a scan does): when the PSF holds frequencies above
+    # the pixel Nyquist, evaluate on an `over`-times finer grid and keep every over-th sample.
+    over = max(1, int(math.ceil(2.0 * kmax * sampling * 1.0001)))
+    fine = q * over
+    ky = np.fft.fftfreq(fine, d=sampling / over)
+    kx = np.fft.rfftfreq(fine, d=sampling / over)
+    nyquist = 0.5 * over / sampling
+    rows = np.flatnonzero((np.abs(ky) <= kmax) & (np.abs(ky) < nyquist))
+    cols = np.flatnonzero((kx <= kmax) & (kx < nyquist))
     ky_sel, kx_sel = ky[rows], kx[cols]
     transfer = psf_transfer(
         np.hypot(ky_sel[:, None], kx_sel[None, :]), microscope, thermal_sigma=thermal_sigma
@@ -315,7 +322,7 @@ def _linear_images(
     out = np.empty((len(angles), size, size), dtype=np.float32)
     # Angles per matrix product, keeping the x-phase block near 32 M complex numbers.
     chunk = max(1, min(len(angles), int(32e6 // max(1, n_atoms * len(cols)))))
-    spectrum = np.zeros((chunk, q, len(kx)), dtype=np.complex64)
+    spectrum = np.zeros((chunk, fine, len(kx)), dtype=np.complex64)
     starts = range(0, len(angles), chunk)
     for start in progress_bar(
         starts, total=len(starts), desc="linear HAADF", unit="chunk", enabled=progress
@@ -328,9 +335,11 @@ def _linear_images(
         f = weighted_y.T @ phase_x.reshape(n_atoms, -1)  # (Ky, B*Kx)
         f = f.reshape(len(rows), len(block), len(cols)).transpose(1, 0, 2)
         spectrum[: len(block), rows, : len(cols)] = f * transfer
-        # irfft2's 1/q² turns Σ σ·T(k)·e^{2πik·r} / (q·sampling)² into counts per unit dose
-        images = fft.irfft2(spectrum[: len(block)], s=(q, q), workers=1)
-        out[start : start + len(block)] = images[:, :size, :size]
+        # irfft2's 1/fine² times over² turns Σ σ·T(k)·e^{2πik·r} / (q·sampling)² into counts per dose
+        images = fft.irfft2(spectrum[: len(block)], s=(fine, fine), workers=1)
+        out[start : start + len(block)] = images[:, : size * over : over, : size * over : over] * (
+            over * over
+        )
     return out
 
 
