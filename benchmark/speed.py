@@ -1,0 +1,528 @@
+"""Speed ratios of the suite's hot paths, measured in one run (``aet-bench speed``).
+
+Each measurement warms up first (imports, FFTW plans, cached matrices, JIT), then times repeated
+runs and keeps the median. The machine is shared and noisy, so what a table says is the *ratio*
+of two timings taken minutes apart in the same run, not the absolute seconds.
+
+Rows:
+
+1. linear HAADF mode against abTEM multislice (and PRISM) for one projection of a Pt cluster;
+2. batched sparse-matrix SIRT against looping ASTRA's own 2D CPU SIRT over the y-slices;
+3. end-to-end generation throughput with 1 and 2 Dask workers, the scaling efficiency, and the
+   projected wall time of the full ``pann-benchmark`` catalogue entry;
+4. 3D Zernike invariants (order 8) per second, patch extraction included;
+5. PANN inference on CPU without stage 2 (stage-1 refinement, tracing, Zernike features) and the
+   3D U-Net baseline forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+
+__all__ = ["SpeedRow", "measure_speed", "format_table", "run_speed"]
+
+logger = logging.getLogger(__name__)
+
+PROJECTION_WORKERS = (1, 2, 16, 64, 256)
+
+
+@dataclass(frozen=True)
+class SpeedRow:
+    """One line of the speed table.
+
+    Parameters
+    ----------
+    what
+        What is measured, naming the timings A and B.
+    case
+        The problem size.
+    time_a, time_b
+        Median wall times in seconds (``None`` where the row has no such timing).
+    value
+        The ratio or rate the row reports, in ``unit``.
+    unit
+        ``"×"`` for a ratio, else the unit of a rate or duration (``"samples/h"``, ``"h"``, ...).
+    """
+
+    what: str
+    case: str
+    time_a: float | None
+    time_b: float | None
+    value: float
+    unit: str
+
+
+def _timed(
+    function: Callable[[], object], repeats: int, warmup: bool = True
+) -> tuple[float, object]:
+    """Median wall time (s) of ``repeats`` calls, after one untimed warm-up call if asked."""
+    if warmup:
+        function()
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+# ------------------------------------------------------------------------------------------
+# 1. linear mode vs abTEM multislice / PRISM
+
+
+def _imaging_rows(quick: bool, multislice: bool, notes: list[str]) -> list[SpeedRow]:
+    from simgen.calibration import wavelength
+    from simgen.imaging import Microscope, simulate_tilt_series
+    from simgen.structures import build_particle, place_in_volume
+
+    size, sampling = 24, 0.4
+    atoms = build_particle(
+        "icosahedron", "Pt", shells=2, rng=np.random.default_rng(0), orientation="none"
+    )
+    atoms = place_in_volume(atoms, size, sampling)
+    case = f"Pt{len(atoms)} icosahedron, {size}² px at {sampling} Å, 1 projection (0°)"
+
+    def linear():
+        return simulate_tilt_series(atoms, [0.0], size=size, sampling=sampling, mode="linear")
+
+    logger.info("speed: linear mode, %s", case)
+    linear_time, _ = _timed(linear, repeats=5 if quick else 20)
+    rows = [
+        SpeedRow(
+            "linear HAADF mode (A)", case, linear_time, None, 1.0 / linear_time, "projections/s"
+        )
+    ]
+    if not multislice:
+        return rows
+
+    microscope = Microscope()
+    # Coarsest potential sampling whose band limit (2/3 Nyquist) still reaches the detector's
+    # outer angle; 1 Å slices; no frozen phonons (each configuration multiplies the time).
+    potential_sampling = (
+        0.95 * wavelength(microscope.energy) / (3.0 * microscope.detector_outer * 1e-3)
+    )
+    options = dict(potential_sampling=potential_sampling, slice_thickness=1.0, frozen_phonons=0)
+    notes.append(
+        f"abTEM: potential sampling {potential_sampling:.4f} Å (band limit just above the "
+        f"{microscope.detector_outer:g} mrad detector), 1 Å slices, no frozen phonons (N configurations "
+        "cost N×), 2 Å vacuum margin; one timed run after a warm-up on a single atom in a 12² px field."
+    )
+    warm_atoms = place_in_volume(atoms[:1], 12, sampling)
+    cases = [("multislice", {}, "abTEM multislice (B) / linear (A)")]
+    cases.append(("prism", {"interpolation": 2}, "abTEM PRISM, interpolation 2 (B) / linear (A)"))
+    for mode, extra, label in cases:
+        logger.info("speed: abTEM %s warm-up", mode)
+        simulate_tilt_series(
+            warm_atoms, [0.0], size=12, sampling=sampling, mode=mode, **options, **extra
+        )
+        logger.info("speed: abTEM %s, %s (a minute or two)", mode, case)
+        seconds, _ = _timed(
+            partial(
+                simulate_tilt_series,
+                atoms,
+                [0.0],
+                size=size,
+                sampling=sampling,
+                mode=mode,
+                **options,
+                **extra,
+            ),
+            repeats=1,
+            warmup=False,
+        )
+        rows.append(SpeedRow(label, case, linear_time, seconds, seconds / linear_time, "×"))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+# 2. batched SIRT vs ASTRA per-slice SIRT
+
+
+def _blob_phantom(size: int, rng: np.random.Generator, blobs: int = 60) -> np.ndarray:
+    """Volume ``[z, y, x]`` of unit Gaussian blobs (σ = 1 voxel) inside the central 60 %."""
+    grid = np.arange(size, dtype=np.float32)
+    volume = np.zeros((size,) * 3, dtype=np.float32)
+    centres = (size - 1) / 2 + rng.uniform(-0.3, 0.3, size=(blobs, 3)) * size
+    for z, y, x in centres:
+        gz, gy, gx = (np.exp(-((grid - c) ** 2) / 2.0) for c in (z, y, x))
+        volume += gz[:, None, None] * gy[None, :, None] * gx[None, None, :]
+    return volume
+
+
+def _sirt_rows(quick: bool) -> list[SpeedRow]:
+    from simgen.reconstruct import project, projection_matrix, reconstruct
+
+    cases = [(32, 15, 20, 3)] if quick else [(64, 29, 50, 3), (128, 51, 100, 1)]
+    rows = []
+    rng = np.random.default_rng(0)
+    for size, n_angles, iterations, repeats in cases:
+        angles = np.linspace(-70.0, 70.0, n_angles)
+        tilt_series = project(_blob_phantom(size, rng), angles)
+        projection_matrix(size, angles)  # build and cache the matrix outside the timing
+        warm = tilt_series[:, : min(4, size), :]
+        for backend in ("matrix", "astra"):
+            reconstruct(warm, angles, method="sirt", iterations=2, backend=backend)
+        case = f"{size}³ voxels, {n_angles} angles, {iterations} iterations"
+        logger.info("speed: SIRT %s", case)
+        kwargs = dict(method="sirt", iterations=iterations, positivity=True)
+        astra_time, looped = _timed(
+            partial(reconstruct, tilt_series, angles, backend="astra", **kwargs),
+            repeats,
+            warmup=False,
+        )
+        batched_time, batched = _timed(
+            partial(reconstruct, tilt_series, angles, backend="matrix", **kwargs),
+            repeats,
+            warmup=False,
+        )
+        difference = float(np.linalg.norm(batched - looped) / np.linalg.norm(looped))
+        logger.info("speed: SIRT %s: relative difference of the volumes %.1e", case, difference)
+        rows.append(
+            SpeedRow(
+                "SIRT: ASTRA 2D loop over slices (A) / batched sparse (B)",
+                case,
+                astra_time,
+                batched_time,
+                astra_time / batched_time,
+                "×",
+            )
+        )
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+# 3. end-to-end generation
+
+
+def _generate(spec, workers: int, limit: int):
+    """Generate ``limit`` samples into a fresh temporary store; return the report."""
+    import tempfile
+
+    from simgen.engine import generate
+
+    with tempfile.TemporaryDirectory(prefix="aet-speed-") as tmp:
+        report = generate(
+            spec,
+            os.path.join(tmp, f"{spec.name}.zarr"),
+            workers=workers,
+            limit=limit,
+            progress=False,
+        )
+    if report.failed:
+        raise RuntimeError(f"generation of {spec.name!r} failed for samples {report.failed[:3]}")
+    return report
+
+
+def _steady_seconds(report, workers: int) -> float:
+    """Median seconds per sample, without each worker's first (import warm-up) sample.
+
+    ``sample_seconds`` is in completion order, so each worker's first task is among the first
+    ``workers`` entries.
+    """
+    seconds = report.sample_seconds
+    kept = seconds[workers:] if len(seconds) > workers else seconds
+    return float(statistics.median(kept))
+
+
+def _cost(spec) -> float:
+    """Relative cost of one sample: SIRT dominates and scales with voxels × angles × iterations."""
+    return float(spec.size) ** 3 * spec.n_angles * spec.iterations
+
+
+def _generation_rows(quick: bool, notes: list[str]) -> list[SpeedRow]:
+    from simgen.config import default_catalog_path, get_dataset
+
+    catalog = default_catalog_path()
+    name, limit = ("smoke", 4) if quick else ("demo", 8)
+    spec = get_dataset(name, catalog)
+    target = get_dataset("pann-benchmark", catalog)
+    case = f"{name}: {spec.size}³, {spec.n_angles} angles, first {limit} samples"
+    rows, rates, steady = [], {}, {}
+    for workers in (1, 2):
+        logger.info("speed: generating %s with %d worker(s)", case, workers)
+        report = _generate(spec, workers, limit)
+        rates[workers] = report.samples_per_hour
+        steady[workers] = _steady_seconds(report, workers)
+        rows.append(
+            SpeedRow(
+                f"generation, {workers} worker{'s' if workers > 1 else ''}: end to end (A), "
+                "median per sample (B)",
+                case,
+                report.seconds,
+                steady[workers],
+                rates[workers],
+                "samples/h",
+            )
+        )
+    efficiency = rates[2] / (2.0 * rates[1])
+    # Steady state: each worker busy all the time, so throughput(n) = n / t(n) per second.
+    steady_efficiency = steady[1] / steady[2]
+    rows.append(
+        SpeedRow(
+            "scaling efficiency rate(2) / (2·rate(1)), end to end",
+            case,
+            None,
+            None,
+            efficiency,
+            "×",
+        )
+    )
+    rows.append(
+        SpeedRow(
+            "scaling efficiency t(1) / t(2), per sample (steady state)",
+            case,
+            None,
+            None,
+            steady_efficiency,
+            "×",
+        )
+    )
+
+    if quick:
+        # Too slow for a smoke run (creating the 29k-sample store alone takes a minute or more):
+        # scale the measured per-sample time by the cost ratio instead.
+        per_sample_2 = steady[2] * _cost(target) / _cost(spec)
+        setup = 0.0
+        source = (
+            f"per-sample time at 2 workers scaled from {name} by voxels × angles × iterations "
+            f"(×{_cost(target) / _cost(spec):.3g}); store set-up not included"
+        )
+    else:
+        logger.info(
+            "speed: generating 4 pann-benchmark samples with 2 workers (store set-up is slow)"
+        )
+        report = _generate(target, 2, 4)
+        per_sample_2 = _steady_seconds(report, 2)
+        setup = max(report.seconds - sum(report.sample_seconds) / 2.0, 0.0)
+        rows.append(
+            SpeedRow(
+                "pann-benchmark generation, 2 workers: store set-up etc. (A), median per sample (B)",
+                f"pann-benchmark: {target.size}³, {target.n_angles} angles, first 4 samples",
+                setup,
+                per_sample_2,
+                report.samples_per_hour,
+                "samples/h",
+            )
+        )
+        source = "per-sample time measured on 4 pann-benchmark samples with 2 workers, plus its measured store set-up"
+    n = target.n_samples
+    for workers in PROJECTION_WORKERS:
+        # t(1) = e·t(2); for n >= 2 workers each sample costs t(2) and n run at once.
+        seconds = (
+            n * per_sample_2 * steady_efficiency if workers == 1 else n * per_sample_2 / workers
+        )
+        rows.append(
+            SpeedRow(
+                f"projected full pann-benchmark, {workers} worker{'s' if workers > 1 else ''}",
+                f"{n:,} samples",
+                None,
+                None,
+                (setup + seconds) / 3600.0,
+                "h",
+            )
+        )
+    notes.append(
+        f"Projection: {source}; 1 worker runs at t(1) = e·t(2) with the measured steady-state "
+        f"efficiency e = {steady_efficiency:.2f}; n ≥ 2 workers are assumed to keep that same "
+        "efficiency (one core each, no further contention, shared store not a bottleneck)."
+    )
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+# 4. Zernike descriptors
+
+
+def _zernike_rows(quick: bool) -> list[SpeedRow]:
+    from models.zernike import atom_descriptors
+
+    size, sampling, radius, order = 128, 0.4, 1.6, 8
+    n_atoms = 2000 if quick else 10000
+    rng = np.random.default_rng(0)
+    volume = rng.random((size,) * 3, dtype=np.float32)
+    positions = rng.uniform(0, (size - 1) * sampling, size=(n_atoms, 3))
+    case = f"{size}³ volume, {n_atoms:,} atoms, order {order}, radius {radius} Å ({radius / sampling:g} voxels)"
+    logger.info("speed: Zernike, %s", case)
+    seconds, _ = _timed(
+        lambda: atom_descriptors(volume, positions, sampling, radius, order=order), 5
+    )
+    return [
+        SpeedRow(
+            "3D Zernike invariants, patches included (A)",
+            case,
+            seconds,
+            None,
+            n_atoms / seconds,
+            "atoms/s",
+        )
+    ]
+
+
+# ------------------------------------------------------------------------------------------
+# 5. PANN and U-Net inference
+
+
+def _pann_rows(quick: bool) -> list[SpeedRow]:
+    import torch
+
+    from models.pann import PannConfig, PannModel, candidate_features
+    from models.unet3d import UNet3D
+
+    sampling = 0.4
+    model = PannModel(PannConfig(elements=("Fe", "Pt")))
+    rng = np.random.default_rng(0)
+    logger.info("speed: PANN warm-up")
+    warm = rng.random((32,) * 3, dtype=np.float32)
+    model.refine(warm)
+    sizes = [(32, 2)] if quick else [(64, 3), (128, 1)]
+    rows = []
+    refine_times = {}
+    for size, repeats in sizes:
+        volume = rng.random((size,) * 3, dtype=np.float32)
+        logger.info("speed: PANN inference without stage 2 on %d³", size)
+        refine_time, refined = _timed(partial(model.refine, volume), repeats, warmup=False)
+
+        def trace_and_describe(refined=refined, volume=volume):
+            candidates = model.candidates(refined, sampling)
+            positions = np.asarray(candidates.positions, dtype=np.float64)
+            candidate_features(refined, volume, positions, sampling, model.config)
+            return len(positions)
+
+        rest_time, n_candidates = _timed(trace_and_describe, repeats, warmup=False)
+        refine_times[size] = refine_time
+        rows.append(
+            SpeedRow(
+                "PANN on CPU, untrained: stage-1 refine (A), + tracing + Zernike features (B)",
+                f"{size}³ random volume, {n_candidates:,} candidates",
+                refine_time,
+                refine_time + rest_time,
+                refine_time + rest_time,
+                "s/volume",
+            )
+        )
+    size = sizes[0][0]
+    unet = UNet3D().eval()
+    x = torch.from_numpy(rng.random((1, 1, size, size, size), dtype=np.float32))
+
+    def forward():
+        with torch.no_grad():
+            return unet(x)
+
+    logger.info("speed: 3D U-Net forward on %d³", size)
+    unet_time, _ = _timed(forward, 2 if quick else 3)
+    rows.append(
+        SpeedRow(
+            "3D U-Net baseline forward (A)",
+            f"{size}³ random volume",
+            unet_time,
+            None,
+            unet_time,
+            "s/volume",
+        )
+    )
+    rows.append(
+        SpeedRow(
+            "PANN stage-1 refine (A) / 3D U-Net forward (B)",
+            f"{size}³ random volume",
+            refine_times[size],
+            unet_time,
+            refine_times[size] / unet_time,
+            "×",
+        )
+    )
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+# table
+
+
+def measure_speed(quick: bool = False, multislice: bool = True) -> tuple[list[SpeedRow], list[str]]:
+    """Run every measurement once; return the rows and the footnotes.
+
+    Parameters
+    ----------
+    quick
+        Smaller cases (seconds instead of tens of minutes), for a smoke run.
+    multislice
+        Also time abTEM multislice and PRISM (a minute or two per projection on CPU).
+    """
+    notes: list[str] = []
+    rows: list[SpeedRow] = []
+    rows += _imaging_rows(quick, multislice, notes)
+    rows += _sirt_rows(quick)
+    rows += _generation_rows(quick, notes)
+    rows += _zernike_rows(quick)
+    rows += _pann_rows(quick)
+    notes.append(
+        "Times are medians of the timed runs after a warm-up (1 run for abTEM, the 128³ cases and "
+        "generation); ratios compare timings from this run only (shared, noisy machine)."
+    )
+    return rows, notes
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.3g} s" if value < 1000 else f"{value:,.0f} s"
+
+
+def _value(value: float, unit: str) -> str:
+    text = f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"
+    return f"{text}×" if unit == "×" else f"{text} {unit}"
+
+
+def format_table(rows: list[SpeedRow], notes: list[str], header: str) -> str:
+    """Markdown: a header line, the table (what, case, time A, time B, ratio / rate), footnotes."""
+    lines = [
+        header,
+        "",
+        "| what | case | time A | time B | ratio / rate |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.what} | {row.case} | {_seconds(row.time_a)} | {_seconds(row.time_b)} | {_value(row.value, row.unit)} |"
+        )
+    lines.append("")
+    lines += [f"{i}. {note}" for i, note in enumerate(notes, start=1)]
+    return "\n".join(lines) + "\n"
+
+
+def run_speed(quick: bool = False, multislice: bool = True) -> str:
+    """Measure the speed table in one run and return it as Markdown.
+
+    Parameters
+    ----------
+    quick
+        Smaller cases (32³ SIRT, the ``smoke`` dataset, 2,000 Zernike atoms, 32³ networks).
+    multislice
+        Time abTEM multislice and PRISM against the linear mode (slow: minutes).
+
+    Returns
+    -------
+    str
+        A header line (date, CPUs, torch threads), the table and its footnotes.
+    """
+    import datetime
+
+    import torch
+
+    start = time.perf_counter()
+    rows, notes = measure_speed(quick=quick, multislice=multislice)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    header = (
+        f"Speed, {datetime.datetime.now().isoformat(timespec='minutes')}: {cpus} CPUs, "
+        f"torch threads {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+        f"{', quick' if quick else ''}; measured in {math.ceil(time.perf_counter() - start)} s"
+    )
+    return format_table(rows, notes, header)

@@ -1,0 +1,86 @@
+"""Structure of the speed table (``benchmark.speed``); no wall-clock assertions."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+
+from benchmark.speed import PROJECTION_WORKERS, SpeedRow, format_table
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def _number(text: str) -> float:
+    match = re.match(r"^([0-9][0-9,]*(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?)", text)
+    assert match, f"no number in {text!r}"
+    return float(match.group(1).replace(",", ""))
+
+
+def test_import_is_cheap():
+    code = "import sys, benchmark.speed; print(any(m in sys.modules for m in ('torch', 'abtem', 'astra', 'dask')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_format_table_hand_made_rows():
+    rows = [
+        SpeedRow("x (A) / y (B)", "tiny", 2.0, 0.5, 4.0, "×"),
+        SpeedRow("rate", "tiny", None, None, 12345.6, "atoms/s"),
+    ]
+    text = format_table(rows, ["a note"], "header")
+    lines = text.splitlines()
+    assert lines[0] == "header"
+    assert _cells(lines[4]) == ["x (A) / y (B)", "tiny", "2 s", "0.5 s", "4×"]
+    assert _cells(lines[5]) == ["rate", "tiny", "", "", "12,346 atoms/s"]
+    assert lines[-1] == "1. a note"
+
+
+@pytest.fixture(scope="module")
+def quick_table():
+    from benchmark.speed import run_speed
+
+    return run_speed(quick=True, multislice=False)
+
+
+def test_quick_table_rows(quick_table):
+    lines = quick_table.splitlines()
+    assert re.match(r"^Speed, \d{4}-\d\d-\d\dT\d\d:\d\d: \d+ CPUs, torch threads \d+", lines[0])
+    assert _cells(lines[2]) == ["what", "case", "time A", "time B", "ratio / rate"]
+    body = [_cells(line) for line in lines[4:] if line.startswith("|")]
+    whats = [cells[0] for cells in body]
+    expected_starts = [
+        "linear HAADF mode",
+        "SIRT: ASTRA 2D loop",
+        "generation, 1 worker:",
+        "generation, 2 workers:",
+        "scaling efficiency rate(2)",
+        "scaling efficiency t(1)",
+        *[f"projected full pann-benchmark, {n} worker" for n in PROJECTION_WORKERS],
+        "3D Zernike invariants",
+        "PANN on CPU",
+        "3D U-Net baseline forward",
+        "PANN stage-1 refine (A) / 3D U-Net",
+    ]
+    assert len(whats) == len(expected_starts), whats
+    for what, start in zip(whats, expected_starts):
+        assert what.startswith(start), (what, start)
+    assert not any("multislice" in what for what in whats)  # skipped
+    for cells in body:
+        assert len(cells) == 5
+        for cell in cells[2:]:
+            if cell:
+                value = _number(cell)
+                assert math.isfinite(value) and value > 0, cells
+    # the rows carry their sizes: the quick cases
+    assert "32³ voxels, 15 angles, 20 iterations" in body[1][1]
+    assert "smoke" in body[2][1]
+    assert "2,000 atoms" in body[11][1]
+    # projected time falls as workers are added
+    hours = [_number(cells[4]) for cells in body[6:11]]
+    assert hours[1:] == sorted(hours[1:], reverse=True) and hours[-1] < hours[0]
