@@ -77,7 +77,7 @@ class PannConfig:
     heads: int = 4
     layers: int = 3
     stage2_epochs: int = 40
-    trace_threshold: float = 0.15
+    trace_threshold: float = 0.05
     match_radius: float = 1.0
     seed: int = 0
 
