@@ -150,6 +150,187 @@ def test_amorphous_rejects_impossible_packing():
         build_particle("amorphous", "Pt", 1.5, rng=rng(), min_distance=3.2)
 
 
+# Regular fcc polyhedra with `length` atoms per edge (m = length - 1 nearest-neighbour steps):
+# octahedron n(2n² + 1)/3 with n = length, cube 4m³ + 6m² + 3m + 1 (m unit cells: (m+1)³ corner
+# sites + 3m²(m+1) face-centre sites), tetrahedron n(n + 1)(n + 2)/6.
+POLYHEDRON_COUNTS = {
+    "octahedron": [6, 19, 44, 85, 146],
+    "cube": [14, 63, 172, 365],
+    "tetrahedron": [4, 10, 20, 35],
+}
+
+
+@pytest.mark.parametrize("morphology", sorted(POLYHEDRON_COUNTS))
+def test_fcc_polyhedra_magic_numbers(morphology):
+    expected = POLYHEDRON_COUNTS[morphology]
+    lengths = range(2, 2 + len(expected))
+    counts = [len(build_particle(morphology, "Pt", None, rng=rng(), length=n)) for n in lengths]
+    assert counts == expected
+    formula = {
+        "octahedron": lambda n: n * (2 * n * n + 1) // 3,
+        "cube": lambda n: 4 * (n - 1) ** 3 + 6 * (n - 1) ** 2 + 3 * (n - 1) + 1,
+        "tetrahedron": lambda n: n * (n + 1) * (n + 2) // 6,
+    }[morphology]
+    assert counts == [formula(n) for n in lengths]
+
+
+@pytest.mark.parametrize(
+    ("morphology", "vertices", "vertex_coordination"),
+    [("octahedron", 6, 4), ("cube", 8, 3), ("tetrahedron", 4, 3)],
+)
+def test_fcc_polyhedra_are_single_crystals_with_their_facets(
+    morphology, vertices, vertex_coordination
+):
+    a = 3.92
+    atoms = build_particle(morphology, "Pt", None, rng=rng(), length=5, orientation="none")
+    p = atoms.positions
+    distance, _ = cKDTree(p).query(p, k=2)
+    np.testing.assert_allclose(distance[:, 1], a / math.sqrt(2), rtol=1e-9)
+    cn = coordination(p, a / math.sqrt(2))
+    assert cn.max() == 12
+    assert np.sum(cn == cn.min()) == vertices and cn.min() == vertex_coordination
+    m = 4  # nearest-neighbour steps (octahedron, tetrahedron) or unit cells (cube) per edge
+    if morphology == "cube":  # {100} faces: a cube of side m·a with 2m + 1 (100) planes
+        np.testing.assert_allclose(np.ptp(p, axis=0), [m * a] * 3, atol=1e-9)
+        assert len(np.unique(np.round(p[:, 0], 6))) == 2 * m + 1
+        return
+    # {111} faces: every atom inside the four (eight) planes, each holding a full triangle
+    normals = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]) / math.sqrt(3)
+    if morphology == "octahedron":
+        normals = np.concatenate([normals, -normals])
+    height = (p @ normals.T).max(axis=0)
+    np.testing.assert_allclose(height, height[0], atol=1e-9)
+    on_face = np.isclose(p @ normals.T, height, atol=1e-6).sum(axis=0)
+    assert np.all(on_face == (m + 1) * (m + 2) // 2)  # a triangle of m + 1 atoms per edge
+
+
+def test_marks_decahedron_magic_numbers_and_reentrance():
+    # Marks decahedra (Marks, Rep. Prog. Phys. 57, 603 (1994)) with (p, q, r=1): 75 atoms
+    # for (2, 2), the Lennard-Jones global minimum LJ75; 101, 146 and 192 for the next ones
+    counts = [
+        len(build_particle("marks_decahedron", "Pt", None, rng=rng(), p=p, q=q))
+        for p, q in [(2, 2), (2, 3), (3, 2), (3, 3)]
+    ]
+    assert counts == [75, 101, 146, 192]
+    # the default (q = max(2, ceil(p/2)), r = 1) differs from the Ino default at every p
+    for p in (2, 3, 4):
+        marks = build_particle("marks_decahedron", "Pt", None, rng=rng(), p=p, orientation="none")
+        ino = build_particle("decahedron", "Pt", None, rng=rng(), p=p, orientation="none")
+        assert len(marks) != len(ino)
+    assert [
+        len(build_particle("marks_decahedron", "Pt", None, rng=rng(), p=p)) for p in (2, 3, 4)
+    ] == [75, 146, 247]
+    # r = 1 equals the decahedron with marks=1
+    same = build_particle("decahedron", "Pt", None, rng=rng(), p=3, q=2, r=1, orientation="none")
+    np.testing.assert_allclose(
+        build_particle(
+            "marks_decahedron", "Pt", None, rng=rng(), p=3, orientation="none"
+        ).positions,
+        same.positions,
+        atol=1e-9,
+    )
+
+    # the re-entrant notch, seen down the five-fold axis (z): an Ino decahedron's outermost atom
+    # columns are the 5 pentagon corners; a Marks notch replaces each by 2 flanking columns
+    def outermost_columns(atoms):
+        columns = np.unique(np.round(atoms.positions[:, :2], 4), axis=0)
+        radius = np.linalg.norm(columns, axis=1)
+        return int(np.sum(np.isclose(radius, radius.max(), atol=1e-3)))
+
+    ino = build_particle("decahedron", "Pt", None, rng=rng(), p=3, q=2, orientation="none")
+    assert outermost_columns(ino) == 5
+    assert outermost_columns(same) == 10
+    assert coordination(same.positions, 3.92 / math.sqrt(2)).max() == 12
+
+
+@pytest.mark.parametrize(
+    ("morphology", "step"),
+    [("octahedron", 1.0), ("cube", math.sqrt(3)), ("tetrahedron", math.sqrt(3) / 2)],
+)
+@pytest.mark.parametrize("composition", ["Pt", "Au"])
+def test_fcc_polyhedra_size_is_within_half_a_step(morphology, step, composition):
+    a, _ = lattice_constant(composition)
+    for size_nm in (1.2, 1.5, 1.9, 2.6):
+        atoms = build_particle(morphology, composition, size_nm, rng=rng(), orientation="none")
+        diameter = particle_diameter(atoms)
+        assert abs(diameter - 10 * size_nm) <= step * a / 2 + 1e-9, (size_nm, diameter)
+        # the diameter is a whole number of steps: (length - 1) · step · a
+        assert diameter / (step * a) == pytest.approx(round(diameter / (step * a)), abs=1e-9)
+
+
+def test_marks_decahedron_size_picks_the_closest_p():
+    target = 19.0
+    atoms = build_particle("marks_decahedron", "Pt", target / 10, rng=rng(), orientation="none")
+    errors = {
+        p: abs(
+            particle_diameter(build_particle("marks_decahedron", "Pt", None, rng=rng(), p=p))
+            - target
+        )
+        for p in range(2, 7)
+    }
+    assert abs(particle_diameter(atoms) - target) == pytest.approx(min(errors.values()))
+
+
+PANN_COMPOSITIONS = [
+    "Pt",
+    "Au",
+    "Fe0.5Pt0.5",
+    "L10:FePt",
+    "L12:Pt3Co",
+    "core-shell:Ni@Pt",
+    "core-shell:Pd@Pt",
+    "Au0.5Pd0.5",
+    "hea:Fe,Co,Ni,Cu,Pt",
+]
+
+
+@pytest.mark.parametrize("morphology", ["octahedron", "cube", "tetrahedron", "marks_decahedron"])
+def test_new_shapes_build_every_composition(morphology, caplog):
+    for text in PANN_COMPOSITIONS:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="simgen.structures"):
+            atoms = build_particle(morphology, text, 1.9, rng=rng(1), orientation="none")
+        comp = parse_composition(text)
+        el = symbols(atoms)
+        assert set(el) == set(comp.elements), text
+        assert particle_diameter(atoms) + 2.0 <= 64 * 0.4  # fits the pann-benchmark volume
+        twinned = morphology == "marks_decahedron"
+        assert ("random alloy" in caplog.text) == (twinned and comp.is_ordered), text
+        if comp.kind == "L10" and not twinned:  # (001) planes of one element each
+            layer = np.rint(atoms.positions[:, 2] / (lattice_constant(comp)[0] / 2)).astype(int)
+            assert all(len(set(el[layer == k])) == 1 for k in np.unique(layer))
+            assert len(set(el[layer == layer[0]]) | set(el[layer == layer[0] + 1])) == 2
+        if comp.kind == "L12" and not twinned:  # Co has only Pt nearest neighbours
+            a, _ = lattice_constant(comp)
+            tree = cKDTree(atoms.positions)
+            for i in np.flatnonzero(el == "Co"):
+                neighbours = tree.query_ball_point(atoms.positions[i], 1.2 * a / math.sqrt(2))
+                assert all(el[j] == "Pt" for j in neighbours if j != i)
+
+
+@pytest.mark.parametrize("morphology", ["octahedron", "cube", "tetrahedron", "marks_decahedron"])
+def test_new_shapes_disorder_pose_and_reproducibility(morphology):
+    kwargs = dict(thermal_sigma=0.05, vacancy_fraction=0.05)
+    first = build_particle(morphology, "hea:Fe,Co,Ni,Cu,Pt", 1.6, rng=rng(42), **kwargs)
+    second = build_particle(morphology, "hea:Fe,Co,Ni,Cu,Pt", 1.6, rng=rng(42), **kwargs)
+    third = build_particle(morphology, "hea:Fe,Co,Ni,Cu,Pt", 1.6, rng=rng(43), **kwargs)
+    np.testing.assert_array_equal(first.positions, second.positions)
+    np.testing.assert_array_equal(first.numbers, second.numbers)
+    assert not np.array_equal(first.positions, third.positions)
+    ideal = build_particle(morphology, "hea:Fe,Co,Ni,Cu,Pt", 1.6, rng=rng(), orientation="none")
+    assert len(first) == len(ideal) - round(0.05 * len(ideal))
+    # thermal displacements move atoms off the ideal sites
+    d_ideal = cKDTree(ideal.positions).query(ideal.positions, k=2)[0][:, 1]
+    d_first = cKDTree(first.positions).query(first.positions, k=2)[0][:, 1]
+    assert np.std(d_first) > 10 * np.std(d_ideal) + 0.01
+    np.testing.assert_allclose(first.get_center_of_mass(), 0.0, atol=1e-9)
+    # an Euler rotation preserves the ideal shape's distances
+    turned = build_particle(
+        morphology, "hea:Fe,Co,Ni,Cu,Pt", 1.6, rng=rng(), orientation=(30.0, 50.0, 70.0)
+    )
+    np.testing.assert_allclose(pdist(turned.positions), pdist(ideal.positions), atol=1e-9)
+
+
 # ------------------------------------------------------------------------------- chemistry
 
 
@@ -216,7 +397,19 @@ def test_ordered_phase_on_twinned_particle_falls_back_to_random_alloy(caplog):
     assert Counter(atoms.get_chemical_symbols())["Co"] == round(0.25 * 309)
 
 
-@pytest.mark.parametrize("morphology", ["cuboctahedron", "sphere", "decahedron", "random_fcc"])
+@pytest.mark.parametrize(
+    "morphology",
+    [
+        "cuboctahedron",
+        "sphere",
+        "decahedron",
+        "random_fcc",
+        "octahedron",
+        "cube",
+        "tetrahedron",
+        "marks_decahedron",
+    ],
+)
 def test_core_shell_monolayer_is_exactly_the_undercoordinated_atoms(morphology):
     atoms = build_particle(morphology, "core-shell:Pd@Pt", 2.5, rng=rng(2), orientation="none")
     el = symbols(atoms)
@@ -481,7 +674,10 @@ def test_bad_compositions(text, match):
 @pytest.mark.parametrize(
     ("args", "kwargs", "match"),
     [
-        (("cube", "Pt", 2.0), {}, "morphology='cube'"),
+        (("pyramid", "Pt", 2.0), {}, "morphology='pyramid'"),
+        (("cube", "Pt", 2.0), {"length": 1}, "length=1"),
+        (("marks_decahedron", "Pt", 2.0), {"r": 0}, "r=0"),
+        (("octahedron", "Pt", 2.0), {"shells": 3}, "shells=3: not an option of octahedron"),
         (("sphere", "Pt", -1.0), {}, "size_nm=-1.0"),
         (("sphere", "Pt", None), {}, "size_nm=None"),
         (("sphere", "Pt", 2.0), {"thermal_sigma": -0.1}, "thermal_sigma=-0.1"),
