@@ -11,7 +11,7 @@ __all__ = ["main"]
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aet-bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="aet-bench", description=__doc__.replace("``", ""))
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

@@ -14,7 +14,7 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "demo"
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pann", description=__doc__)
+    parser = argparse.ArgumentParser(prog="pann", description=__doc__.replace("``", ""))
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

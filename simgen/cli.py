@@ -54,7 +54,7 @@ def _positive(name):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="simgen", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="simgen", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
