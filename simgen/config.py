@@ -45,7 +45,17 @@ logger = logging.getLogger(__name__)
 MODES = ("linear", "multislice", "prism")
 RECON_METHODS = ("sirt", "cgls", "fbp", "sart")
 SPLIT_NAMES = ("train", "val", "test")
-GRID_AXES = ("morphology", "composition", "dose", "noise_model", "size_nm")
+GRID_AXES = (
+    "morphology",
+    "composition",
+    "dose",
+    "noise_model",
+    "size_nm",
+    "tilt_scheme",
+    "damage_model",
+)
+TILT_SCHEMES = ("sequential", "bidirectional", "dose_symmetric")
+DOSE_PROFILES = ("uniform", "cos")
 HOLD_OUT_FIELDS = ("morphology", "composition", "dose", "noise_model")
 ORIENTATIONS = ("random", "none")
 LOSSY_CODECS = ("float16", "bitround")
@@ -68,6 +78,7 @@ _DATASET_KEYS = (
     "particles",
     "doses",
     "noise_models",
+    "damage_models",
     "reconstruction",
     "target",
     "split",
@@ -226,6 +237,9 @@ class DatasetSpec:
     order: str = "grid"
     split: Split = field(default_factory=Split)
     storage: StorageSpec = field(default_factory=StorageSpec)
+    tilt_schemes: tuple[str, ...] = ("sequential",)
+    dose_profile: str = "uniform"
+    damage_models: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     # ---- construction ---------------------------------------------------------------------
 
@@ -251,6 +265,15 @@ class DatasetSpec:
     def n_angles(self) -> int:
         return len(self.angles)
 
+    @property
+    def tracks_acquisition(self) -> bool:
+        """Whether samples record their acquisition and damage (scheme, dose profile or damage)."""
+        return bool(
+            self.damage_models
+            or self.tilt_schemes != ("sequential",)
+            or self.dose_profile != "uniform"
+        )
+
     def _axis_values(self, axis: str) -> tuple:
         if axis == "morphology":
             return self.morphologies
@@ -262,6 +285,10 @@ class DatasetSpec:
             return tuple(n for n, _ in self.noise_models)
         if axis == "size_nm":
             return self.size_nm.values
+        if axis == "tilt_scheme":
+            return self.tilt_schemes
+        if axis == "damage_model":
+            return tuple(n for n, _ in self.damage_models) or ("",)
         raise AssertionError(axis)
 
     def microscope_object(self):
@@ -300,12 +327,16 @@ class DatasetSpec:
 
         def acquisition_draws(rng: np.random.Generator, fixed: Mapping) -> dict:
             noise_names = [n for n, _ in self.noise_models]
-            return {
+            out = {
                 "dose": fixed["dose"] if "dose" in fixed else choose(rng, self.doses),
                 "noise_model": fixed["noise_model"]
                 if "noise_model" in fixed
                 else choose(rng, noise_names),
             }
+            # Single options draw nothing, so datasets without schemes or damage keep their plan.
+            for axis in ("tilt_scheme", "damage_model"):
+                out[axis] = fixed[axis] if axis in fixed else choose(rng, self._axis_values(axis))
+            return out
 
         if self.replicas:
             axes = self.grid_axes
@@ -347,6 +378,8 @@ class DatasetSpec:
         for index, row in enumerate(rows):
             row["index"] = index
             row["noise"] = noise[row["noise_model"]]
+            row["dose_profile"] = self.dose_profile
+            row["damage"] = dict(self.damage_models).get(row["damage_model"], ())
             row["seed"] = self.seed
             row["structure_seed"] = _structure_seed(self.seed, row["particle"]) if share else None
         return rows
@@ -400,6 +433,10 @@ class DatasetSpec:
                     target_sigma=self.target_sigma,
                     split=row["split"],
                     structure_seed=row["structure_seed"],
+                    tilt_scheme=row["tilt_scheme"],
+                    dose_profile=row["dose_profile"],
+                    damage=row["damage"],
+                    damage_model=row["damage_model"],
                 )
             )
         return specs
@@ -439,6 +476,15 @@ class DatasetSpec:
         if self.same_structure_across:
             out["samples"]["same_structure_across"] = list(self.same_structure_across)
         out["samples"]["order"] = self.order
+        # Keys of the acquisition and damage appear only when used, so the records (and spec
+        # hashes) of datasets without them are unchanged.
+        if self.tilt_schemes != ("sequential",):
+            schemes = self.tilt_schemes
+            out["tilt"]["scheme"] = schemes[0] if len(schemes) == 1 else list(schemes)
+        if self.dose_profile != "uniform":
+            out["tilt"]["dose_profile"] = self.dose_profile
+        if self.damage_models:
+            out["damage_models"] = {n: list(s) for n, s in self.damage_models}
         return out
 
     def summary(self, limit: int | None = None) -> str:
@@ -472,7 +518,11 @@ class DatasetSpec:
             lines.append(
                 f"same particle across: {', '.join(self.same_structure_across)} ({n_particles} particles)"
             )
-        for key in ("morphology", "composition", "dose", "noise_model", "split"):
+        keys = ["morphology", "composition", "dose", "noise_model", "split"]
+        if self.tracks_acquisition:
+            keys[4:4] = ["tilt_scheme", "damage_model"]
+            lines.append(f"dose profile: {self.dose_profile}")
+        for key in keys:
             counts: dict = {}
             for r in rows:
                 counts[r[key]] = counts.get(r[key], 0) + 1
@@ -485,6 +535,8 @@ class DatasetSpec:
             lines.append(f"  size_nm: {min(sizes):.2f}–{max(sizes):.2f}")
         for name, specs in self.noise_models:
             lines.append(f"  noise {name}: {', '.join(specs) or '(none)'}")
+        for name, specs in self.damage_models:
+            lines.append(f"  damage {name}: {', '.join(specs) or '(none)'}")
         raw = 4 * len(rows) * (len(angles) * self.size**2 + 2 * self.size**3)
         lines.append(f"raw size: {raw / 1e9:.2f} GB before compression")
         return "\n".join(lines)
@@ -620,15 +672,28 @@ def _known_names(module: str, attribute: str) -> tuple[str, ...] | None:
     return tuple(names)
 
 
+def _tilt_acquisition(value, where: _Where) -> tuple[tuple[str, ...], str]:
+    """``tilt.scheme`` (one scheme or a list: a grid axis) and ``tilt.dose_profile``."""
+    schemes = _string_list(value.get("scheme", "sequential"), where, "tilt.scheme", TILT_SCHEMES)
+    profile = value.get("dose_profile", "uniform")
+    if profile not in DOSE_PROFILES:
+        close = difflib.get_close_matches(str(profile), DOSE_PROFILES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise where.error("tilt.dose_profile", profile, f"one of {', '.join(DOSE_PROFILES)}{hint}")
+    return schemes, profile
+
+
 def _tilt(value, where: _Where) -> tuple[float, ...]:
     if isinstance(value, Mapping) and "angles" in value:
-        _check_keys(value, ("angles",), where.sub("tilt"), "tilt")
+        _check_keys(value, ("angles", "scheme", "dose_profile"), where.sub("tilt"), "tilt")
         angles = value["angles"]
         if not isinstance(angles, list) or len(angles) < 2:
             raise where.error("tilt.angles", angles, "a list of at least 2 angles in degrees")
         out = tuple(_number(a, where, f"tilt.angles[{i}]") for i, a in enumerate(angles))
     else:
-        _check_keys(value, ("start", "stop", "count"), where.sub("tilt"), "tilt")
+        _check_keys(
+            value, ("start", "stop", "count", "scheme", "dose_profile"), where.sub("tilt"), "tilt"
+        )
         for k in ("start", "stop", "count"):
             if k not in value:
                 raise where.error(
@@ -717,6 +782,41 @@ def _noise_models(value, where: _Where) -> tuple[tuple[str, tuple[str, ...]], ..
                     raise where.error(
                         f"noise_models.{preset}[{i}]", spec, f"a valid noise spec ({exc})"
                     ) from None
+        out.append((preset, tuple(specs)))
+    return tuple(out)
+
+
+def _damage_models(value, where: _Where, energy: float) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``damage_models: {preset: [damage spec, ...]}`` (an empty list: no damage)."""
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping) or not value:
+        raise where.error(
+            "damage_models", value, "a mapping {preset name: [damage spec, ...]} (e.g. none: [])"
+        )
+    from simgen import damage
+
+    out = []
+    for preset, specs in value.items():
+        if not isinstance(preset, str) or not preset or "/" in preset:
+            raise where.error("damage_models", preset, "a preset name (string without '/')")
+        if specs is None:
+            specs = []
+        if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
+            raise where.error(
+                f"damage_models.{preset}",
+                specs,
+                'a list of damage specs like "surface_diffusion:rate=1e-4", "knock_on"',
+            )
+        for i, spec in enumerate(specs):
+            try:
+                damage.parse_damage(spec, energy=energy)
+            except ValueError as exc:
+                raise where.error(
+                    f"damage_models.{preset}[{i}]",
+                    spec,
+                    f"a damage spec with a model among {', '.join(damage.DAMAGE_MODELS)} ({exc})",
+                ) from None
         out.append((preset, tuple(specs)))
     return tuple(out)
 
@@ -855,6 +955,7 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
     if mode not in MODES:
         raise where.error("mode", mode, f"one of {', '.join(MODES)}")
     angles = _tilt(data["tilt"], where)
+    tilt_schemes, dose_profile = _tilt_acquisition(data["tilt"], where)
 
     particles = data["particles"]
     _check_keys(particles, _PARTICLE_KEYS, where.sub("particles"), "particles")
@@ -903,6 +1004,7 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
 
     doses = _doses(data["doses"], where)
     noise_models = _noise_models(data["noise_models"], where)
+    damage_models = _damage_models(data.get("damage_models"), where, microscope["energy"])
 
     recon_in = data.get("reconstruction", {}) or {}
     _check_keys(recon_in, ("method", "iterations"), where.sub("reconstruction"), "reconstruction")
@@ -943,6 +1045,12 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
             minimum=1,
             exclusive=False,
         )
+        if "damage_model" in grid_axes and not damage_models:
+            raise where.error(
+                "samples.grid.axes",
+                list(grid_axes),
+                "damage_model as an axis only with damage_models",
+            )
         if "size_nm" in grid_axes and size_nm.is_range:
             raise where.error(
                 "samples.grid.axes",
@@ -964,7 +1072,12 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
         raise where.error("samples", dict(samples), "grid: {replicas: N} and/or random: {count: N}")
     same_in = samples.get("same_structure_across") or []
     same = (
-        _string_list(same_in, where, "samples.same_structure_across", ("dose", "noise_model"))
+        _string_list(
+            same_in,
+            where,
+            "samples.same_structure_across",
+            ("dose", "noise_model", "tilt_scheme", "damage_model"),
+        )
         if same_in
         else ()
     )
@@ -1032,6 +1145,9 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
         same_structure_across=same,
         split=split,
         storage=storage,
+        tilt_schemes=tilt_schemes,
+        dose_profile=dose_profile,
+        damage_models=damage_models,
     )
 
 

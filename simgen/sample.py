@@ -2,16 +2,22 @@
 
 ``simulate_sample(spec, rng)`` runs the whole per-sample chain of DESIGN.md::
 
-    structure -> (angle errors) -> clean tilt series -> noise -> reconstruction -> target
+    structure -> (angle errors) -> acquisition (order, doses) -> beam damage
+              -> clean tilt series -> noise -> reconstruction -> target
 
 Every random step draws from the one ``numpy.random.Generator`` passed in, in a fixed order, so a
-sample is a pure function of its spec and its generator.
+sample is a pure function of its spec and its generator. Beam damage (:mod:`simgen.damage`) draws
+from a child generator, ``rng.spawn(1)[0]``, spawned only when the spec names damage models: the
+child comes from the seed sequence's spawn counter, not from ``rng``'s bit stream, so the imaging
+and noise draws are the same with or without damage, and a spec without damage draws exactly the
+numbers it drew before damage existed (bit-identical stores).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -46,9 +52,27 @@ class SampleSpec:
     target_sigma: float = 0.35
     split: str = "train"
     structure_seed: int | None = None  # when set, the particle is built from its own generator
+    tilt_scheme: str = "sequential"  # acquisition order (simgen.acquisition.SCHEMES)
+    dose_profile: str = "uniform"  # "uniform" or "cos" (dose ∝ 1/cos θ, ``dose`` at 0°)
+    damage: tuple[str, ...] = ()  # damage specs (simgen.damage.parse_damage)
+    damage_model: str = ""  # name of the damage preset ("" when the dataset has none)
+
+    @property
+    def tracks_acquisition(self) -> bool:
+        """Whether the acquisition (order, doses, damage) is recorded with the sample."""
+        return bool(
+            self.damage
+            or self.damage_model
+            or self.tilt_scheme != "sequential"
+            or self.dose_profile != "uniform"
+        )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if not self.tracks_acquisition:  # records of specs without damage stay as they were
+            for key in ("tilt_scheme", "dose_profile", "damage", "damage_model"):
+                out.pop(key)
+        return out
 
 
 @dataclass
@@ -62,17 +86,29 @@ class Sample:
     volume: np.ndarray  # (V, V, V) float32, reconstruction, Å² per voxel
     target: np.ndarray  # (V, V, V) float32, ideal volume, Å² per voxel
     meta: dict
+    acquisition: object | None = None  # simgen.acquisition.Acquisition (order, per-projection dose)
+    history: object | None = None  # simgen.damage.DamageHistory when the spec names damage models
 
 
-def normalise_tilt_series(tilt_series: np.ndarray, dose: float, background: float = 0.0) -> np.ndarray:
+def normalise_tilt_series(tilt_series: np.ndarray, dose, background: float = 0.0) -> np.ndarray:
     """Counts -> HAADF cross-section per pixel (Å²): the quantity the volume is reconstructed in.
 
     A pixel of the normalised series is ``(counts - background) / dose``, so its sum over an image
-    is the summed HAADF cross-section of the atoms, whatever the dose.
+    is the summed HAADF cross-section of the atoms, whatever the dose. ``dose`` is one dose in
+    e/Å² for every projection, or an ``(A,)`` array with the dose of each projection.
     """
-    if not np.isfinite(dose) or dose <= 0:
-        raise ValueError(f"dose={dose!r}: expected a positive number of e/Å² per projection")
-    return ((np.asarray(tilt_series, dtype=np.float32) - background) / dose).astype(np.float32)
+    doses = np.asarray(dose, dtype=np.float64)
+    if doses.ndim == 0:
+        if not np.isfinite(dose) or dose <= 0:
+            raise ValueError(f"dose={dose!r}: expected a positive number of e/Å² per projection")
+        return ((np.asarray(tilt_series, dtype=np.float32) - background) / dose).astype(np.float32)
+    series = np.asarray(tilt_series, dtype=np.float32)
+    if doses.shape != series.shape[:1] or not np.all(np.isfinite(doses)) or np.any(doses <= 0):
+        raise ValueError(
+            f"dose={dose!r}: expected a positive dose in e/Å² per projection, one for each of "
+            f"the {series.shape[0]} projections"
+        )
+    return ((series - background) / doses[:, None, None].astype(np.float32)).astype(np.float32)
 
 
 def simulate_sample(spec: SampleSpec, rng: np.random.Generator, atoms=None) -> Sample:
@@ -88,12 +124,16 @@ def simulate_sample(spec: SampleSpec, rng: np.random.Generator, atoms=None) -> S
         Optional ``ase.Atoms`` to image instead of building ``spec.morphology``; they are centred
         in the volume (and randomly oriented only if ``spec.orientation == "random"``).
     """
-    from simgen import imaging, noise, reconstruct, structures, targets
+    from simgen import acquisition, imaging, noise, reconstruct, structures, targets
 
     if atoms is None:
         # A structure_seed makes the particle independent of the sample's generator, so the same
         # particle can be imaged at several doses or noise models (config: same_structure_across).
-        structure_rng = rng if spec.structure_seed is None else np.random.default_rng(np.random.SeedSequence(spec.structure_seed))
+        structure_rng = (
+            rng
+            if spec.structure_seed is None
+            else np.random.default_rng(np.random.SeedSequence(spec.structure_seed))
+        )
         atoms = structures.build_particle(
             spec.morphology,
             spec.composition,
@@ -110,18 +150,48 @@ def simulate_sample(spec: SampleSpec, rng: np.random.Generator, atoms=None) -> S
     chain = noise.NoiseChain.from_specs(spec.noise)
     nominal = np.asarray(spec.angles, dtype=np.float64)
     true_angles = chain.true_angles(nominal, rng)
-    clean = imaging.simulate_tilt_series(
-        atoms, true_angles, size=spec.size, sampling=spec.sampling, microscope=spec.microscope, mode=spec.mode
+    acq = acquisition.Acquisition.from_scheme(
+        nominal, spec.tilt_scheme, dose=spec.dose, dose_profile=spec.dose_profile
     )
+    history = None
+    if spec.damage:
+        # The history's atom ids are the indices of ``atoms``, the stored initial structure.
+        history = _evolve(spec, atoms, acq, rng)
+    imager = partial(
+        imaging.simulate_tilt_series,
+        size=spec.size,
+        sampling=spec.sampling,
+        microscope=spec.microscope,
+        mode=spec.mode,
+    )
+    if history is not None and history.events:
+        from simgen.damage import image_history
+
+        # Each projection images the structure as it was when that projection was acquired.
+        clean = image_history(history, imager, angles=true_angles)
+    else:
+        clean = imager(atoms, true_angles)
     # Band-limited imaging can ring slightly below zero far from atoms; counts cannot.
     clean = np.maximum(clean, 0.0)
-    measured = chain.apply(clean * spec.dose, rng, sampling=spec.sampling, dose=spec.dose)
+    uniform = bool(np.all(acq.dose == spec.dose))
+    # A uniform dose keeps the scalar products of the original chain (bit-identical arrays). With a
+    # dose profile, the noise models see the base dose (the 0° dose, e.g. for a dose-dependent
+    # background) and the normalisation divides each projection by its own dose.
+    dose = spec.dose if uniform else acq.dose
+    expected = clean * spec.dose if uniform else clean * acq.dose[:, None, None]
+    measured = chain.apply(expected, rng, sampling=spec.sampling, dose=spec.dose)
     if not np.all(np.isfinite(measured)):
         raise ValueError("tilt_series: simulation produced non-finite values")
 
-    normalised = normalise_tilt_series(measured, spec.dose, background=chain.background(spec.dose, sampling=spec.sampling))
-    volume = reconstruct.reconstruct(normalised, nominal, method=spec.recon, iterations=spec.iterations)
-    target = targets.ideal_volume(atoms, spec.size, spec.sampling, microscope=spec.microscope, sigma=spec.target_sigma)
+    normalised = normalise_tilt_series(
+        measured, dose, background=chain.background(spec.dose, sampling=spec.sampling)
+    )
+    volume = reconstruct.reconstruct(
+        normalised, nominal, method=spec.recon, iterations=spec.iterations
+    )
+    target = targets.ideal_volume(
+        atoms, spec.size, spec.sampling, microscope=spec.microscope, sigma=spec.target_sigma
+    )
 
     meta = {
         "index": spec.index,
@@ -134,6 +204,17 @@ def simulate_sample(spec: SampleSpec, rng: np.random.Generator, atoms=None) -> S
         "n_atoms": len(atoms),
         "mode": spec.mode,
     }
+    if spec.tracks_acquisition:
+        meta.update(
+            {
+                "tilt_scheme": spec.tilt_scheme,
+                "dose_profile": spec.dose_profile,
+                "damage_model": spec.damage_model or ("custom" if spec.damage else "none"),
+                "total_dose": acq.total_dose,
+                "n_events": 0 if history is None else len(history.events),
+                "n_sputtered": 0 if history is None else len(history.sputtered_atoms()),
+            }
+        )
     return Sample(
         atoms=atoms,
         tilt_series=measured.astype(np.float32),
@@ -142,4 +223,19 @@ def simulate_sample(spec: SampleSpec, rng: np.random.Generator, atoms=None) -> S
         volume=volume.astype(np.float32),
         target=target.astype(np.float32),
         meta=meta,
+        acquisition=acq,
+        history=history,
     )
+
+
+def _evolve(spec: SampleSpec, atoms, acq, rng: np.random.Generator):
+    """The damage history of ``atoms`` over the acquisition ``acq`` (a child generator of ``rng``)."""
+    from simgen import damage
+    from simgen.geometry import volume_center
+
+    chain = damage.DamageChain.from_specs(spec.damage, energy=spec.microscope.energy)
+    atoms = atoms.copy()
+    atoms.arrays.pop("ids", None)  # event ids must be indices into the stored atoms
+    # Hops may not leave the sphere that stays inside the volume at every tilt.
+    container = (volume_center(spec.size, spec.sampling), (spec.size / 2 - 1) * spec.sampling)
+    return chain.evolve(atoms, acq, rng.spawn(1)[0], container=container)

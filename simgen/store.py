@@ -28,6 +28,26 @@ Readers take atoms from the padded arrays while they exist, else from the ragged
 Plan-derived metadata (dose, morphology, ...) is known before any simulation and is written once
 by :func:`create_store`; only ``n_atoms`` and the lossy-error fields are written per sample.
 
+Acquisition and beam damage (stores of datasets with ``tilt.scheme``, ``tilt.dose_profile`` or
+``damage_models``, see :mod:`simgen.acquisition` and :mod:`simgen.damage`; absent otherwise)::
+
+    /acquisition/index            int32   (N, A)  acquisition step of each stored projection
+    /acquisition/dose             float32 (N, A)  dose of each projection, e/Å²
+    /acquisition/cumulative_dose  float64 (N, A)  e/Å² received before each projection
+    /damage/step      int32   (E,)    acquisition step whose dose caused the event (ragged like
+    /damage/id        int64   (E,)    the atoms: sample i owns rows offsets[i]:offsets[i+1]);
+    /damage/kind      uint8   (E,)    id = row of the sample's stored (initial) atoms;
+    /damage/old       float32 (E, 3)  kind 0 = hop (to ``new``), 1 = sputtered (``new`` NaN)
+    /damage/new       float32 (E, 3)
+    /damage/offsets   int64   (N + 1,)
+    /meta/total_dose, tilt_scheme, dose_profile, damage_model, n_events, n_sputtered
+
+``/atoms`` holds the initial structure; the structure seen by every projection, the final one and
+the dose-weighted mean are rebuilt from it and the events (:meth:`Dataset.history`), exactly at the
+store's float32 precision. ``open_dataset(path, truth="initial" | "final" | "mean")`` chooses which
+of them ``positions``/``numbers`` hold. Workers write events to padded per-sample arrays
+(``/damage/padded_*``, capacity ``max_events``), packed by :func:`consolidate` like the atoms.
+
 Lossless Zstd compression by default; ``lossy={"volume": "float16" | "bitround:K"}`` stores an
 array as float16 or with K float32 mantissa bits, and records the max and RMS absolute error it
 introduced (per sample in ``/meta/<array>_max_error`` / ``_rms_error``, dataset-wide in the
@@ -65,6 +85,7 @@ __all__ = [
     "sample_digests",
     "default_max_atoms",
     "encode_lossy",
+    "TRUTHS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -72,6 +93,31 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 SAMPLE_ARRAYS = ("tilt_series", "angles", "angles_true", "volume", "target")
 CHECKSUMMED_ARRAYS = (*SAMPLE_ARRAYS, "atoms_positions", "atoms_numbers")
+ACQUISITION_ARRAYS = ("index", "dose", "cumulative_dose")
+DAMAGE_FIELDS = ("step", "id", "kind", "old", "new")
+#: Extra checksummed arrays of stores that record the acquisition and damage.
+TRACKED_ARRAYS = (
+    *(f"acquisition_{name}" for name in ACQUISITION_ARRAYS),
+    *(f"damage_{name}" for name in DAMAGE_FIELDS),
+)
+#: Per-sample meta fields of stores that record the acquisition (written by the workers).
+ACQUISITION_META = {
+    "total_dose": (np.float64, 0.0),
+    "tilt_scheme": (str, ""),
+    "dose_profile": (str, ""),
+    "damage_model": (str, ""),
+    "n_events": (np.int64, 0),
+    "n_sputtered": (np.int64, 0),
+}
+_DAMAGE_DTYPES = {
+    "step": (np.int32, ()),
+    "id": (np.int64, ()),
+    "kind": (np.uint8, ()),
+    "old": (np.float32, (3,)),
+    "new": (np.float32, (3,)),
+}
+#: Ground truths a reader can choose (``open_dataset(truth=...)``).
+TRUTHS = ("initial", "final", "mean")
 LOCK_NAME = ".generate.lock"
 MANIFEST_NAME = "manifest.json"
 
@@ -124,10 +170,12 @@ def _digest(values: np.ndarray) -> bytes:
     return h.digest()
 
 
-def sample_digests(arrays: Mapping[str, np.ndarray | None]) -> np.ndarray:
-    """(K, 32) uint8 sha256 digests of a sample's stored arrays in ``CHECKSUMMED_ARRAYS`` order."""
-    out = np.zeros((len(CHECKSUMMED_ARRAYS), 32), dtype=np.uint8)
-    for k, name in enumerate(CHECKSUMMED_ARRAYS):
+def sample_digests(
+    arrays: Mapping[str, np.ndarray | None], names: Sequence[str] = CHECKSUMMED_ARRAYS
+) -> np.ndarray:
+    """(K, 32) uint8 sha256 digests of a sample's stored arrays, in ``names`` order."""
+    out = np.zeros((len(names), 32), dtype=np.uint8)
+    for k, name in enumerate(names):
         values = arrays.get(name)
         if values is not None:
             out[k] = np.frombuffer(_digest(values), dtype=np.uint8)
@@ -213,6 +261,8 @@ def create_store(
     has_target: bool = True,
     overwrite: bool = False,
     attrs: Mapping | None = None,
+    acquisition: bool | None = None,
+    max_events: int | None = None,
 ):
     """Create an empty store for ``n_samples`` samples and write the plan's metadata.
 
@@ -239,6 +289,11 @@ def create_store(
         False for imported data without an ideal volume.
     overwrite
         Replace an existing store (the engine's lock file is kept).
+    acquisition
+        Record each sample's acquisition (order, doses) and damage events. Default: the spec's
+        ``tracks_acquisition`` (datasets with a tilt scheme, dose profile or damage models).
+    max_events
+        Padded damage-event capacity per sample (default 8 × ``max_atoms``).
 
     Returns
     -------
@@ -273,6 +328,10 @@ def create_store(
 
     n, a, v = int(n_samples), int(n_angles), int(size)
     max_atoms = int(max_atoms or default_max_atoms(v, sampling))
+    if acquisition is None:
+        acquisition = bool(getattr(spec, "tracks_acquisition", False))
+    max_events = int(max_events or 8 * max_atoms)
+    checksummed = (*CHECKSUMMED_ARRAYS, *TRACKED_ARRAYS) if acquisition else CHECKSUMMED_ARRAYS
     compressors = ZstdCodec(level=int(compression_level))
     root = zarr.open_group(str(path), mode="a")
 
@@ -290,7 +349,7 @@ def create_store(
             "sampling": float(sampling),
             "max_atoms": max_atoms,
             "lossy": lossy,
-            "checksummed_arrays": list(CHECKSUMMED_ARRAYS),
+            "checksummed_arrays": list(checksummed),
             "versions": _package_versions(),
             "created": {
                 "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -354,6 +413,33 @@ def create_store(
 
     meta_group = root.create_group("meta")
     per_sample("n_atoms", (), np.int64, group=meta_group)
+    if acquisition:
+        root.attrs["acquisition"] = True
+        group = root.create_group("acquisition")
+        for name, dtype in zip(ACQUISITION_ARRAYS, (np.int32, np.float32, np.float64)):
+            per_sample(name, (a,), dtype, group=group, dimension_names=("sample", "angle"))
+        group.attrs.update(
+            {
+                "index": "acquisition step of each stored projection (0 = first acquired)",
+                "dose": "e/Å² per projection",
+                "cumulative_dose": "e/Å² received before the projection was acquired",
+            }
+        )
+        damage = root.create_group("damage")
+        for name, (dtype, tail) in _DAMAGE_DTYPES.items():
+            per_sample(f"padded_{name}", (max_events, *tail), dtype, group=damage)
+        damage.attrs.update(
+            {
+                "consolidated": False,
+                "max_events": max_events,
+                "kind": {"0": "hop", "1": "sputter"},
+                "positions_units": "Å, (x, y, z) in the volume frame",
+                "id": "row of the sample's stored (initial) atoms",
+            }
+        )
+        for name, (dtype, fill) in ACQUISITION_META.items():
+            if name not in (meta or {}):
+                per_sample(name, (), dtype, fill, group=meta_group)
     for array in lossy:
         per_sample(f"{array}_max_error", (), np.float64, group=meta_group)
         per_sample(f"{array}_rms_error", (), np.float64, group=meta_group)
@@ -379,8 +465,8 @@ def create_store(
 
     root.create_array(
         "checksums",
-        shape=(n, len(CHECKSUMMED_ARRAYS), 32),
-        chunks=(1, len(CHECKSUMMED_ARRAYS), 32),
+        shape=(n, len(checksummed), 32),
+        chunks=(1, len(checksummed), 32),
         dtype=np.uint8,
         fill_value=0,
     )
@@ -441,11 +527,70 @@ def write_sample(store, index: int, sample) -> str:
     root["atoms"]["padded_numbers"][index] = padded_numbers
     root["meta"]["n_atoms"][index] = len(positions)
     stored["atoms_positions"], stored["atoms_numbers"] = positions, numbers
+    if "acquisition" in root:
+        stored.update(_write_acquisition(root, index, sample))
 
-    digests = sample_digests(stored)
+    names = list(root.attrs.get("checksummed_arrays", CHECKSUMMED_ARRAYS))
+    digests = sample_digests(stored, names)
     root["checksums"][index] = digests
     root["complete"][index] = True
     return _combined_hex(digests)
+
+
+def _write_acquisition(root, index: int, sample) -> dict[str, np.ndarray]:
+    """Write a sample's acquisition, damage events and their meta; return the stored arrays."""
+    acq = getattr(sample, "acquisition", None)
+    if acq is None:
+        raise ValueError("acquisition: the store records acquisitions; expected sample.acquisition")
+    n_angles = root["acquisition"]["index"].shape[1]
+    if acq.n_projections != n_angles:
+        raise ValueError(f"acquisition: {acq.n_projections} projections, expected {n_angles}")
+    stored = {
+        "acquisition_index": acq.step.astype(np.int32),
+        "acquisition_dose": acq.dose.astype(np.float32),
+        "acquisition_cumulative_dose": acq.cumulative_dose.astype(np.float64),
+    }
+    for name in ACQUISITION_ARRAYS:
+        root["acquisition"][name][index] = stored[f"acquisition_{name}"]
+
+    history = getattr(sample, "history", None)
+    n_atoms = 0 if sample.atoms is None else len(sample.atoms)
+    events = _empty_events() if history is None else history.to_arrays()
+    if history is not None and not np.array_equal(history.ids, np.arange(n_atoms)):
+        raise ValueError("history: expected atom ids 0..n-1 (rows of the stored atoms)")
+    n_events = len(events["step"])
+    capacity = root["damage"]["padded_step"].shape[1]
+    if n_events > capacity:
+        raise ValueError(
+            f"history: {n_events} damage events, more than the store's max_events={capacity}"
+        )
+    for name, (dtype, tail) in _DAMAGE_DTYPES.items():
+        values = np.asarray(events[name]).astype(dtype).reshape(n_events, *tail)
+        padded = np.zeros((capacity, *tail), dtype=dtype)
+        padded[:n_events] = values
+        root["damage"][f"padded_{name}"][index] = padded
+        stored[f"damage_{name}"] = values
+
+    meta = dict(sample.meta or {})
+    values = {
+        "total_dose": acq.total_dose,
+        "tilt_scheme": acq.scheme,
+        "dose_profile": acq.dose_profile,
+        "damage_model": meta.get("damage_model", "none"),
+        "n_events": n_events,
+        "n_sputtered": int(np.count_nonzero(events["kind"] == 1)),
+    }
+    for name, value in values.items():
+        array = root["meta"][name]
+        if array.chunks == (1,):  # per-sample fields; plan fields were written by create_store
+            array[index] = value
+    return stored
+
+
+def _empty_events() -> dict[str, np.ndarray]:
+    return {
+        name: np.zeros((0, *tail), dtype=dtype) for name, (dtype, tail) in _DAMAGE_DTYPES.items()
+    }
 
 
 def _atoms_arrays(atoms) -> tuple[np.ndarray, np.ndarray]:
@@ -505,6 +650,9 @@ def consolidate(path: str | Path, *, manifest: bool = True) -> dict:
             del atoms["padded_numbers"]
             logger.info("%s: all %d samples complete; padded atom arrays removed", path, n)
 
+    if "damage" in root and "padded_step" in root["damage"]:
+        _consolidate_damage(root, complete)
+
     for array, codec in dict(root.attrs.get("lossy", {})).items():
         if array not in root or not complete.any():
             continue
@@ -527,7 +675,7 @@ def consolidate(path: str | Path, *, manifest: bool = True) -> dict:
         "schema_version": SCHEMA_VERSION,
         "n_samples": int(n),
         "n_complete": int(complete.sum()),
-        "arrays": list(CHECKSUMMED_ARRAYS),
+        "arrays": list(root.attrs.get("checksummed_arrays", CHECKSUMMED_ARRAYS)),
         "dataset_sha256": dataset_digest,
         "samples": per_sample,
     }
@@ -537,6 +685,42 @@ def consolidate(path: str | Path, *, manifest: bool = True) -> dict:
         os.replace(tmp, Path(path) / MANIFEST_NAME)
     root.attrs["dataset_sha256"] = dataset_digest
     return result
+
+
+def _consolidate_damage(root, complete: np.ndarray) -> None:
+    """Pack the complete samples' padded damage events into the ragged ``/damage`` arrays."""
+    from zarr.codecs import ZstdCodec
+
+    damage = root["damage"]
+    n = complete.shape[0]
+    counts = np.where(complete, root["meta"]["n_events"][:], 0).astype(np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(counts)
+    m = int(offsets[-1])
+    for name, (dtype, tail) in _DAMAGE_DTYPES.items():
+        values = np.zeros((m, *tail), dtype=dtype)
+        for i in np.flatnonzero(counts):
+            values[offsets[i] : offsets[i + 1]] = damage[f"padded_{name}"][i, : int(counts[i])]
+        if name in damage:
+            del damage[name]
+        arr = damage.create_array(
+            name,
+            shape=values.shape,
+            chunks=(max(1, min(m, 1 << 20)), *tail),
+            dtype=dtype,
+            fill_value=0,
+            compressors=ZstdCodec(level=3),
+        )
+        if values.size:
+            arr[:] = values
+    if "offsets" in damage:
+        del damage["offsets"]
+    damage.create_array("offsets", shape=(n + 1,), chunks=(n + 1,), dtype=np.int64, fill_value=0)
+    damage["offsets"][:] = offsets
+    damage.attrs["consolidated"] = True
+    if complete.all():
+        for name in _DAMAGE_DTYPES:
+            del damage[f"padded_{name}"]
 
 
 def write_single_sample_store(
@@ -582,6 +766,8 @@ def write_single_sample_store(
             max_atoms=max(1, 0 if sample.atoms is None else len(sample.atoms)),
             has_target=sample.target is not None,
             attrs=attrs,
+            acquisition=bool(spec_dict.get("tilt_scheme") or spec_dict.get("damage_model")),
+            max_events=max(1, len(getattr(getattr(sample, "history", None), "events", ()) or ())),
         )
         write_sample(root, 0, sample)
         consolidate(tmp)
@@ -607,6 +793,9 @@ class _Source:
     padded: bool
     offsets: np.ndarray | None
     sampling: float
+    acquisition: bool = False
+    damage_padded: bool = False
+    damage_offsets: np.ndarray | None = None
 
 
 class Dataset:
@@ -618,11 +807,20 @@ class Dataset:
     sorted), ``sampling`` (Å), ``index`` (in the store) and every ``/meta`` field (``dose``,
     ``morphology``, ``composition``, ``noise_model``, ``split``, ``size_nm``, ``n_atoms``, ...).
     By default only complete samples are visible.
+
+    Stores that record the acquisition add ``acquisition_index``, ``acquisition_dose``,
+    ``cumulative_dose`` ((A,) arrays, stored order), ``truth`` and the meta fields
+    ``total_dose``, ``tilt_scheme``, ``dose_profile``, ``damage_model``, ``n_events``; the true
+    atoms are the view's ``truth``: the ``"initial"`` structure (default), the ``"final"`` one
+    (after the whole series) or the dose-weighted ``"mean"`` (see
+    :meth:`simgen.damage.DamageHistory.dose_weighted_mean`). Without damage all three are the
+    stored atoms.
     """
 
-    def __init__(self, source: _Source, indices: np.ndarray) -> None:
+    def __init__(self, source: _Source, indices: np.ndarray, truth: str = "initial") -> None:
         self._source = source
         self.indices = np.asarray(indices, dtype=np.int64)
+        self.truth = _check_truth(truth)
 
     # ---- properties
     @property
@@ -676,15 +874,16 @@ class Dataset:
 
     def __getitem__(self, k: int) -> dict:
         if isinstance(k, slice):
-            return Dataset(self._source, self.indices[k])
+            return Dataset(self._source, self.indices[k], self.truth)
         if not -len(self) <= k < len(self):
             raise IndexError(f"sample {k} out of range for a view of {len(self)} samples")
         return self.read(int(self.indices[k]))
 
-    def read(self, index: int) -> dict:
-        """Sample ``index`` of the store (not of the view)."""
+    def read(self, index: int, truth: str | None = None) -> dict:
+        """Sample ``index`` of the store (not of the view); ``truth`` overrides the view's."""
         from ase.data import chemical_symbols
 
+        truth = self.truth if truth is None else _check_truth(truth)
         src = self._source
         out: dict = {
             "index": int(index),
@@ -696,6 +895,14 @@ class Dataset:
                 np.asarray(src.root[name][index], dtype=np.float32) if name in src.root else None
             )
         positions, numbers = self._positions(index), self._numbers(index)
+        if src.acquisition:
+            group = src.root["acquisition"]
+            out["acquisition_index"] = np.asarray(group["index"][index], dtype=np.int64)
+            out["acquisition_dose"] = np.asarray(group["dose"][index], dtype=np.float32)
+            out["cumulative_dose"] = np.asarray(group["cumulative_dose"][index], dtype=np.float64)
+            out["truth"] = truth
+            if truth != "initial" and int(src.meta["n_events"][index]) > 0:
+                positions, numbers = self.truth_atoms(index, truth)
         out["positions"], out["numbers"] = positions, numbers
         out["atoms"] = {"positions": positions, "numbers": numbers}
         out["elements"] = tuple(sorted({chemical_symbols[int(z)] for z in np.unique(numbers)}))
@@ -710,6 +917,98 @@ class Dataset:
             # imported data without a true model: the elements the user declared ("Fe,Pt")
             out["elements"] = tuple(e for e in src.meta["elements"][index].split(",") if e)
         return out
+
+    # ---- acquisition and damage
+    def events(self, index: int) -> dict[str, np.ndarray]:
+        """Damage events of sample ``index``: step, id, kind (0 hop, 1 sputter), old, new (Å)."""
+        src = self._source
+        if not src.acquisition:
+            return _empty_events()
+        k = int(src.meta["n_events"][index])
+        damage = src.root["damage"]
+        if src.damage_padded:
+            return {
+                name: np.asarray(damage[f"padded_{name}"][index, :k]) for name in _DAMAGE_DTYPES
+            }
+        a, b = int(src.damage_offsets[index]), int(src.damage_offsets[index + 1])
+        return {name: np.asarray(damage[name][a:b]) for name in _DAMAGE_DTYPES}
+
+    def acquisition(self, index: int):
+        """The :class:`simgen.acquisition.Acquisition` of sample ``index`` (angles, order, doses)."""
+        from simgen.acquisition import Acquisition
+
+        src = self._source
+        if not src.acquisition:
+            raise ValueError(f"store={str(self.path)!r}: records no acquisition (no damage models)")
+        step = np.asarray(src.root["acquisition"]["index"][index], dtype=np.int64)
+        order = np.empty_like(step)
+        order[step] = np.arange(step.size)
+        meta = src.meta
+        return Acquisition(
+            angles=np.asarray(src.root["angles"][index], dtype=np.float64),
+            order=order,
+            dose=np.asarray(src.root["acquisition"]["dose"][index], dtype=np.float64),
+            scheme=str(meta["tilt_scheme"][index]) if "tilt_scheme" in meta else "explicit",
+            dose_profile=str(meta["dose_profile"][index]) if "dose_profile" in meta else "uniform",
+        )
+
+    def history(self, index: int):
+        """The :class:`simgen.damage.DamageHistory` of sample ``index``, rebuilt from the store.
+
+        Its structures (``structure_at(i)``, ``final()``, ``dose_weighted_mean()``) start from the
+        stored float32 atoms (ids = their rows) and apply the stored events, so they equal the
+        simulated ones at the store's float32 precision. Doses are the stored float32 values.
+        """
+        from ase import Atoms
+
+        from simgen.damage import DamageEvent, DamageHistory
+
+        acq = self.acquisition(index)
+        atoms = Atoms(
+            numbers=self._numbers(index).astype(np.int64),
+            positions=self._positions(index).astype(np.float64),
+        )
+        atoms.arrays["ids"] = np.arange(len(atoms), dtype=np.int64)
+        arrays = self.events(index)
+        events = tuple(
+            DamageEvent(
+                step=int(step),
+                projection=int(acq.order[step]),
+                id=int(atom_id),
+                kind="hop" if kind == 0 else "sputter",
+                old=tuple(float(v) for v in old),
+                new=tuple(float(v) for v in new),
+                model="",
+            )
+            for step, atom_id, kind, old, new in zip(
+                arrays["step"], arrays["id"], arrays["kind"], arrays["old"], arrays["new"]
+            )
+        )
+        return DamageHistory(atoms, acq, events)
+
+    def truth_atoms(self, index: int, truth: str = "initial") -> tuple[np.ndarray, np.ndarray]:
+        """(positions (M, 3) float32 Å, numbers (M,) uint8) of the chosen ground truth."""
+        truth = _check_truth(truth)
+        src = self._source
+        if truth == "initial" or not src.acquisition or int(src.meta["n_events"][index]) == 0:
+            return self._positions(index), self._numbers(index)
+        history = self.history(index)
+        atoms = history.final() if truth == "final" else history.dose_weighted_mean()
+        return (
+            np.asarray(atoms.positions, dtype=np.float32).reshape(-1, 3),
+            np.asarray(atoms.numbers, dtype=np.uint8),
+        )
+
+    def structure_at(self, index: int, projection: int) -> tuple[np.ndarray, np.ndarray]:
+        """(positions float32 Å, numbers uint8) seen by stored projection ``projection``."""
+        src = self._source
+        if not src.acquisition or int(src.meta["n_events"][index]) == 0:
+            return self._positions(index), self._numbers(index)
+        atoms = self.history(index).structure_at(int(projection))
+        return (
+            np.asarray(atoms.positions, dtype=np.float32).reshape(-1, 3),
+            np.asarray(atoms.numbers, dtype=np.uint8),
+        )
 
     def _positions(self, index: int) -> np.ndarray:
         src = self._source
@@ -750,11 +1049,28 @@ class Dataset:
                 else:
                     match |= values.astype(object) == option
             keep &= match
-        return Dataset(self._source, self.indices[keep])
+        return Dataset(self._source, self.indices[keep], self.truth)
+
+    def with_truth(self, truth: str) -> Dataset:
+        """The same view with another ground truth (``"initial"``, ``"final"`` or ``"mean"``)."""
+        return Dataset(self._source, self.indices, truth)
 
 
-def open_dataset(path: str | Path, *, include_incomplete: bool = False) -> Dataset:
-    """Open a store for reading; only complete samples unless ``include_incomplete``."""
+def _check_truth(truth: str) -> str:
+    if truth not in TRUTHS:
+        raise ValueError(f"truth={truth!r}: expected one of {', '.join(TRUTHS)}")
+    return truth
+
+
+def open_dataset(
+    path: str | Path, *, include_incomplete: bool = False, truth: str = "initial"
+) -> Dataset:
+    """Open a store for reading; only complete samples unless ``include_incomplete``.
+
+    ``truth`` selects the true atoms of damaged samples: ``"initial"`` (default), ``"final"`` or
+    the dose-weighted ``"mean"`` structure (identical for undamaged samples).
+    """
+    _check_truth(truth)
     path = Path(path)
     root = _open(path, "r")
     version = root.attrs.get("schema_version")
@@ -766,9 +1082,27 @@ def open_dataset(path: str | Path, *, include_incomplete: bool = False) -> Datas
     complete = np.asarray(root["complete"][:], dtype=bool)
     padded = "padded_positions" in root["atoms"]
     offsets = None if padded else np.asarray(root["atoms"]["offsets"][:], dtype=np.int64)
-    source = _Source(path, root, meta, complete, padded, offsets, float(root.attrs["sampling"]))
+    acquisition = "acquisition" in root
+    damage_padded = acquisition and "padded_step" in root["damage"]
+    damage_offsets = (
+        np.asarray(root["damage"]["offsets"][:], dtype=np.int64)
+        if acquisition and not damage_padded
+        else None
+    )
+    source = _Source(
+        path,
+        root,
+        meta,
+        complete,
+        padded,
+        offsets,
+        float(root.attrs["sampling"]),
+        acquisition,
+        damage_padded,
+        damage_offsets,
+    )
     indices = np.arange(len(complete)) if include_incomplete else np.flatnonzero(complete)
-    return Dataset(source, indices)
+    return Dataset(source, indices, truth)
 
 
 # --------------------------------------------------------------------------------------------
@@ -799,7 +1133,15 @@ def inspect_store(path: str | Path) -> dict:
     ]
     meta = {name: np.asarray(arr[:]) for name, arr in root["meta"].arrays()}
     counts = {}
-    for field_name in ("split", "morphology", "composition", "dose", "noise_model"):
+    for field_name in (
+        "split",
+        "morphology",
+        "composition",
+        "dose",
+        "noise_model",
+        "tilt_scheme",
+        "damage_model",
+    ):
         if field_name not in meta:
             continue
         values = meta[field_name][complete]
@@ -900,6 +1242,18 @@ def _read_stored(root, index: int, padded: bool, offsets: np.ndarray | None) -> 
         a, b = int(offsets[index]), int(offsets[index + 1])
         out["atoms_positions"] = np.asarray(root["atoms"]["positions"][a:b]).reshape(-1, 3)
         out["atoms_numbers"] = np.asarray(root["atoms"]["numbers"][a:b])
+    if "acquisition" in root:
+        for name in ACQUISITION_ARRAYS:
+            out[f"acquisition_{name}"] = np.asarray(root["acquisition"][name][index])
+        damage = root["damage"]
+        k = int(root["meta"]["n_events"][index])
+        if "padded_step" in damage:
+            for name in _DAMAGE_DTYPES:
+                out[f"damage_{name}"] = np.asarray(damage[f"padded_{name}"][index, :k])
+        else:
+            offsets = np.asarray(damage["offsets"][index : index + 2], dtype=np.int64)
+            for name in _DAMAGE_DTYPES:
+                out[f"damage_{name}"] = np.asarray(damage[name][int(offsets[0]) : int(offsets[1])])
     return out
 
 
@@ -939,7 +1293,7 @@ def verify_store(path: str | Path, *, require_complete: bool = False) -> list[st
             if not any(p.startswith(f"sample {index}:") for p in problems):
                 problems.append(f"sample {index}: unreadable ({type(exc).__name__}: {exc})")
             continue
-        digests = sample_digests(stored)
+        digests = sample_digests(stored, names)
         for k, name in enumerate(names):
             if not np.array_equal(digests[k], checksums[index, k]):
                 problems.append(
@@ -956,6 +1310,9 @@ def verify_store(path: str | Path, *, require_complete: bool = False) -> list[st
 
 
 def _read_stored_one(root, name: str, index: int, padded: bool, offsets) -> None:
+    if name in TRACKED_ARRAYS:
+        _read_stored(root, index, padded, offsets)
+        return
     if name in SAMPLE_ARRAYS:
         if name in root:
             root[name][index]
