@@ -208,8 +208,13 @@ def _cmd_generate(args) -> int:
 
 
 def _cmd_validate(args) -> int:
-    from simgen.config import load_catalog
+    from simgen.config import load_catalog, validate_catalog
 
+    problems = validate_catalog(args.config, build=True)
+    if problems:
+        for problem in problems:
+            print(f"simgen: error: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     catalog = load_catalog(args.config)
     for name, spec in catalog.items():
         print(f"{name}: {spec.n_samples} samples")
