@@ -27,6 +27,10 @@ def preview(
     wedge), in Å² per voxel, with the true atom centres marked and coloured by element (Jmol
     colours). Axes are in Å in the volume frame (voxel k centred at k·sampling).
 
+    For a sample with beam-damage events (:mod:`simgen.damage`) the markers are the initial
+    structure; atoms that hopped are ringed in cyan with a line to their final position (a cross),
+    sputtered atoms are ringed in red, and the title gives the counts.
+
     Parameters
     ----------
     store_path
@@ -66,6 +70,7 @@ def preview(
     size = tilt_series.shape[-1]
     extent = (-0.5 * s, (size - 0.5) * s, -0.5 * s, (size - 0.5) * s)
     positions, numbers = np.asarray(sample["positions"]), np.asarray(sample["numbers"])
+    moved, sputtered, final = _damage_marks(ds, int(index), len(positions))
 
     picks = np.unique(
         np.linspace(0, len(angles) - 1, min(n_projections, len(angles))).round().astype(int)
@@ -110,6 +115,24 @@ def preview(
                     edgecolors="white",
                     linewidths=0.2,
                 )
+            for ids, colour in ((moved, "cyan"), (sputtered, "red")):
+                if len(ids):
+                    ax.scatter(
+                        positions[ids, h],
+                        positions[ids, v],
+                        s=40,
+                        facecolors="none",
+                        edgecolors=colour,
+                        linewidths=0.9,
+                    )
+            if len(moved):
+                ax.plot(
+                    np.stack([positions[moved, h], final[moved, h]]),
+                    np.stack([positions[moved, v], final[moved, v]]),
+                    color="cyan",
+                    lw=0.6,
+                )
+                ax.scatter(final[moved, h], final[moved, v], s=14, marker="x", c="cyan", lw=0.8)
             ax.set_title(f"{name}: {label}", fontsize=9)
             ax.set_xlabel("x (Å)", fontsize=8)
             ax.set_ylabel(("y", "z")[axis] + " (Å)", fontsize=8)
@@ -123,6 +146,11 @@ def preview(
         )
         for z in present
     ]
+    if len(moved) or len(sputtered):
+        handles += [
+            plt.Line2D([], [], marker="o", linestyle="", mfc="none", mec="cyan", label="hopped"),
+            plt.Line2D([], [], marker="o", linestyle="", mfc="none", mec="red", label="sputtered"),
+        ]
     if handles:
         fig.legend(handles=handles, loc="lower right", fontsize=8, title="true atoms")
     fields = [
@@ -130,8 +158,16 @@ def preview(
         for k in ("morphology", "composition", "noise_model", "split")
         if sample.get(k) not in (None, "")
     ]
+    damage_text = ""
+    if sample.get("damage_model") not in (None, ""):
+        damage_text = (
+            f"\n{sample.get('tilt_scheme')} acquisition, damage {sample['damage_model']}: "
+            f"{len(moved)} atoms hopped, {len(sputtered)} sputtered over "
+            f"{float(sample.get('total_dose', 0.0)):.3g} e/Å²"
+        )
     fig.suptitle(
-        f"{Path(store_path).name} sample {index}: {', '.join(fields)}; {len(positions)} atoms; {size}³ voxels at {s:g} Å",
+        f"{Path(store_path).name} sample {index}: {', '.join(fields)}; {len(positions)} atoms; "
+        f"{size}³ voxels at {s:g} Å{damage_text}",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0, 0.95, 0.96))
@@ -140,3 +176,18 @@ def preview(
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _damage_marks(ds, index: int, n_atoms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows of hopped atoms, rows of sputtered atoms, final positions) of a stored sample."""
+    empty = np.zeros(0, dtype=np.int64)
+    events = ds.events(index)
+    if len(events["id"]) == 0:
+        return empty, empty, np.zeros((n_atoms, 3))
+    history = ds.history(index)
+    sputtered = history.sputtered_atoms()
+    moved = np.setdiff1d(history.moved_atoms(), sputtered)
+    final = np.array(history.atoms.positions, dtype=np.float64)
+    after = history.final()
+    final[np.asarray(after.arrays["ids"])] = after.positions
+    return moved, sputtered, final
