@@ -353,7 +353,8 @@ def _zernike_rows(quick: bool) -> list[SpeedRow]:
     case = f"{size}³ volume, {n_atoms:,} atoms, order {order}, radius {radius} Å ({radius / sampling:g} voxels)"
     logger.info("speed: Zernike, %s", case)
     seconds, _ = _timed(
-        lambda: atom_descriptors(volume, positions, sampling, radius, order=order), 5
+        lambda: atom_descriptors(volume, positions, sampling, radius, order=order),
+        3 if quick else 5,
     )
     return [
         SpeedRow(
@@ -383,7 +384,7 @@ def _pann_rows(quick: bool) -> list[SpeedRow]:
     logger.info("speed: PANN warm-up")
     warm = rng.random((32,) * 3, dtype=np.float32)
     model.refine(warm)
-    sizes = [(32, 2)] if quick else [(64, 3), (128, 1)]
+    sizes = [(32, 1)] if quick else [(64, 3), (128, 1)]
     rows = []
     refine_times = {}
     for size, repeats in sizes:
@@ -418,7 +419,7 @@ def _pann_rows(quick: bool) -> list[SpeedRow]:
             return unet(x)
 
     logger.info("speed: 3D U-Net forward on %d³", size)
-    unet_time, _ = _timed(forward, 2 if quick else 3)
+    unet_time, _ = _timed(forward, 1 if quick else 3)
     rows.append(
         SpeedRow(
             "3D U-Net baseline forward (A)",
