@@ -1127,7 +1127,7 @@ def _assign_species(
     # Chemically ordered phases need the sites of one fcc lattice.
     indices = _fcc_indices(positions, shape.fcc_a)
     if indices is None:
-        logger.warning(
+        logger.info(
             "composition %s: %s is not a single fcc crystal; using a random alloy with the same fractions",
             composition.label,
             morphology,

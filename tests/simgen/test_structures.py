@@ -288,7 +288,7 @@ PANN_COMPOSITIONS = [
 def test_new_shapes_build_every_composition(morphology, caplog):
     for text in PANN_COMPOSITIONS:
         caplog.clear()
-        with caplog.at_level("WARNING", logger="simgen.structures"):
+        with caplog.at_level("INFO", logger="simgen.structures"):
             atoms = build_particle(morphology, text, 1.9, rng=rng(1), orientation="none")
         comp = parse_composition(text)
         el = symbols(atoms)
@@ -391,7 +391,7 @@ def test_l12_pt3co_is_3_to_1_with_co_surrounded_by_pt():
 
 
 def test_ordered_phase_on_twinned_particle_falls_back_to_random_alloy(caplog):
-    with caplog.at_level("WARNING", logger="simgen.structures"):
+    with caplog.at_level("INFO", logger="simgen.structures"):
         atoms = build_particle("icosahedron", "L12:Pt3Co", None, rng=rng(), shells=5)
     assert "random alloy" in caplog.text
     assert Counter(atoms.get_chemical_symbols())["Co"] == round(0.25 * 309)
