@@ -2,6 +2,12 @@
 
 One JSON line per sample (dataset, sample index, dose, morphology, composition, method + version,
 every metric) and, optionally, the predicted model of each sample as ``<index>.xyz``.
+
+Samples of stores that record beam damage (:mod:`simgen.damage`) can be scored against several
+ground truths — the ``"initial"`` structure, the ``"final"`` one or the dose-weighted ``"mean"`` —
+from one prediction: ``truth=("initial", "final")`` writes one line per sample and truth. Every
+record carries ``truth``, ``total_dose`` (e/Å² over the series), ``tilt_scheme`` and
+``damage_model`` (``"sequential"`` and ``"none"`` for stores without an acquisition record).
 """
 
 from __future__ import annotations
@@ -83,24 +89,37 @@ def _worker_init(method_name, options):
 
 
 def _process(args):
-    store, split, position, models_dir, radius, align, dataset_name = args
+    store, split, position, models_dir, radius, align, dataset_name, truths = args
     from simgen.store import open_dataset
 
     ds = open_dataset(store)
-    sample = (ds.filter(split=split) if split else ds)[position]
-    return _run_one(_WORKER_METHOD, sample, models_dir, radius, align, dataset_name)
+    view = ds.filter(split=split) if split else ds
+    return _run_one(
+        _WORKER_METHOD, view, position, models_dir, radius, align, dataset_name, truths
+    )
 
 
-def _run_one(method, sample, models_dir, radius, align, dataset_name) -> dict:
+def _truths(truth) -> tuple[str, ...]:
+    from simgen.store import TRUTHS
+
+    truths = (truth,) if isinstance(truth, str) else tuple(truth)
+    if not truths or any(t not in TRUTHS for t in truths) or len(set(truths)) != len(truths):
+        raise ValueError(
+            f"truth={truth!r}: expected one or more distinct values among {', '.join(TRUTHS)}"
+        )
+    return truths
+
+
+def _run_one(method, view, position, models_dir, radius, align, dataset_name, truths) -> list[dict]:
+    """Predict sample ``position`` of ``view`` once; one record per ground truth."""
     import time
 
-    sample = dict(sample)
+    index = int(view.indices[position])
+    sample = dict(view.read(index, truth=truths[0]))
     sample["elements"] = _elements_of(sample)
     t0 = time.perf_counter()
     prediction = method.predict(sample)
     seconds = time.perf_counter() - t0
-    metrics = score_sample(prediction, sample, radius=radius, align=align)
-    index = int(sample["index"])
     if models_dir is not None:
         from models.cli import write_prediction
 
@@ -110,20 +129,33 @@ def _run_one(method, sample, models_dir, radius, align, dataset_name) -> dict:
             probabilities = None
         write_prediction(Path(models_dir) / f"{index}.xyz", prediction.positions, prediction.elements,
                          probabilities, classes, {"sample": index, "method": method.name})
-    record = {
-        "dataset": dataset_name,
-        "index": index,
-        "dose": float(sample.get("dose", np.nan)),
-        "morphology": str(sample.get("morphology", "")),
-        "composition": str(sample.get("composition", "")),
-        "noise_model": str(sample.get("noise_model", "")),
-        "split": str(sample.get("split", "")),
-        "method": method.name,
-        "method_version": getattr(method, "version", ""),
-        "seconds": seconds,
-        **metrics,
-    }
-    return _json_safe(record)
+    dose = float(sample.get("dose", np.nan))
+    n_angles = len(sample["angles"]) if sample.get("angles") is not None else 0
+    records = []
+    for truth in truths:
+        if truth != truths[0]:
+            positions, numbers = view.truth_atoms(index, truth)
+            sample = {**sample, "positions": positions, "numbers": numbers}
+        metrics = score_sample(prediction, sample, radius=radius, align=align)
+        record = {
+            "dataset": dataset_name,
+            "index": index,
+            "dose": dose,
+            "morphology": str(sample.get("morphology", "")),
+            "composition": str(sample.get("composition", "")),
+            "noise_model": str(sample.get("noise_model", "")),
+            "split": str(sample.get("split", "")),
+            "truth": truth,
+            "total_dose": float(sample.get("total_dose", dose * n_angles)),
+            "tilt_scheme": str(sample.get("tilt_scheme", "sequential")),
+            "damage_model": str(sample.get("damage_model", "none")),
+            "method": method.name,
+            "method_version": getattr(method, "version", ""),
+            "seconds": seconds,
+            **metrics,
+        }
+        records.append(_json_safe(record))
+    return records
 
 
 def run_method(
@@ -139,6 +171,7 @@ def run_method(
     align: bool = False,
     options: dict | None = None,
     progress: bool | None = None,
+    truth: str | tuple[str, ...] = "initial",
 ) -> list[dict]:
     """Run ``method_name`` on the complete samples of ``store`` and write ``out`` (JSON lines).
 
@@ -151,12 +184,17 @@ def run_method(
         Processes; each builds its own method instance and uses one torch thread.
     radius
         Matching radius in Å.
+    truth
+        Ground truth of damaged samples: ``"initial"``, ``"final"``, ``"mean"`` or several of them
+        (one record per sample and truth, the method runs once per sample). Samples without damage
+        events score the same against all three.
     """
     from benchmark.methods import get_method
     from simgen.store import open_dataset
 
     if workers < 1:
         raise ValueError(f"workers={workers}: expected a positive integer")
+    truths = _truths(truth)
     method = get_method(method_name, **(options or {}))  # fail fast on unknown names/options
     ds = open_dataset(store)
     dataset_name = str(getattr(ds, "name", Path(store).name))
@@ -175,17 +213,19 @@ def run_method(
     bar_desc = f"{method_name} on {dataset_name}"
     if workers == 1:
         for i in progress_bar(range(n), desc=bar_desc, unit="sample", enabled=progress):
-            records.append(_run_one(method, view[i], models_dir, radius, align, dataset_name))
+            records += _run_one(method, view, i, models_dir, radius, align, dataset_name, truths)
     else:
-        from concurrent.futures import ProcessPoolExecutor
         import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
 
-        jobs = [(str(store), split, i, models_dir, radius, align, dataset_name) for i in range(n)]
+        jobs = [
+            (str(store), split, i, models_dir, radius, align, dataset_name, truths) for i in range(n)
+        ]
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
                                  initargs=(method_name, options)) as pool:
-            for record in progress_bar(pool.map(_process, jobs), total=n, desc=bar_desc, unit="sample", enabled=progress):
-                records.append(record)
-    records.sort(key=lambda r: r["index"])
+            for sample_records in progress_bar(pool.map(_process, jobs), total=n, desc=bar_desc, unit="sample", enabled=progress):
+                records += sample_records
+    records.sort(key=lambda r: (r["index"], truths.index(r["truth"])))
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
     with os.fdopen(fd, "w") as fh:
         for record in records:
