@@ -283,8 +283,12 @@ def train_pann(store, run_dir, config: PannConfig | None = None, *, progress=Tru
     return model
 
 
-def train_unet3d(store, run_dir, *, steps=300, batch_size=2, lr=2e-3, seed=0, progress=True, limit=None):
-    """Train the Lee, Jeong & Yang (2021) 3D U-Net baseline (MSE, volume -> target); write ``unet3d.pt``."""
+def train_unet3d(store, run_dir, *, steps=300, batch_size=4, patch=32, lr=2e-3, seed=0, progress=True, limit=None):
+    """Train the Lee, Jeong & Yang (2021) 3D U-Net baseline (MSE, volume -> target); write ``unet3d.pt``.
+
+    The network is fully convolutional, so it trains on random ``patch``³ crops (8× cheaper than
+    whole 64³ volumes on a CPU) and is applied to whole volumes.
+    """
     from models.unet3d import UNet3D
 
     run_dir = Path(run_dir)
@@ -308,19 +312,21 @@ def train_unet3d(store, run_dir, *, steps=300, batch_size=2, lr=2e-3, seed=0, pr
             s = samples[int(rng.integers(len(samples)))]
             v, t, _series = _augment(s["volume"], s["target"], None, rng, s["angles"])
             scale = volume_scale(v)
-            xs.append(v / scale)
-            ts.append(t / scale)
+            corner = [int(rng.integers(0, max(n - patch, 0) + 1)) for n in v.shape]
+            crop = tuple(slice(c, c + patch) for c in corner)
+            xs.append(v[crop] / scale)
+            ts.append(t[crop] / scale)
         x = torch.as_tensor(np.stack(xs)[:, None], dtype=torch.float32)
         t = torch.as_tensor(np.stack(ts)[:, None], dtype=torch.float32)
         loss = F.mse_loss(net(x), t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if (step + 1) % 25 == 0 or step + 1 == steps:
             _save_checkpoint(ckpt, model=net.state_dict(), optimizer=opt.state_dict(), step=step + 1, losses=losses)
     payload = {"version": 1, "model": net.state_dict(), "sampling": float(samples[0]["sampling"]),
-               "elements": list(_elements_of(samples)), "steps": steps, "losses": losses}
+               "elements": list(_elements_of(samples)), "steps": steps, "patch": patch, "batch_size": batch_size, "losses": losses}
     tmp = run_dir / "unet3d.pt.tmp"
     torch.save(payload, tmp)
     tmp.replace(run_dir / "unet3d.pt")
