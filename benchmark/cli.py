@@ -26,6 +26,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=float, default=1.0, help="matching radius (Å)")
     p.add_argument("--align", action="store_true", help="centre + mean-shift alignment before matching")
     p.add_argument("--weights", help="weights directory for unet3d/pann (default: shipped demo weights)")
+    p.add_argument("--truth", default="initial", help="ground truth for damaged samples: initial, final, mean (comma-separated for several)")
 
     p = sub.add_parser("score", help="score a predicted model file against a true one")
     p.add_argument("pred", metavar="PRED")
@@ -47,12 +48,21 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="only this split")
     p.add_argument("--limit", type=int)
     p.add_argument("--workers", type=int)
+    p.add_argument("--truth", help="for damage datasets: initial, final, mean (comma-separated; default initial,final)")
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("speed", help="measure speed ratios (printed as a table)")
     p.add_argument("--quick", action="store_true", help="smaller cases (for a smoke run)")
     p.add_argument("--skip-multislice", action="store_true", help="skip the (slow) abTEM multislice timing")
     return parser
+
+
+def _truths(text):
+    truths = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [t for t in truths if t not in ("initial", "final", "mean")]
+    if bad or not truths:
+        raise ValueError(f"--truth={text!r}: expected initial, final or mean (comma-separated)")
+    return truths if len(truths) > 1 else truths[0]
 
 
 def _method_options(args):
@@ -64,7 +74,8 @@ def _cmd_run(args) -> int:
 
     split = None if args.split == "all" else args.split
     records = run_method(args.method, args.data, args.out, models_dir=args.models, split=split, limit=args.limit,
-                         workers=args.workers, radius=args.radius, align=args.align, options=_method_options(args))
+                         workers=args.workers, radius=args.radius, align=args.align, options=_method_options(args),
+                         truth=_truths(args.truth))
     print(f"wrote {len(records)} results to {args.out}" + (f" and models to {args.models}/" if args.models else ""))
     return 0
 
@@ -104,10 +115,13 @@ def _cmd_sweep(args) -> int:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     rows = run_sweep(args.out, dataset=args.dataset, methods=methods, store=args.store, config=args.config,
-                     workers=args.workers, limit=args.limit, split=args.split)
-    print(f"{'method':10s} {'dose':>9s} {'n':>3s} {'recovery+el %':>14s} {'error pm':>9s} {'species %':>10s}")
+                     workers=args.workers, limit=args.limit, split=args.split,
+                     truth=_truths(args.truth) if args.truth else None)
+    extra = [k for k in ("truth", "tilt_scheme", "damage_model", "total_dose") if any(k in r for r in rows)]
+    print(f"{'method':10s} " + "".join(f"{k:>14s} " for k in extra) + f"{'dose':>9s} {'n':>3s} {'recovery+el %':>14s} {'error pm':>9s} {'species %':>10s}")
     for r in rows:
-        print(f"{r['method']:10s} {r['dose']:9.3g} {r['n']:3d} {r['recovery_rate_species']:14.1f} "
+        cells = "".join(f"{r.get(k, ''):>14.3g} " if isinstance(r.get(k), float) else f"{str(r.get(k, '')):>14s} " for k in extra)
+        print(f"{r['method']:10s} {cells}{r['dose']:9.3g} {r['n']:3d} {r['recovery_rate_species']:14.1f} "
               f"{r['coordinate_error_pm']:9.1f} {r['species_accuracy']:10.1f}")
     print(f"wrote {args.out}/sweep.csv and {args.out}/sweep.png")
     return 0

@@ -26,7 +26,7 @@ __all__ = ["PannConfig", "PannModel", "PannPrediction", "volume_scale", "candida
 
 logger = logging.getLogger(__name__)
 
-NOT_AN_ATOM = "none"
+from models.species import NOT_AN_ATOM  # noqa: E402  (one definition of the "not an atom" class)
 CHECKPOINT_VERSION = 1
 
 
@@ -356,9 +356,13 @@ class PannModel:
 
 
 def _slab_patch(shape, config: PannConfig) -> tuple[int, int, int]:
-    """Inference patches: full z/x extent (as in training) unless the volume is very large."""
+    """Inference patches: the training slabs (full z/x extent, ``slab`` along y).
+
+    Stage 1 normalises features per patch (instance norm), so inference patches keep the size the
+    network was trained on.
+    """
     z, y, x = shape
-    return (z, min(y, max(config.slab, 32)), x)
+    return (z, min(y, config.slab), x)
 
 
 def build_stage1(config: PannConfig):
