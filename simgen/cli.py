@@ -304,6 +304,9 @@ def run_command(commands, parser, argv, prog) -> int:
     """Parse, dispatch, and turn bad input into a one-line error (shared by the three CLIs)."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.debug:  # dask.distributed sets its own loggers to INFO: cluster start/stop chatter
+        for name in ("distributed", "bokeh", "tornado"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, KeyError, OSError) as exc:
