@@ -85,6 +85,11 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, help="Dask workers for generation (default: one per core)")
     parser.add_argument("--methods", default=",".join(METHODS))
     args = parser.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("distributed", "bokeh", "tornado"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     from benchmark.leaderboard import aggregate, plot_against_dose, write_leaderboard
     from benchmark.runner import run_method
