@@ -18,15 +18,25 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a method on a store; one JSON line per sample")
     p.add_argument("--method", required=True, help="classical, unet3d or pann")
     p.add_argument("--data", required=True, help="simgen Zarr store")
-    p.add_argument("--split", default="test", help="split to run on (default test; 'all' for every sample)")
+    p.add_argument(
+        "--split", default="test", help="split to run on (default test; 'all' for every sample)"
+    )
     p.add_argument("--out", required=True, help="RESULTS.jsonl")
     p.add_argument("--models", help="directory for the predicted models (<index>.xyz)")
     p.add_argument("--limit", type=int)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--radius", type=float, default=1.0, help="matching radius (Å)")
-    p.add_argument("--align", action="store_true", help="centre + mean-shift alignment before matching")
-    p.add_argument("--weights", help="weights directory for unet3d/pann (default: shipped demo weights)")
-    p.add_argument("--truth", default="initial", help="ground truth for damaged samples: initial, final, mean (comma-separated for several)")
+    p.add_argument(
+        "--align", action="store_true", help="centre + mean-shift alignment before matching"
+    )
+    p.add_argument(
+        "--weights", help="weights directory for unet3d/pann (default: shipped demo weights)"
+    )
+    p.add_argument(
+        "--truth",
+        default="initial",
+        help="ground truth for damaged samples: initial, final, mean (comma-separated for several)",
+    )
 
     p = sub.add_parser("score", help="score a predicted model file against a true one")
     p.add_argument("pred", metavar="PRED")
@@ -40,20 +50,29 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--title", default="AET leaderboard")
 
-    p = sub.add_parser("sweep", help="dose sweep: generate or reuse data, run methods, plot against dose")
+    p = sub.add_parser(
+        "sweep", help="dose sweep: generate or reuse data, run methods, plot against dose"
+    )
     p.add_argument("--dataset", default="dose-sweep")
     p.add_argument("--config", default="datasets.yaml")
-    p.add_argument("--methods", default="classical", help="comma-separated, e.g. classical,unet3d,pann")
+    p.add_argument(
+        "--methods", default="classical", help="comma-separated, e.g. classical,unet3d,pann"
+    )
     p.add_argument("--store", help="reuse this store instead of generating OUT/<dataset>.zarr")
     p.add_argument("--split", help="only this split")
     p.add_argument("--limit", type=int)
     p.add_argument("--workers", type=int)
-    p.add_argument("--truth", help="for damage datasets: initial, final, mean (comma-separated; default initial,final)")
+    p.add_argument(
+        "--truth",
+        help="for damage datasets: initial, final, mean (comma-separated; default initial,final)",
+    )
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("speed", help="measure speed ratios (printed as a table)")
     p.add_argument("--quick", action="store_true", help="smaller cases (for a smoke run)")
-    p.add_argument("--skip-multislice", action="store_true", help="skip the (slow) abTEM multislice timing")
+    p.add_argument(
+        "--skip-multislice", action="store_true", help="skip the (slow) abTEM multislice timing"
+    )
     return parser
 
 
@@ -73,10 +92,23 @@ def _cmd_run(args) -> int:
     from benchmark.runner import run_method
 
     split = None if args.split == "all" else args.split
-    records = run_method(args.method, args.data, args.out, models_dir=args.models, split=split, limit=args.limit,
-                         workers=args.workers, radius=args.radius, align=args.align, options=_method_options(args),
-                         truth=_truths(args.truth))
-    print(f"wrote {len(records)} results to {args.out}" + (f" and models to {args.models}/" if args.models else ""))
+    records = run_method(
+        args.method,
+        args.data,
+        args.out,
+        models_dir=args.models,
+        split=split,
+        limit=args.limit,
+        workers=args.workers,
+        radius=args.radius,
+        align=args.align,
+        options=_method_options(args),
+        truth=_truths(args.truth),
+    )
+    print(
+        f"wrote {len(records)} results to {args.out}"
+        + (f" and models to {args.models}/" if args.models else "")
+    )
     return 0
 
 
@@ -85,8 +117,14 @@ def _cmd_score(args) -> int:
     from simgen.structures import load_model
 
     pred, truth = load_model(args.pred), load_model(args.truth)
-    metrics = score(pred.get_positions(), pred.get_chemical_symbols(), truth.get_positions(), truth.get_chemical_symbols(),
-                    radius=args.radius, align=args.align)
+    metrics = score(
+        pred.get_positions(),
+        pred.get_chemical_symbols(),
+        truth.get_positions(),
+        truth.get_chemical_symbols(),
+        radius=args.radius,
+        align=args.align,
+    )
     if args.json:
         from benchmark.runner import _json_safe
 
@@ -114,15 +152,38 @@ def _cmd_sweep(args) -> int:
     from benchmark.sweep import run_sweep
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    rows = run_sweep(args.out, dataset=args.dataset, methods=methods, store=args.store, config=args.config,
-                     workers=args.workers, limit=args.limit, split=args.split,
-                     truth=_truths(args.truth) if args.truth else None)
-    extra = [k for k in ("truth", "tilt_scheme", "damage_model", "total_dose") if any(k in r for r in rows)]
-    print(f"{'method':10s} " + "".join(f"{k:>14s} " for k in extra) + f"{'dose':>9s} {'n':>3s} {'recovery+el %':>14s} {'error pm':>9s} {'species %':>10s}")
+    rows = run_sweep(
+        args.out,
+        dataset=args.dataset,
+        methods=methods,
+        store=args.store,
+        config=args.config,
+        workers=args.workers,
+        limit=args.limit,
+        split=args.split,
+        truth=_truths(args.truth) if args.truth else None,
+    )
+    extra = [
+        k
+        for k in ("truth", "tilt_scheme", "damage_model", "total_dose")
+        if any(k in r for r in rows)
+    ]
+    print(
+        f"{'method':10s} "
+        + "".join(f"{k:>14s} " for k in extra)
+        + f"{'dose':>9s} {'n':>3s} {'recovery+el %':>14s} {'error pm':>9s} {'species %':>10s}"
+    )
     for r in rows:
-        cells = "".join(f"{r.get(k, ''):>14.3g} " if isinstance(r.get(k), float) else f"{str(r.get(k, '')):>14s} " for k in extra)
-        print(f"{r['method']:10s} {cells}{r['dose']:9.3g} {r['n']:3d} {r['recovery_rate_species']:14.1f} "
-              f"{r['coordinate_error_pm']:9.1f} {r['species_accuracy']:10.1f}")
+        cells = "".join(
+            f"{r.get(k, ''):>14.3g} "
+            if isinstance(r.get(k), float)
+            else f"{str(r.get(k, '')):>14s} "
+            for k in extra
+        )
+        print(
+            f"{r['method']:10s} {cells}{r['dose']:9.3g} {r['n']:3d} {r['recovery_rate_species']:14.1f} "
+            f"{r['coordinate_error_pm']:9.1f} {r['species_accuracy']:10.1f}"
+        )
     print(f"wrote {args.out}/sweep.csv and {args.out}/sweep.png")
     return 0
 
@@ -134,7 +195,13 @@ def _cmd_speed(args) -> int:
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "score": _cmd_score, "leaderboard": _cmd_leaderboard, "sweep": _cmd_sweep, "speed": _cmd_speed}
+_COMMANDS = {
+    "run": _cmd_run,
+    "score": _cmd_score,
+    "leaderboard": _cmd_leaderboard,
+    "sweep": _cmd_sweep,
+    "speed": _cmd_speed,
+}
 
 
 def main(argv=None) -> int:

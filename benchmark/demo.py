@@ -37,12 +37,17 @@ def sample_figure(sample: dict, refined: np.ndarray, prediction, out) -> Path:
     fig, axes = plt.subplots(2, 4, figsize=(15, 7.6))
     for ax, k in zip(axes[0, :3], picks):
         ax.imshow(series[k], cmap="gray")
-        ax.set_title(f"projection {angles[k]:+.0f}° (counts, dose {float(sample['dose']):.3g} e/Å²)", fontsize=9)
+        ax.set_title(
+            f"projection {angles[k]:+.0f}° (counts, dose {float(sample['dose']):.3g} e/Å²)",
+            fontsize=9,
+        )
     extent = [0, volume.shape[2] * s, volume.shape[0] * s, 0]
     axes[0, 3].imshow(target.sum(axis=1), cmap="magma", extent=extent)
     axes[0, 3].set_title("ideal volume (target), projected along y", fontsize=9)
     axes[1, 0].imshow(volume.sum(axis=1), cmap="magma", extent=extent)
-    axes[1, 0].set_title("SIRT reconstruction, projected along y\n(missing wedge elongates along z)", fontsize=9)
+    axes[1, 0].set_title(
+        "SIRT reconstruction, projected along y\n(missing wedge elongates along z)", fontsize=9
+    )
     axes[1, 1].imshow(refined.sum(axis=1), cmap="magma", extent=extent)
     axes[1, 1].set_title("PANN stage 1 (refined), projected along y", fontsize=9)
     true_el = [chemical_symbols[int(z)] for z in sample["numbers"]]
@@ -50,13 +55,21 @@ def sample_figure(sample: dict, refined: np.ndarray, prediction, out) -> Path:
     colours = dict(zip(elements, plt.cm.tab10.colors))
     for ax, (pos, el, title) in zip(
         axes[1, 2:],
-        [(np.asarray(sample["positions"]), true_el, "true atoms (x–z)"),
-         (np.asarray(prediction.positions), prediction.elements, "PANN atoms, coloured by predicted element")],
+        [
+            (np.asarray(sample["positions"]), true_el, "true atoms (x–z)"),
+            (
+                np.asarray(prediction.positions),
+                prediction.elements,
+                "PANN atoms, coloured by predicted element",
+            ),
+        ],
     ):
         for e in elements:
             sel = np.array([x == e for x in el], dtype=bool)
             if sel.any():
-                ax.scatter(pos[sel, 0], pos[sel, 2], s=9, color=colours[e], label=f"{e} ({sel.sum()})")
+                ax.scatter(
+                    pos[sel, 0], pos[sel, 2], s=9, color=colours[e], label=f"{e} ({sel.sum()})"
+                )
         ax.set_xlim(extent[0], extent[1])
         ax.set_ylim(extent[2], extent[3])
         ax.set_aspect("equal")
@@ -68,8 +81,10 @@ def sample_figure(sample: dict, refined: np.ndarray, prediction, out) -> Path:
     for ax in axes[0, :3]:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"sample {int(sample['index'])}: {sample.get('morphology', '')} {sample.get('composition', '')}, "
-                 f"{len(true_el)} atoms, sampling {s} Å")
+    fig.suptitle(
+        f"sample {int(sample['index'])}: {sample.get('morphology', '')} {sample.get('composition', '')}, "
+        f"{len(true_el)} atoms, sampling {s} Å"
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -77,12 +92,16 @@ def sample_figure(sample: dict, refined: np.ndarray, prediction, out) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.demo", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--out", default="demo-output")
     parser.add_argument("--config", default="datasets.yaml")
     parser.add_argument("--dataset", default="demo")
     parser.add_argument("--limit", type=int, help="generate only the first N samples")
-    parser.add_argument("--workers", type=int, help="Dask workers for generation (default: one per core)")
+    parser.add_argument(
+        "--workers", type=int, help="Dask workers for generation (default: one per core)"
+    )
     parser.add_argument("--methods", default=",".join(METHODS))
     args = parser.parse_args(argv)
     import logging
@@ -103,7 +122,9 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     store = out / f"{args.dataset}.zarr"
     spec = get_dataset(args.dataset, args.config)
-    print(f"[1/4] generating {args.dataset!r} into {store} ({spec.n_samples if args.limit is None else args.limit} samples)")
+    print(
+        f"[1/4] generating {args.dataset!r} into {store} ({spec.n_samples if args.limit is None else args.limit} samples)"
+    )
     report = generate(spec, store, workers=args.workers, limit=args.limit)
     print("      " + report.summary().replace("\n", "\n      "))
 
@@ -111,12 +132,22 @@ def main(argv=None) -> int:
     records = []
     for k, method in enumerate(methods, 1):
         print(f"[2/4] running {method} on the test split ({k}/{len(methods)})")
-        records += run_method(method, store, out / f"results_{method}.jsonl", models_dir=out / "models" / method, split="test")
+        records += run_method(
+            method,
+            store,
+            out / f"results_{method}.jsonl",
+            models_dir=out / "models" / method,
+            split="test",
+        )
 
     print("[3/4] leaderboard and per-dose figure")
     paths = write_leaderboard(records, out, title=f"{args.dataset} test split (held-out particles)")
-    plot_against_dose(aggregate(records), out / "dose_sweep.png", title=f"{args.dataset} test split: metrics against dose",
-                      metrics=("recovery_rate_species", "coordinate_error_pm", "species_accuracy"))
+    plot_against_dose(
+        aggregate(records),
+        out / "dose_sweep.png",
+        title=f"{args.dataset} test split: metrics against dose",
+        metrics=("recovery_rate_species", "coordinate_error_pm", "species_accuracy"),
+    )
 
     print("[4/4] preview images of one test sample")
     ds = open_dataset(store).filter(split="test")
@@ -140,7 +171,9 @@ def main(argv=None) -> int:
     print(f"  leaderboard      {paths['md']}  {paths['html']}  {paths['csv']}")
     print(f"  per-dose figure  {out / 'dose_sweep.png'}   leaderboard plot {paths['png']}")
     print(f"  sample previews  {out / 'preview_sample.png'}  {out / 'pann_sample.png'}")
-    print(f"  predicted models {out / 'models'}/<method>/<index>.xyz   results {out}/results_<method>.jsonl")
+    print(
+        f"  predicted models {out / 'models'}/<method>/<index>.xyz   results {out}/results_<method>.jsonl"
+    )
     print(f"  dataset          {store}   (simgen inspect {store}; simgen verify {store})")
     return 0
 

@@ -38,7 +38,11 @@ def aggregate(records, by=("method", "dose"), metrics=tuple(METRIC_KEYS)) -> lis
             values = values[np.isfinite(values)]
             scale = 100.0 if m in _PERCENT else 1.0
             row[m] = float(values.mean() * scale) if len(values) else math.nan
-            row[m + "_std"] = float(values.std(ddof=1) * scale) if len(values) > 1 else (0.0 if len(values) else math.nan)
+            row[m + "_std"] = (
+                float(values.std(ddof=1) * scale)
+                if len(values) > 1
+                else (0.0 if len(values) else math.nan)
+            )
         rows.append(row)
     return rows
 
@@ -52,7 +56,9 @@ def _best(rows, metric, group_key):
         if not np.isfinite(value):
             continue
         g = row.get(group_key)
-        if g not in best or (value < rows[best[g]][metric] if lower else value > rows[best[g]][metric]):
+        if g not in best or (
+            value < rows[best[g]][metric] if lower else value > rows[best[g]][metric]
+        ):
             best[g] = i
     return set(best.values())
 
@@ -76,24 +82,43 @@ def write_leaderboard(records, out_dir, *, title="AET leaderboard") -> dict[str,
     best = {m: _best(rows, m, "dose") for m in metrics}
     header = ["method", "dose (e/Å²)", "n"] + [METRIC_LABELS[m] for m in metrics]
 
-    md = [f"# {title}", "", "Mean ± standard deviation over samples; **bold** = best at that dose.", "",
-          "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md = [
+        f"# {title}",
+        "",
+        "Mean ± standard deviation over samples; **bold** = best at that dose.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for i, row in enumerate(rows):
         cells = [str(row["method"]), f"{row['dose']:.3g}", str(row["n"])]
         cells += [f"**{_fmt(row, m)}**" if i in best[m] else _fmt(row, m) for m in metrics]
         md.append("| " + " | ".join(cells) + " |")
-    paths = {"md": out_dir / "leaderboard.md", "html": out_dir / "leaderboard.html", "csv": out_dir / "leaderboard.csv"}
+    paths = {
+        "md": out_dir / "leaderboard.md",
+        "html": out_dir / "leaderboard.html",
+        "csv": out_dir / "leaderboard.csv",
+    }
     paths["md"].write_text("\n".join(md) + "\n")
 
-    css = ("body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
-           "td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}th{background:#f3f3f3}"
-           "td:first-child,th:first-child{text-align:left}.best{font-weight:bold;background:#e6f4ea}")
-    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{css}</style></head><body>",
-         f"<h1>{html.escape(title)}</h1><p>Mean ± standard deviation over samples; highlighted = best at that dose.</p>",
-         "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>"]
+    css = (
+        "body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}th{background:#f3f3f3}"
+        "td:first-child,th:first-child{text-align:left}.best{font-weight:bold;background:#e6f4ea}"
+    )
+    h = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{css}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1><p>Mean ± standard deviation over samples; highlighted = best at that dose.</p>",
+        "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>",
+    ]
     for i, row in enumerate(rows):
-        cells = [f"<td>{html.escape(str(row['method']))}</td><td>{row['dose']:.3g}</td><td>{row['n']}</td>"]
-        cells += [f"<td class='best'>{_fmt(row, m)}</td>" if i in best[m] else f"<td>{_fmt(row, m)}</td>" for m in metrics]
+        cells = [
+            f"<td>{html.escape(str(row['method']))}</td><td>{row['dose']:.3g}</td><td>{row['n']}</td>"
+        ]
+        cells += [
+            f"<td class='best'>{_fmt(row, m)}</td>" if i in best[m] else f"<td>{_fmt(row, m)}</td>"
+            for m in metrics
+        ]
         h.append("<tr>" + "".join(cells) + "</tr>")
     h.append("</table><p><img src='leaderboard.png' style='max-width:100%'></p></body></html>")
     paths["html"].write_text("\n".join(h))
@@ -102,12 +127,21 @@ def write_leaderboard(records, out_dir, *, title="AET leaderboard") -> dict[str,
         writer = csv.writer(fh)
         writer.writerow(["method", "dose", "n"] + [c for m in metrics for c in (m, m + "_std")])
         for row in rows:
-            writer.writerow([row["method"], row["dose"], row["n"]] + [row[c] for m in metrics for c in (m, m + "_std")])
+            writer.writerow(
+                [row["method"], row["dose"], row["n"]]
+                + [row[c] for m in metrics for c in (m, m + "_std")]
+            )
     paths["png"] = plot_against_dose(rows, out_dir / "leaderboard.png", title=title)
     return paths
 
 
-def plot_against_dose(rows, out, *, title="", metrics=("coordinate_error_pm", "recovery_rate_species", "species_accuracy", "precision")) -> Path:
+def plot_against_dose(
+    rows,
+    out,
+    *,
+    title="",
+    metrics=("coordinate_error_pm", "recovery_rate_species", "species_accuracy", "precision"),
+) -> Path:
     """Curves of each metric against dose (log axis) per method, with ±std error bars."""
     import matplotlib
 
@@ -121,8 +155,16 @@ def plot_against_dose(rows, out, *, title="", metrics=("coordinate_error_pm", "r
         for k, method in enumerate(methods):
             sel = sorted((r for r in rows if r["method"] == method), key=lambda r: r["dose"])
             x = [r["dose"] for r in sel]
-            ax.errorbar(x, [r[m] for r in sel], yerr=[r[m + "_std"] for r in sel], marker=markers[k % len(markers)],
-                        capsize=3, lw=1.6, ms=5, label=method)
+            ax.errorbar(
+                x,
+                [r[m] for r in sel],
+                yerr=[r[m + "_std"] for r in sel],
+                marker=markers[k % len(markers)],
+                capsize=3,
+                lw=1.6,
+                ms=5,
+                label=method,
+            )
         ax.set_xscale("log")
         ax.set_xlabel("dose per projection (e/Å²)")
         ax.set_ylabel(METRIC_LABELS[m])

@@ -94,9 +94,7 @@ def _process(args):
 
     ds = open_dataset(store)
     view = ds.filter(split=split) if split else ds
-    return _run_one(
-        _WORKER_METHOD, view, position, models_dir, radius, align, dataset_name, truths
-    )
+    return _run_one(_WORKER_METHOD, view, position, models_dir, radius, align, dataset_name, truths)
 
 
 def _truths(truth) -> tuple[str, ...]:
@@ -127,8 +125,14 @@ def _run_one(method, view, position, models_dir, radius, align, dataset_name, tr
         classes = (getattr(prediction, "extra", None) or {}).get("classes")
         if probabilities is not None and np.ndim(probabilities) != 2:
             probabilities = None
-        write_prediction(Path(models_dir) / f"{index}.xyz", prediction.positions, prediction.elements,
-                         probabilities, classes, {"sample": index, "method": method.name})
+        write_prediction(
+            Path(models_dir) / f"{index}.xyz",
+            prediction.positions,
+            prediction.elements,
+            probabilities,
+            classes,
+            {"sample": index, "method": method.name},
+        )
     dose = float(sample.get("dose", np.nan))
     n_angles = len(sample["angles"]) if sample.get("angles") is not None else 0
     records = []
@@ -219,11 +223,18 @@ def run_method(
         from concurrent.futures import ProcessPoolExecutor
 
         jobs = [
-            (str(store), split, i, models_dir, radius, align, dataset_name, truths) for i in range(n)
+            (str(store), split, i, models_dir, radius, align, dataset_name, truths)
+            for i in range(n)
         ]
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                                 initargs=(method_name, options)) as pool:
-            for sample_records in progress_bar(pool.map(_process, jobs), total=n, desc=bar_desc, unit="sample", enabled=progress):
+        with ProcessPoolExecutor(
+            workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(method_name, options),
+        ) as pool:
+            for sample_records in progress_bar(
+                pool.map(_process, jobs), total=n, desc=bar_desc, unit="sample", enabled=progress
+            ):
                 records += sample_records
     records.sort(key=lambda r: (r["index"], truths.index(r["truth"])))
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")

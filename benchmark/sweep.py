@@ -80,26 +80,40 @@ def run_sweep(
         store = out_dir / f"{dataset}.zarr"
         report = generate(spec, store, workers=workers, limit=limit)
         if report.failed:
-            logger.warning("%d samples failed to generate; the sweep uses the others", len(report.failed))
+            logger.warning(
+                "%d samples failed to generate; the sweep uses the others", len(report.failed)
+            )
     name, damaged = _store_info(store)
     if truth is None:
         truth = ("initial", "final") if damaged else "initial"
     truths = (truth,) if isinstance(truth, str) else tuple(truth)
     records = []
     for method in methods:
-        records += run_method(method, store, out_dir / f"results_{method}.jsonl", split=split,
-                              workers=workers or 1, options=(method_options or {}).get(method),
-                              truth=truths)
+        records += run_method(
+            method,
+            store,
+            out_dir / f"results_{method}.jsonl",
+            split=split,
+            workers=workers or 1,
+            options=(method_options or {}).get(method),
+            truth=truths,
+        )
     if not damaged:
-        rows = aggregate([r for r in records if r.get("truth", "initial") == truths[0]], by=("method", "dose"))
+        rows = aggregate(
+            [r for r in records if r.get("truth", "initial") == truths[0]], by=("method", "dose")
+        )
         with open(out_dir / "sweep.csv", "w", newline="") as fh:
             writer = csv.writer(fh)
             cols = [c for m in METRIC_KEYS for c in (m, m + "_std")]
             writer.writerow(["method", "dose", "n", *cols])
             for row in rows:
                 writer.writerow([row["method"], row["dose"], row["n"], *(row[c] for c in cols)])
-        plot_against_dose(rows, out_dir / "sweep.png", title=f"{dataset}: metrics against dose (mean ± std over particles)",
-                          metrics=("recovery_rate_species", "coordinate_error_pm", "species_accuracy"))
+        plot_against_dose(
+            rows,
+            out_dir / "sweep.png",
+            title=f"{dataset}: metrics against dose (mean ± std over particles)",
+            metrics=("recovery_rate_species", "coordinate_error_pm", "species_accuracy"),
+        )
         return rows
 
     rows = aggregate(records, by=DAMAGE_GROUPS)
@@ -111,7 +125,9 @@ def run_sweep(
             writer.writerow([*(row[g] for g in DAMAGE_GROUPS), row["n"], *(row[c] for c in cols)])
     for k, method in enumerate(sorted({r["method"] for r in rows})):
         selected = [r for r in rows if r["method"] == method]
-        title = f"{name}, {method}: recovery and error against total dose (mean ± std over particles)"
+        title = (
+            f"{name}, {method}: recovery and error against total dose (mean ± std over particles)"
+        )
         plot_damage_sweep(selected, out_dir / f"sweep_{method}.png", truths=truths, title=title)
         if k == 0:
             plot_damage_sweep(selected, out_dir / "sweep.png", truths=truths, title=title)
@@ -132,7 +148,9 @@ def best_total_dose(rows, metric: str = "recovery_rate") -> dict[tuple, float]:
     return {key: dose for key, (dose, _) in best.items()}
 
 
-def plot_damage_sweep(rows, out, *, truths=("initial", "final"), metrics=DAMAGE_METRICS, title="") -> Path:
+def plot_damage_sweep(
+    rows, out, *, truths=("initial", "final"), metrics=DAMAGE_METRICS, title=""
+) -> Path:
     """Metrics against total dose: rows of panels = truths, columns = metrics.
 
     One colour per damage model, one line style per tilt scheme; a star marks the best total dose
@@ -148,29 +166,52 @@ def plot_damage_sweep(rows, out, *, truths=("initial", "final"), metrics=DAMAGE_
     colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(len(damage_models), 1)))
     styles = ["-", "--", ":", "-."]
     markers = "osD^v"
-    fig, axes = plt.subplots(len(truths), len(metrics), figsize=(4.6 * len(metrics), 3.6 * len(truths)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(truths), len(metrics), figsize=(4.6 * len(metrics), 3.6 * len(truths)), squeeze=False
+    )
     for i, truth in enumerate(truths):
         for j, metric in enumerate(metrics):
             ax = axes[i, j]
             lower = METRIC_KEYS[metric]
             for c, model in enumerate(damage_models):
                 for s, scheme in enumerate(schemes):
-                    sel = sorted((r for r in rows if r["truth"] == truth and r["damage_model"] == model
-                                  and r["tilt_scheme"] == scheme), key=lambda r: r["total_dose"])
+                    sel = sorted(
+                        (
+                            r
+                            for r in rows
+                            if r["truth"] == truth
+                            and r["damage_model"] == model
+                            and r["tilt_scheme"] == scheme
+                        ),
+                        key=lambda r: r["total_dose"],
+                    )
                     if not sel:
                         continue
                     x = np.array([r["total_dose"] for r in sel])
                     y = np.array([r[metric] for r in sel])
                     err = np.array([r[metric + "_std"] for r in sel])
-                    ax.errorbar(x, y, yerr=err, color=colours[c], ls=styles[s % len(styles)],
-                                marker=markers[s % len(markers)], ms=4, capsize=2, lw=1.4,
-                                label=f"{model}, {scheme}")
+                    ax.errorbar(
+                        x,
+                        y,
+                        yerr=err,
+                        color=colours[c],
+                        ls=styles[s % len(styles)],
+                        marker=markers[s % len(markers)],
+                        ms=4,
+                        capsize=2,
+                        lw=1.4,
+                        label=f"{model}, {scheme}",
+                    )
                     finite = np.isfinite(y)
                     if finite.any():
-                        k = int(np.nanargmin(np.where(finite, y, np.nan)) if lower
-                                else np.nanargmax(np.where(finite, y, np.nan)))
-                        ax.plot(x[k], y[k], marker="*", ms=13, color=colours[c], mec="k", mew=0.6, ls="")
+                        k = int(
+                            np.nanargmin(np.where(finite, y, np.nan))
+                            if lower
+                            else np.nanargmax(np.where(finite, y, np.nan))
+                        )
+                        ax.plot(
+                            x[k], y[k], marker="*", ms=13, color=colours[c], mec="k", mew=0.6, ls=""
+                        )
             ax.set_xscale("log")
             ax.set_xlabel("total dose of the series (e/Å²)")
             ax.set_ylabel(METRIC_LABELS[metric])
@@ -178,8 +219,16 @@ def plot_damage_sweep(rows, out, *, truths=("initial", "final"), metrics=DAMAGE_
             ax.grid(alpha=0.3, which="both")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False,
-                   title="damage model, tilt scheme (★ best total dose)", title_fontsize=8)
+        fig.legend(
+            handles,
+            labels,
+            loc="lower center",
+            ncol=min(len(labels), 4),
+            fontsize=8,
+            frameon=False,
+            title="damage model, tilt scheme (★ best total dose)",
+            title_fontsize=8,
+        )
     if title:
         fig.suptitle(title, fontsize=10)
     n_legend_rows = math.ceil(len(labels) / 4) if handles else 0

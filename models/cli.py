@@ -18,9 +18,13 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("train", help="train PANN (stage 1 + stage 2) or the unet3d baseline on a store")
+    p = sub.add_parser(
+        "train", help="train PANN (stage 1 + stage 2) or the unet3d baseline on a store"
+    )
     p.add_argument("--data", required=True, help="simgen Zarr store (uses its train/val splits)")
-    p.add_argument("--out", required=True, help="run directory (weights, config, loss curves); rerun to resume")
+    p.add_argument(
+        "--out", required=True, help="run directory (weights, config, loss curves); rerun to resume"
+    )
     p.add_argument("--model", choices=["pann", "unet3d"], default="pann")
     p.add_argument("--steps", type=int, help="stage-1 (or unet3d) optimiser steps")
     p.add_argument("--epochs", type=int, help="stage-2 epochs")
@@ -30,24 +34,37 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict atoms (extended XYZ with class probabilities)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", help="simgen Zarr store: predicts every complete sample (or --split)")
+    src.add_argument(
+        "--data", help="simgen Zarr store: predicts every complete sample (or --split)"
+    )
     src.add_argument("--volume", help="a reconstruction: .npy, .mrc, .tif, .mat or Zarr array")
     p.add_argument("--sampling", type=float, help="voxel size of --volume (Å)")
     p.add_argument("--elements", help="elements present in --volume, e.g. Fe,Pt")
     p.add_argument("--key", help="array name inside a .mat file or Zarr group")
     p.add_argument("--split", help="only this split of --data (e.g. test)")
-    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="run directory or pann.pt (default: shipped demo weights)")
-    p.add_argument("--out", required=True, help="output: a directory for --data, a .xyz file for --volume")
+    p.add_argument(
+        "--weights",
+        default=str(DEFAULT_WEIGHTS),
+        help="run directory or pann.pt (default: shipped demo weights)",
+    )
+    p.add_argument(
+        "--out", required=True, help="output: a directory for --data, a .xyz file for --volume"
+    )
     return parser
 
 
-def write_prediction(path: Path, positions, elements, probabilities=None, classes=None, info=None) -> None:
+def write_prediction(
+    path: Path, positions, elements, probabilities=None, classes=None, info=None
+) -> None:
     """Extended XYZ: positions (Å) and elements, with per-atom class probabilities as ``prob_<class>``."""
     import ase
     import ase.io
     import numpy as np
 
-    atoms = ase.Atoms(symbols=[e if e != "unknown" else "X" for e in elements], positions=np.asarray(positions).reshape(-1, 3))
+    atoms = ase.Atoms(
+        symbols=[e if e != "unknown" else "X" for e in elements],
+        positions=np.asarray(positions).reshape(-1, 3),
+    )
     if probabilities is not None and classes is not None and len(atoms):
         for j, name in enumerate(classes):
             atoms.new_array(f"prob_{name}", np.asarray(probabilities)[:, j].astype(float))
@@ -78,7 +95,9 @@ def _cmd_train(args) -> int:
     if args.physics_weight is not None:
         config.physics_weight = args.physics_weight
     model = train_pann(args.data, args.out, config, limit=args.limit)
-    print(f"wrote {Path(args.out) / 'pann.pt'} ({model!r}); loss curves in {Path(args.out) / 'loss_curves.png'}")
+    print(
+        f"wrote {Path(args.out) / 'pann.pt'} ({model!r}); loss curves in {Path(args.out) / 'loss_curves.png'}"
+    )
     return 0
 
 
@@ -98,9 +117,18 @@ def _cmd_predict(args) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
             tmp_file = Path(tmp) / out.name
-            write_prediction(tmp_file, pred.positions, pred.elements, pred.probabilities, pred.classes, {"source": str(args.volume)})
+            write_prediction(
+                tmp_file,
+                pred.positions,
+                pred.elements,
+                pred.probabilities,
+                pred.classes,
+                {"source": str(args.volume)},
+            )
             tmp_file.replace(out)
-        print(f"wrote {out}: {len(pred.elements)} atoms ({pred.extra['n_rejected']} candidates rejected as not atoms)")
+        print(
+            f"wrote {out}: {len(pred.elements)} atoms ({pred.extra['n_rejected']} candidates rejected as not atoms)"
+        )
         return 0
 
     from simgen.progress import progress_bar
@@ -110,14 +138,25 @@ def _cmd_predict(args) -> int:
     if args.split:
         ds = ds.filter(split=args.split)
     if len(ds) == 0:
-        raise ValueError(f"--data={args.data!r}: no complete samples" + (f" in split {args.split!r}" if args.split else ""))
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".pann-", dir=out.parent if out.parent.exists() else None))
+        raise ValueError(
+            f"--data={args.data!r}: no complete samples"
+            + (f" in split {args.split!r}" if args.split else "")
+        )
+    tmp_dir = Path(
+        tempfile.mkdtemp(prefix=".pann-", dir=out.parent if out.parent.exists() else None)
+    )
     try:
         for i in progress_bar(range(len(ds)), desc="pann predict", unit="volume"):
             s = ds[i]
             pred = model.predict(s["volume"], float(s["sampling"]), list(s["elements"]))
-            write_prediction(tmp_dir / f"{int(s['index'])}.xyz", pred.positions, pred.elements, pred.probabilities, pred.classes,
-                             {"sample": int(s["index"])})
+            write_prediction(
+                tmp_dir / f"{int(s['index'])}.xyz",
+                pred.positions,
+                pred.elements,
+                pred.probabilities,
+                pred.classes,
+                {"sample": int(s["index"])},
+            )
         if out.exists():
             shutil.rmtree(out)
         tmp_dir.replace(out)
@@ -131,7 +170,9 @@ def _cmd_predict(args) -> int:
 def main(argv=None) -> int:
     from simgen.cli import run_command
 
-    return run_command({"train": _cmd_train, "predict": _cmd_predict}, _build_parser(), argv, "pann")
+    return run_command(
+        {"train": _cmd_train, "predict": _cmd_predict}, _build_parser(), argv, "pann"
+    )
 
 
 if __name__ == "__main__":

@@ -20,13 +20,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.species import NOT_AN_ATOM
 from models.tracing import trace_atoms
 
-__all__ = ["PannConfig", "PannModel", "PannPrediction", "volume_scale", "candidate_features", "NOT_AN_ATOM"]
+__all__ = [
+    "PannConfig",
+    "PannModel",
+    "PannPrediction",
+    "volume_scale",
+    "candidate_features",
+    "NOT_AN_ATOM",
+]
 
 logger = logging.getLogger(__name__)
 
-from models.species import NOT_AN_ATOM  # noqa: E402  (one definition of the "not an atom" class)
 CHECKPOINT_VERSION = 1
 
 
@@ -161,21 +168,29 @@ def candidate_features(
     n = len(positions)
     if n == 0:
         return np.zeros((0, 0), dtype=np.float32)
-    zern = atom_descriptors(refined, positions, sampling, config.zernike_radius, order=config.zernike_order)
-    zern_raw = atom_descriptors(raw, positions, sampling, config.zernike_radius, order=config.zernike_order)
+    zern = atom_descriptors(
+        refined, positions, sampling, config.zernike_radius, order=config.zernike_order
+    )
+    zern_raw = atom_descriptors(
+        raw, positions, sampling, config.zernike_radius, order=config.zernike_order
+    )
     # Intensity-like invariants (n = l = 0 moment) relative to the sample's typical candidate.
     scale = np.median(zern[:, 0]) or 1.0
     scale_raw = np.median(zern_raw[:, 0]) or 1.0
     shape = zern / np.maximum(np.abs(zern[:, :1]), 1e-12)
     shape_raw = zern_raw / np.maximum(np.abs(zern_raw[:, :1]), 1e-12)
-    idx = np.clip(np.rint(positions[:, ::-1] / sampling).astype(int), 0, np.array(refined.shape) - 1)
+    idx = np.clip(
+        np.rint(positions[:, ::-1] / sampling).astype(int), 0, np.array(refined.shape) - 1
+    )
     peak = refined[idx[:, 0], idx[:, 1], idx[:, 2]]
     peak_raw = raw[idx[:, 0], idx[:, 1], idx[:, 2]]
     # Local environment: number of candidates within 1.2× and 1.6× a typical bond.
     from scipy.spatial import cKDTree
 
     tree = cKDTree(positions)
-    counts = [np.array([len(c) - 1 for c in tree.query_ball_point(positions, r)]) for r in (3.0, 4.2)]
+    counts = [
+        np.array([len(c) - 1 for c in tree.query_ball_point(positions, r)]) for r in (3.0, 4.2)
+    ]
     features = np.column_stack(
         [
             zern[:, 0] / scale,
@@ -202,7 +217,9 @@ class PannModel:
         feature_std: Per-feature standard deviation.
     """
 
-    def __init__(self, config: PannConfig, stage1=None, stage2=None, feature_mean=None, feature_std=None):
+    def __init__(
+        self, config: PannConfig, stage1=None, stage2=None, feature_mean=None, feature_std=None
+    ):
         self.config = config
         self.stage1 = stage1 if stage1 is not None else build_stage1(config)
         self.stage2 = stage2
@@ -225,7 +242,10 @@ class PannModel:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.stage1.to(device).eval()
         refined = sliding_window_predict(
-            self.stage1, volume / scale, patch_size=_slab_patch(volume.shape, self.config), overlap=0.25
+            self.stage1,
+            volume / scale,
+            patch_size=_slab_patch(volume.shape, self.config),
+            overlap=0.25,
         )
         return (np.asarray(refined, dtype=np.float32) * scale).astype(np.float32)
 
@@ -244,7 +264,9 @@ class PannModel:
         features = candidate_features(refined, raw, positions, sampling, self.config)
         if self.feature_mean is not None:
             features = (features - self.feature_mean) / self.feature_std
-        edge_index, edge_attr = build_graph(torch.as_tensor(positions, dtype=torch.float32), k=self.config.knn)
+        edge_index, edge_attr = build_graph(
+            torch.as_tensor(positions, dtype=torch.float32), k=self.config.knn
+        )
         return torch.as_tensor(features, dtype=torch.float32), edge_index, edge_attr
 
     def classify(self, refined, raw, positions, sampling, elements=None) -> np.ndarray:
@@ -263,7 +285,9 @@ class PannModel:
         return torch.softmax(logits, dim=-1).numpy().astype(np.float32)
 
     # ------------------------------------------------------------------ full pipeline
-    def predict(self, volume: np.ndarray, sampling: float, elements=None, *, keep_refined=True) -> PannPrediction:
+    def predict(
+        self, volume: np.ndarray, sampling: float, elements=None, *, keep_refined=True
+    ) -> PannPrediction:
         """Predict atoms (positions in Å, elements, class probabilities) in a reconstruction.
 
         Args:
@@ -319,8 +343,12 @@ class PannModel:
             "stage1": self.stage1.state_dict(),
             "stage2": self.stage2.state_dict() if self.stage2 is not None else None,
             "stage2_in_features": getattr(self.stage2, "in_features", None),
-            "feature_mean": None if self.feature_mean is None else np.asarray(self.feature_mean).tolist(),
-            "feature_std": None if self.feature_std is None else np.asarray(self.feature_std).tolist(),
+            "feature_mean": None
+            if self.feature_mean is None
+            else np.asarray(self.feature_mean).tolist(),
+            "feature_std": None
+            if self.feature_std is None
+            else np.asarray(self.feature_std).tolist(),
             "history": self.history,
         }
         path = run_dir / "pann.pt"
@@ -346,8 +374,17 @@ class PannModel:
             if payload.get("stage2") is not None:
                 model.stage2 = build_stage2(config, payload["stage2_in_features"])
                 model.stage2.load_state_dict(payload["stage2"])
-        except (RuntimeError, KeyError, TypeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-            raise ValueError(f"weights={str(path)!r}: not a valid PANN checkpoint ({type(exc).__name__}: {exc})") from None
+        except (
+            RuntimeError,
+            KeyError,
+            TypeError,
+            EOFError,
+            ValueError,
+            pickle.UnpicklingError,
+        ) as exc:
+            raise ValueError(
+                f"weights={str(path)!r}: not a valid PANN checkpoint ({type(exc).__name__}: {exc})"
+            ) from None
         if payload.get("feature_mean") is not None:
             model.feature_mean = np.asarray(payload["feature_mean"], dtype=np.float32)
             model.feature_std = np.asarray(payload["feature_std"], dtype=np.float32)
@@ -383,7 +420,11 @@ def build_stage2(config: PannConfig, in_features: int):
 
     torch.manual_seed(config.seed)
     model = SpeciesTransformer(
-        in_features, len(config.classes), hidden=config.hidden, heads=config.heads, layers=config.layers
+        in_features,
+        len(config.classes),
+        hidden=config.hidden,
+        heads=config.heads,
+        layers=config.layers,
     )
     model.in_features = in_features
     return model

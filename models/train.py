@@ -78,6 +78,7 @@ def _stage1_batch(samples, config: PannConfig, rng, device):
         origins.append((0, y0, 0))
         meas.append(series[:, y0 : y0 + slab, :] / scale)
         angles.append(np.asarray(s["angles"], dtype=np.float32))
+
     def stack(arrays):
         return torch.as_tensor(np.stack(arrays)[:, None], dtype=torch.float32, device=device)
 
@@ -91,7 +92,9 @@ def _physics_loss(prediction, measured, angles):
     losses = []
     for b in range(prediction.shape[0]):
         proj = project(prediction[b : b + 1], torch.as_tensor(angles[b]))  # (1, A, slab, X)
-        target = torch.as_tensor(measured[b], dtype=prediction.dtype, device=prediction.device)[None]
+        target = torch.as_tensor(measured[b], dtype=prediction.dtype, device=prediction.device)[
+            None
+        ]
         losses.append(F.mse_loss(proj, target) / max(prediction.shape[2], 1))
     return torch.stack(losses).mean()
 
@@ -114,7 +117,9 @@ def _plot_curves(history: dict, out: Path, title: str):
         ax.plot(values, lw=0.8, alpha=0.5)
         if len(values) > 10:
             k = max(len(values) // 20, 2)
-            ax.plot(np.arange(k - 1, len(values)), np.convolve(values, np.ones(k) / k, "valid"), lw=1.8)
+            ax.plot(
+                np.arange(k - 1, len(values)), np.convolve(values, np.ones(k) / k, "valid"), lw=1.8
+            )
         ax.set_title(name)
         ax.set_xlabel("step" if "stage1" in name or "unet" in name else "epoch")
         if np.all(values > 0):
@@ -126,11 +131,15 @@ def _plot_curves(history: dict, out: Path, title: str):
     plt.close(fig)
 
 
-def train_stage1(model: PannModel, samples, run_dir: Path, *, progress=True, device="cpu") -> list[float]:
+def train_stage1(
+    model: PannModel, samples, run_dir: Path, *, progress=True, device="cpu"
+) -> list[float]:
     cfg = model.config
     net = model.stage1.to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-5)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(cfg.stage1_steps, 2), pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=max(cfg.stage1_steps, 2), pct_start=0.1
+    )
     ckpt = run_dir / "stage1.ckpt"
     start, losses = 0, []
     if ckpt.exists():
@@ -141,7 +150,13 @@ def train_stage1(model: PannModel, samples, run_dir: Path, *, progress=True, dev
         start, losses = state["step"], state["losses"]
         logger.info("resuming stage 1 at step %d", start)
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1, start]))
-    bar = progress_bar(range(start, cfg.stage1_steps), total=cfg.stage1_steps, initial=start, desc="stage 1", enabled=progress)
+    bar = progress_bar(
+        range(start, cfg.stage1_steps),
+        total=cfg.stage1_steps,
+        initial=start,
+        desc="stage 1",
+        enabled=progress,
+    )
     for step in bar:
         x, g, origins, t, meas, angles = _stage1_batch(samples, cfg, rng, device)
         pred = net(x, g, origins)
@@ -157,12 +172,21 @@ def train_stage1(model: PannModel, samples, run_dir: Path, *, progress=True, dev
         losses.append(float(voxel.detach()))
         bar.set_postfix(mse=f"{float(voxel):.3g}")
         if (step + 1) % 25 == 0 or step + 1 == cfg.stage1_steps:
-            _save_checkpoint(ckpt, model=net.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(), step=step + 1, losses=losses)
+            _save_checkpoint(
+                ckpt,
+                model=net.state_dict(),
+                optimizer=opt.state_dict(),
+                scheduler=sched.state_dict(),
+                step=step + 1,
+                losses=losses,
+            )
     return losses
 
 
 # ---------------------------------------------------------------------------- stage 2
-def label_candidates(candidates: np.ndarray, true_positions, true_numbers, classes, radius: float) -> np.ndarray:
+def label_candidates(
+    candidates: np.ndarray, true_positions, true_numbers, classes, radius: float
+) -> np.ndarray:
     """Class index of each candidate: its matched true atom's element, else "not an atom"."""
     from ase.data import chemical_symbols
 
@@ -188,12 +212,16 @@ def _stage2_graphs(model: PannModel, samples, *, progress=True):
         from models.pann import candidate_features
 
         features = candidate_features(refined, s["volume"], positions, float(s["sampling"]), cfg)
-        labels = label_candidates(positions, s["positions"], s["numbers"], list(cfg.classes), cfg.match_radius)
+        labels = label_candidates(
+            positions, s["positions"], s["numbers"], list(cfg.classes), cfg.match_radius
+        )
         graphs.append((positions, features, labels))
     return graphs
 
 
-def train_stage2(model: PannModel, train_samples, val_samples, run_dir: Path, *, progress=True) -> dict:
+def train_stage2(
+    model: PannModel, train_samples, val_samples, run_dir: Path, *, progress=True
+) -> dict:
     from models.species import build_graph
 
     cfg = model.config
@@ -209,12 +237,24 @@ def train_stage2(model: PannModel, train_samples, val_samples, run_dir: Path, *,
         out = []
         for positions, features, labels in gs:
             ei, ea = build_graph(torch.as_tensor(positions, dtype=torch.float32), k=cfg.knn)
-            out.append((torch.as_tensor((features - mean) / std, dtype=torch.float32), ei, ea, torch.as_tensor(labels)))
+            out.append(
+                (
+                    torch.as_tensor((features - mean) / std, dtype=torch.float32),
+                    ei,
+                    ea,
+                    torch.as_tensor(labels),
+                )
+            )
         return out
 
     train_t, val_t = to_tensors(graphs), to_tensors(val_graphs)
-    counts = np.bincount(np.concatenate([g[2] for g in graphs]), minlength=len(cfg.classes)).astype(float)
-    weights = torch.as_tensor(np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(cfg.classes), 0.0), dtype=torch.float32)
+    counts = np.bincount(np.concatenate([g[2] for g in graphs]), minlength=len(cfg.classes)).astype(
+        float
+    )
+    weights = torch.as_tensor(
+        np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(cfg.classes), 0.0),
+        dtype=torch.float32,
+    )
     weights = weights.clamp(max=10.0)
     net = build_stage2(cfg, all_features.shape[1])
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
@@ -252,7 +292,9 @@ def _accuracy(net, graphs) -> float:
 
 
 # ---------------------------------------------------------------------------- entry points
-def train_pann(store, run_dir, config: PannConfig | None = None, *, progress=True, limit=None) -> PannModel:
+def train_pann(
+    store, run_dir, config: PannConfig | None = None, *, progress=True, limit=None
+) -> PannModel:
     """Train both PANN stages on the train split of ``store``; write ``run_dir/pann.pt``.
 
     Rerunning with the same ``run_dir`` resumes stage 1 from its last checkpoint.
@@ -276,14 +318,25 @@ def train_pann(store, run_dir, config: PannConfig | None = None, *, progress=Tru
     t1 = time.perf_counter()
     history = train_stage2(model, samples, val, run_dir, progress=progress)
     history["stage1 voxel MSE"] = losses
-    model.history = {"stage1_seconds": t1 - t0, "stage2_seconds": time.perf_counter() - t1,
-                     "stage2_val_accuracy": max(history["stage2 val accuracy"]), "n_train": len(samples), "n_val": len(val)}
+    model.history = {
+        "stage1_seconds": t1 - t0,
+        "stage2_seconds": time.perf_counter() - t1,
+        "stage2_val_accuracy": max(history["stage2 val accuracy"]),
+        "n_train": len(samples),
+        "n_val": len(val),
+    }
     model.save(run_dir)
-    _plot_curves({k: history[k] for k in ("stage1 voxel MSE", "stage2 loss", "stage2 val accuracy")}, run_dir / "loss_curves.png", "PANN training")
+    _plot_curves(
+        {k: history[k] for k in ("stage1 voxel MSE", "stage2 loss", "stage2 val accuracy")},
+        run_dir / "loss_curves.png",
+        "PANN training",
+    )
     return model
 
 
-def train_unet3d(store, run_dir, *, steps=300, batch_size=4, patch=32, lr=2e-3, seed=0, progress=True, limit=None):
+def train_unet3d(
+    store, run_dir, *, steps=300, batch_size=4, patch=32, lr=2e-3, seed=0, progress=True, limit=None
+):
     """Train the Lee, Jeong & Yang (2021) 3D U-Net baseline (MSE, volume -> target); write ``unet3d.pt``.
 
     The network is fully convolutional, so it trains on random ``patch``³ crops (8× cheaper than
@@ -306,7 +359,9 @@ def train_unet3d(store, run_dir, *, steps=300, batch_size=4, patch=32, lr=2e-3, 
         start, losses = state["step"], state["losses"]
     rng = np.random.default_rng(np.random.SeedSequence([seed, 3, start]))
     net.train()
-    for step in progress_bar(range(start, steps), total=steps, initial=start, desc="unet3d", enabled=progress):
+    for step in progress_bar(
+        range(start, steps), total=steps, initial=start, desc="unet3d", enabled=progress
+    ):
         xs, ts = [], []
         for _ in range(batch_size):
             s = samples[int(rng.integers(len(samples)))]
@@ -324,9 +379,23 @@ def train_unet3d(store, run_dir, *, steps=300, batch_size=4, patch=32, lr=2e-3, 
         opt.step()
         losses.append(float(loss.detach()))
         if (step + 1) % 25 == 0 or step + 1 == steps:
-            _save_checkpoint(ckpt, model=net.state_dict(), optimizer=opt.state_dict(), step=step + 1, losses=losses)
-    payload = {"version": 1, "model": net.state_dict(), "sampling": float(samples[0]["sampling"]),
-               "elements": list(_elements_of(samples)), "steps": steps, "patch": patch, "batch_size": batch_size, "losses": losses}
+            _save_checkpoint(
+                ckpt,
+                model=net.state_dict(),
+                optimizer=opt.state_dict(),
+                step=step + 1,
+                losses=losses,
+            )
+    payload = {
+        "version": 1,
+        "model": net.state_dict(),
+        "sampling": float(samples[0]["sampling"]),
+        "elements": list(_elements_of(samples)),
+        "steps": steps,
+        "patch": patch,
+        "batch_size": batch_size,
+        "losses": losses,
+    }
     tmp = run_dir / "unet3d.pt.tmp"
     torch.save(payload, tmp)
     tmp.replace(run_dir / "unet3d.pt")
@@ -351,6 +420,8 @@ def load_unet3d(weights=None):
         net = UNet3D()
         net.load_state_dict(payload["model"])
     except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as exc:
-        raise ValueError(f"weights={str(path)!r}: not a valid unet3d checkpoint ({type(exc).__name__})") from None
+        raise ValueError(
+            f"weights={str(path)!r}: not a valid unet3d checkpoint ({type(exc).__name__})"
+        ) from None
     net.eval()
     return net, {k: v for k, v in payload.items() if k != "model"}

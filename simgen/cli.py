@@ -45,7 +45,9 @@ def _positive(name):
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name}={text!r}: expected a positive number") from None
+            raise argparse.ArgumentTypeError(
+                f"{name}={text!r}: expected a positive number"
+            ) from None
         if not value > 0:
             raise argparse.ArgumentTypeError(f"{name}={text!r}: expected a positive number")
         return value
@@ -54,39 +56,94 @@ def _positive(name):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="simgen", description=__doc__.splitlines()[0].replace("``", ""))
+    parser = argparse.ArgumentParser(
+        prog="simgen", description=__doc__.splitlines()[0].replace("``", "")
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("simulate", help="simulate one sample (tilt series, noise, reconstruction) into a store")
-    p.add_argument("atoms", metavar="ATOMS_FILE", nargs="?", help="atomic model (xyz, extxyz, cif, AET .npy/.mat/.txt)")
-    p.add_argument("--particle", metavar="MORPHOLOGY", help="build a particle instead of reading ATOMS_FILE")
-    p.add_argument("--composition", default="Pt", help="composition for --particle, e.g. Pt, L10:FePt, core-shell:Pd@Pt")
-    p.add_argument("--size-nm", type=_positive("--size-nm"), default=2.0, help="particle diameter for --particle (nm)")
+    p = sub.add_parser(
+        "simulate", help="simulate one sample (tilt series, noise, reconstruction) into a store"
+    )
+    p.add_argument(
+        "atoms",
+        metavar="ATOMS_FILE",
+        nargs="?",
+        help="atomic model (xyz, extxyz, cif, AET .npy/.mat/.txt)",
+    )
+    p.add_argument(
+        "--particle", metavar="MORPHOLOGY", help="build a particle instead of reading ATOMS_FILE"
+    )
+    p.add_argument(
+        "--composition",
+        default="Pt",
+        help="composition for --particle, e.g. Pt, L10:FePt, core-shell:Pd@Pt",
+    )
+    p.add_argument(
+        "--size-nm",
+        type=_positive("--size-nm"),
+        default=2.0,
+        help="particle diameter for --particle (nm)",
+    )
     p.add_argument("--out", required=True, help="output Zarr store (directory)")
     p.add_argument("--mode", choices=["linear", "multislice", "prism"], default="linear")
-    p.add_argument("--dose", type=_positive("--dose"), default=1e4, help="dose per projection (e/Å²), default 1e4")
+    p.add_argument(
+        "--dose",
+        type=_positive("--dose"),
+        default=1e4,
+        help="dose per projection (e/Å²), default 1e4",
+    )
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--tilt", default="-70:70:29", help="START:STOP:COUNT in degrees (default -70:70:29)")
+    g.add_argument(
+        "--tilt", default="-70:70:29", help="START:STOP:COUNT in degrees (default -70:70:29)"
+    )
     g.add_argument("--angles", help="file of N angles, or N×3 Euler angles (tilt in column 2)")
-    p.add_argument("--sampling", type=_positive("--sampling"), default=0.4, help="voxel = pixel size (Å), default 0.4")
-    p.add_argument("--size", type=int, default=None, help="volume side in voxels (default: fit the particle)")
-    p.add_argument("--noise", action="append", default=None, metavar="NAME[:k=v,...]", help="noise model (repeatable); default poisson; 'none' for expected counts")
+    p.add_argument(
+        "--sampling",
+        type=_positive("--sampling"),
+        default=0.4,
+        help="voxel = pixel size (Å), default 0.4",
+    )
+    p.add_argument(
+        "--size", type=int, default=None, help="volume side in voxels (default: fit the particle)"
+    )
+    p.add_argument(
+        "--noise",
+        action="append",
+        default=None,
+        metavar="NAME[:k=v,...]",
+        help="noise model (repeatable); default poisson; 'none' for expected counts",
+    )
     p.add_argument("--recon", choices=["sirt", "cgls", "fbp", "sart"], default="sirt")
     p.add_argument("--iterations", type=int, default=50)
-    p.add_argument("--orientation", default="none", choices=["none", "random"], help="orientation of a model read from a file")
-    p.add_argument("--thermal-sigma", type=float, default=0.0, help="thermal displacement σ per axis (Å)")
+    p.add_argument(
+        "--orientation",
+        default="none",
+        choices=["none", "random"],
+        help="orientation of a model read from a file",
+    )
+    p.add_argument(
+        "--thermal-sigma", type=float, default=0.0, help="thermal displacement σ per axis (Å)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preview", metavar="PNG", help="also write a preview image")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
 
-    p = sub.add_parser("generate", help="generate a named dataset of datasets.yaml on a Dask cluster")
+    p = sub.add_parser(
+        "generate", help="generate a named dataset of datasets.yaml on a Dask cluster"
+    )
     p.add_argument("name")
     p.add_argument("--config", default="datasets.yaml")
     p.add_argument("--out", help="output Zarr store (required unless --dry-run)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--workers", type=int, help="local Dask worker processes (default: one per core)")
-    g.add_argument("--scheduler", metavar="ADDR", help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    g.add_argument(
+        "--workers", type=int, help="local Dask worker processes (default: one per core)"
+    )
+    g.add_argument(
+        "--scheduler",
+        metavar="ADDR",
+        help="address of a running Dask scheduler, e.g. tcp://host:8786",
+    )
     p.add_argument("--limit", type=int, help="generate only the first N samples of the plan")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
 
@@ -104,19 +161,47 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=int, default=0)
     p.add_argument("--out", required=True)
 
-    p = sub.add_parser("import", help="import an experimental tilt series and reconstruct it into a one-sample store")
+    p = sub.add_parser(
+        "import",
+        help="import an experimental tilt series and reconstruct it into a one-sample store",
+    )
     p.add_argument("tilt_series", metavar="TILT_SERIES", help=".npy, .mrc, .tif or .mat")
-    p.add_argument("--angles", required=True, help="file of N angles, or N×3 Euler angles (tilt in column 2)")
+    p.add_argument(
+        "--angles", required=True, help="file of N angles, or N×3 Euler angles (tilt in column 2)"
+    )
     p.add_argument("--sampling", type=_positive("--sampling"), required=True, help="pixel size (Å)")
-    p.add_argument("--tilt-axis", choices=["x", "y"], default="y", help="image direction of the tilt axis (x = columns)")
+    p.add_argument(
+        "--tilt-axis",
+        choices=["x", "y"],
+        default="y",
+        help="image direction of the tilt axis (x = columns)",
+    )
     p.add_argument("--key", help="array name inside a .mat file")
-    p.add_argument("--stack-axis", type=int, help="axis of the projections (default: the one matching the angles)")
-    p.add_argument("--truth", metavar="MODEL", help="ground-truth atomic model (origin at the image centre)")
+    p.add_argument(
+        "--stack-axis",
+        type=int,
+        help="axis of the projections (default: the one matching the angles)",
+    )
+    p.add_argument(
+        "--truth", metavar="MODEL", help="ground-truth atomic model (origin at the image centre)"
+    )
     p.add_argument("--elements", help="elements present, e.g. Si or Fe,Pt")
-    p.add_argument("--dose", type=_positive("--dose"), help="dose per projection (e/Å²) if the images are in counts")
-    p.add_argument("--origin", help="ROW,COL pixel of the tilt axis / model origin (default: image centre)")
-    p.add_argument("--background", default="0", help="constant background counts to subtract, or 'auto' (image border mean)")
-    p.add_argument("--align", action="store_true", help="pre-align the projections (centre of mass)")
+    p.add_argument(
+        "--dose",
+        type=_positive("--dose"),
+        help="dose per projection (e/Å²) if the images are in counts",
+    )
+    p.add_argument(
+        "--origin", help="ROW,COL pixel of the tilt axis / model origin (default: image centre)"
+    )
+    p.add_argument(
+        "--background",
+        default="0",
+        help="constant background counts to subtract, or 'auto' (image border mean)",
+    )
+    p.add_argument(
+        "--align", action="store_true", help="pre-align the projections (centre of mass)"
+    )
     p.add_argument("--recon", choices=["sirt", "cgls", "fbp", "sart"], default="sirt")
     p.add_argument("--iterations", type=int, default=100)
     p.add_argument("--out", required=True)
@@ -149,13 +234,27 @@ def _cmd_simulate(args) -> int:
     rng = np.random.default_rng(np.random.SeedSequence(args.seed))
     if args.atoms is not None:
         atoms = structures.load_model(args.atoms)
-        morphology, composition, size_nm = Path(args.atoms).name, "+".join(sorted(set(atoms.get_chemical_symbols()))), 0.0
+        morphology, composition, size_nm = (
+            Path(args.atoms).name,
+            "+".join(sorted(set(atoms.get_chemical_symbols()))),
+            0.0,
+        )
         orientation = args.orientation
     else:
         atoms = structures.build_particle(
-            args.particle, args.composition, args.size_nm, rng=rng, thermal_sigma=args.thermal_sigma, orientation="random"
+            args.particle,
+            args.composition,
+            args.size_nm,
+            rng=rng,
+            thermal_sigma=args.thermal_sigma,
+            orientation="random",
         )
-        morphology, composition, size_nm, orientation = args.particle, args.composition, args.size_nm, "none"
+        morphology, composition, size_nm, orientation = (
+            args.particle,
+            args.composition,
+            args.size_nm,
+            "none",
+        )
     size = args.size or _default_size(atoms, args.sampling)
     spec = SampleSpec(
         index=0,
@@ -175,10 +274,14 @@ def _cmd_simulate(args) -> int:
         thermal_sigma=0.0 if args.particle else args.thermal_sigma,
         split="test",
     )
-    logging.getLogger("simgen").info("simulating %d atoms, %d angles, %d³ voxels", len(atoms), len(angles), size)
+    logging.getLogger("simgen").info(
+        "simulating %d atoms, %d angles, %d³ voxels", len(atoms), len(angles), size
+    )
     sample = simulate_sample(spec, rng, atoms=atoms)
     store.write_single_sample_store(out, sample, spec, overwrite=args.overwrite)
-    print(f"wrote {out} ({len(sample.atoms)} atoms, tilt series {sample.tilt_series.shape}, volume {sample.volume.shape})")
+    print(
+        f"wrote {out} ({len(sample.atoms)} atoms, tilt series {sample.tilt_series.shape}, volume {sample.volume.shape})"
+    )
     if args.preview:
         from simgen.preview import preview
 
@@ -202,7 +305,9 @@ def _cmd_generate(args) -> int:
         raise ValueError("--out: required unless --dry-run")
     from simgen.engine import generate
 
-    report = generate(spec, args.out, workers=args.workers, scheduler=args.scheduler, limit=args.limit)
+    report = generate(
+        spec, args.out, workers=args.workers, scheduler=args.scheduler, limit=args.limit
+    )
     print(report.summary())
     return EXIT_SOME_FAILED if report.failed else 0
 
@@ -261,13 +366,17 @@ def _cmd_import(args) -> int:
             if len(origin) != 2:
                 raise ValueError
         except ValueError:
-            raise ValueError(f"--origin={args.origin!r}: expected ROW,COL pixel indices, e.g. 64,64") from None
+            raise ValueError(
+                f"--origin={args.origin!r}: expected ROW,COL pixel indices, e.g. 64,64"
+            ) from None
     background = args.background
     if background != "auto":
         try:
             background = float(background)
         except ValueError:
-            raise ValueError(f"--background={args.background!r}: expected counts per pixel or 'auto'") from None
+            raise ValueError(
+                f"--background={args.background!r}: expected counts per pixel or 'auto'"
+            ) from None
     out = import_tilt_series(
         args.tilt_series,
         angles=args.angles,
@@ -303,7 +412,10 @@ _COMMANDS = {
 def run_command(commands, parser, argv, prog) -> int:
     """Parse, dispatch, and turn bad input into a one-line error (shared by the three CLIs)."""
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     if not args.debug:  # dask.distributed sets its own loggers to INFO: cluster start/stop chatter
         for name in ("distributed", "bokeh", "tornado"):
             logging.getLogger(name).setLevel(logging.WARNING)

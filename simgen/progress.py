@@ -22,4 +22,12 @@ def progress_bar(iterable=None, *, total=None, desc=None, unit="it", enabled=Non
 
     if enabled is None:
         enabled = progress_enabled()
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True, **kwargs)
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        disable=not enabled,
+        dynamic_ncols=True,
+        **kwargs,
+    )

@@ -11,14 +11,18 @@ from simgen.cli import parse_tilt
 
 @pytest.mark.parametrize("module", ["simgen.cli", "models.cli", "benchmark.cli"])
 def test_help(module):
-    result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True
+    )
     assert result.returncode == 0
     assert "usage" in result.stdout
 
 
 def test_simgen_import_does_not_import_torch():
     code = "import simgen, simgen.cli, simgen.sample, simgen.config; import sys; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "False"
 
 
@@ -34,8 +38,30 @@ def test_parse_tilt():
     "argv, fragment",
     [
         (["simulate", "missing.xyz", "--out", "{tmp}/s.zarr"], "missing.xyz"),
-        (["simulate", "--particle", "cuboctahedron", "--composition", "Xx", "--out", "{tmp}/s.zarr"], "Xx"),
-        (["simulate", "--particle", "cuboctahedron", "--tilt", "10:0:5", "--out", "{tmp}/s.zarr"], "--tilt"),
+        (
+            [
+                "simulate",
+                "--particle",
+                "cuboctahedron",
+                "--composition",
+                "Xx",
+                "--out",
+                "{tmp}/s.zarr",
+            ],
+            "Xx",
+        ),
+        (
+            [
+                "simulate",
+                "--particle",
+                "cuboctahedron",
+                "--tilt",
+                "10:0:5",
+                "--out",
+                "{tmp}/s.zarr",
+            ],
+            "--tilt",
+        ),
         (["generate", "no-such-dataset", "--dry-run"], "no-such-dataset"),
     ],
 )

@@ -28,7 +28,15 @@ class PannMethod(Method):
         self.model = PannModel.load(weights or DEFAULT_WEIGHTS)
 
     def predict(self, sample: dict) -> Prediction:
-        elements = [e for e in sample.get("elements") or [] if e in self.model.config.elements] or None
-        pred = self.model.predict(sample["volume"], float(sample["sampling"]), elements, keep_refined=False)
-        return Prediction(pred.positions, pred.elements, pred.probabilities,
-                          extra={"classes": list(pred.classes), **pred.extra})
+        elements = [
+            e for e in sample.get("elements") or [] if e in self.model.config.elements
+        ] or None
+        pred = self.model.predict(
+            sample["volume"], float(sample["sampling"]), elements, keep_refined=False
+        )
+        return Prediction(
+            pred.positions,
+            pred.elements,
+            pred.probabilities,
+            extra={"classes": list(pred.classes), **pred.extra},
+        )

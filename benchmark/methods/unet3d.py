@@ -41,5 +41,7 @@ class UNet3DMethod(ClassicalMethod):
         scale = volume_scale(volume)
         self.net.eval()
         with torch.no_grad():
-            out = self.net(torch.as_tensor(volume / scale, dtype=torch.float32)[None, None])[0, 0].numpy()
+            out = self.net(torch.as_tensor(volume / scale, dtype=torch.float32)[None, None])[
+                0, 0
+            ].numpy()
         return out * scale

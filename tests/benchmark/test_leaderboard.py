@@ -9,10 +9,42 @@ from benchmark.leaderboard import aggregate, write_leaderboard
 def _records():
     # two methods, two doses, hand-chosen values
     return [
-        {"method": "a", "dose": 100.0, "coordinate_error_pm": 30.0, "recovery_rate": 0.5, "recovery_rate_species": 0.4, "precision": 1.0, "species_accuracy": 0.8},
-        {"method": "a", "dose": 100.0, "coordinate_error_pm": 50.0, "recovery_rate": 0.7, "recovery_rate_species": 0.6, "precision": 0.9, "species_accuracy": 0.9},
-        {"method": "b", "dose": 100.0, "coordinate_error_pm": 20.0, "recovery_rate": 0.9, "recovery_rate_species": 0.8, "precision": 0.8, "species_accuracy": None},
-        {"method": "a", "dose": 1000.0, "coordinate_error_pm": 10.0, "recovery_rate": 1.0, "recovery_rate_species": 1.0, "precision": 1.0, "species_accuracy": 1.0},
+        {
+            "method": "a",
+            "dose": 100.0,
+            "coordinate_error_pm": 30.0,
+            "recovery_rate": 0.5,
+            "recovery_rate_species": 0.4,
+            "precision": 1.0,
+            "species_accuracy": 0.8,
+        },
+        {
+            "method": "a",
+            "dose": 100.0,
+            "coordinate_error_pm": 50.0,
+            "recovery_rate": 0.7,
+            "recovery_rate_species": 0.6,
+            "precision": 0.9,
+            "species_accuracy": 0.9,
+        },
+        {
+            "method": "b",
+            "dose": 100.0,
+            "coordinate_error_pm": 20.0,
+            "recovery_rate": 0.9,
+            "recovery_rate_species": 0.8,
+            "precision": 0.8,
+            "species_accuracy": None,
+        },
+        {
+            "method": "a",
+            "dose": 1000.0,
+            "coordinate_error_pm": 10.0,
+            "recovery_rate": 1.0,
+            "recovery_rate_species": 1.0,
+            "precision": 1.0,
+            "species_accuracy": 1.0,
+        },
     ]
 
 

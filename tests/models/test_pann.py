@@ -11,15 +11,30 @@ from models.train import label_candidates, train_pann
 @pytest.fixture(scope="module")
 def trained(smoke_store, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    config = PannConfig(base_channels=4, levels=2, global_size=16, slab=8, stage1_steps=4, stage2_epochs=3,
-                        hidden=16, heads=2, layers=1, zernike_order=4, batch_size=2)
+    config = PannConfig(
+        base_channels=4,
+        levels=2,
+        global_size=16,
+        slab=8,
+        stage1_steps=4,
+        stage2_epochs=3,
+        hidden=16,
+        heads=2,
+        layers=1,
+        zernike_order=4,
+        batch_size=2,
+    )
     model = train_pann(smoke_store, run, config, progress=False)
     return run, model
 
 
 def test_training_writes_weights_config_and_curves(trained):
     run, model = trained
-    assert (run / "pann.pt").exists() and (run / "config.json").exists() and (run / "loss_curves.png").exists()
+    assert (
+        (run / "pann.pt").exists()
+        and (run / "config.json").exists()
+        and (run / "loss_curves.png").exists()
+    )
     assert set(model.config.elements) == {"Fe", "Pt"}
     assert model.config.classes[-1] == "none"
 
@@ -52,7 +67,10 @@ def test_predict_cli_store_and_volume(trained, smoke_store, tmp_path):
 
     run, _ = trained
     out = tmp_path / "pred"
-    assert pann_main(["predict", "--data", str(smoke_store), "--weights", str(run), "--out", str(out)]) == 0
+    assert (
+        pann_main(["predict", "--data", str(smoke_store), "--weights", str(run), "--out", str(out)])
+        == 0
+    )
     files = sorted(out.glob("*.xyz"))
     assert files
     atoms = ase.io.read(files[0])
@@ -63,8 +81,24 @@ def test_predict_cli_store_and_volume(trained, smoke_store, tmp_path):
     vol = tmp_path / "vol.npy"
     np.save(vol, open_dataset(smoke_store)[0]["volume"])
     xyz = tmp_path / "one.xyz"
-    assert pann_main(["predict", "--volume", str(vol), "--sampling", "0.5", "--elements", "Fe,Pt",
-                      "--weights", str(run), "--out", str(xyz)]) == 0
+    assert (
+        pann_main(
+            [
+                "predict",
+                "--volume",
+                str(vol),
+                "--sampling",
+                "0.5",
+                "--elements",
+                "Fe,Pt",
+                "--weights",
+                str(run),
+                "--out",
+                str(xyz),
+            ]
+        )
+        == 0
+    )
     assert xyz.exists()
 
 
@@ -77,12 +111,16 @@ def test_predict_cli_store_and_volume(trained, smoke_store, tmp_path):
         (np.ones((16, 16, 16)), ["--sampling", "0.5", "--elements", "Au"], "Au"),
     ],
 )
-def test_predict_bad_input_clear_error_nothing_written(trained, tmp_path, capsys, array, extra, fragment):
+def test_predict_bad_input_clear_error_nothing_written(
+    trained, tmp_path, capsys, array, extra, fragment
+):
     run, _ = trained
     vol = tmp_path / "vol.npy"
     np.save(vol, array)
     out = tmp_path / "out.xyz"
-    code = pann_main(["predict", "--volume", str(vol), *extra, "--weights", str(run), "--out", str(out)])
+    code = pann_main(
+        ["predict", "--volume", str(vol), *extra, "--weights", str(run), "--out", str(out)]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and fragment in err
     assert not out.exists()
@@ -92,6 +130,18 @@ def test_corrupted_checkpoint(tmp_path, capsys):
     (tmp_path / "pann.pt").write_bytes(b"not a checkpoint")
     vol = tmp_path / "vol.npy"
     np.save(vol, np.ones((16, 16, 16)))
-    code = pann_main(["predict", "--volume", str(vol), "--sampling", "0.5", "--weights", str(tmp_path), "--out", str(tmp_path / "o.xyz")])
+    code = pann_main(
+        [
+            "predict",
+            "--volume",
+            str(vol),
+            "--sampling",
+            "0.5",
+            "--weights",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o.xyz"),
+        ]
+    )
     assert code == 2 and "checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "o.xyz").exists()
