@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(BIN)/python -m benchmark.demo --out demo-output
 
 test: $(STAMP)
+	$(BIN)/ruff check simgen models benchmark tests scripts
 	AET_PROGRESS=0 $(BIN)/python -m pytest -q -x --durations=15
 
 lint: $(STAMP)
