@@ -1,0 +1,117 @@
+"""aet-bench run / score / leaderboard on the real smoke store."""
+
+import json
+
+import pytest
+
+from benchmark.cli import main as bench_main
+from benchmark.runner import read_results, run_method
+
+
+@pytest.fixture(scope="module")
+def classical_results(smoke_store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    records = run_method(
+        "classical", smoke_store, out / "classical.jsonl", models_dir=out / "models", split=None
+    )
+    return out, records
+
+
+def test_run_writes_one_line_per_sample_with_metrics(classical_results, smoke_store):
+    from simgen.store import open_dataset
+
+    out, records = classical_results
+    lines = (out / "classical.jsonl").read_text().splitlines()
+    assert len(lines) == len(records) == len(open_dataset(smoke_store))
+    rec = json.loads(lines[0])
+    for key in (
+        "dataset",
+        "index",
+        "dose",
+        "morphology",
+        "composition",
+        "method",
+        "method_version",
+        "coordinate_error_pm",
+        "recovery_rate",
+        "recovery_rate_species",
+        "precision",
+        "species_accuracy",
+    ):
+        assert key in rec
+    assert rec["method"] == "classical"
+    assert 0.0 <= rec["recovery_rate"] <= 1.0
+    assert len(list((out / "models").glob("*.xyz"))) == len(records)
+
+
+def test_parallel_run_gives_the_same_records(classical_results, smoke_store, tmp_path):
+    _, serial = classical_results
+    parallel = run_method("classical", smoke_store, tmp_path / "p.jsonl", split=None, workers=2)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert strip(parallel) == strip(serial)
+
+
+def test_score_cli_exact_rmsd(tmp_path, capsys):
+    import ase
+    import ase.io
+
+    truth = ase.Atoms("Pt4", positions=[[0, 0, 0], [3, 0, 0], [0, 3, 0], [0, 0, 3]])
+    pred = truth.copy()
+    pred.positions[:, 0] += [0.1, -0.1, 0.1, -0.1]  # 10 pm along x for every atom
+    ase.io.write(tmp_path / "t.xyz", truth)
+    ase.io.write(tmp_path / "p.xyz", pred)
+    assert (
+        bench_main(["score", str(tmp_path / "p.xyz"), "--truth", str(tmp_path / "t.xyz"), "--json"])
+        == 0
+    )
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["coordinate_error_pm"] == pytest.approx(10.0)
+    assert metrics["recovery_rate"] == 1.0 and metrics["precision"] == 1.0
+
+
+def test_leaderboard_cli(classical_results, tmp_path, capsys):
+    out, _ = classical_results
+    assert (
+        bench_main(["leaderboard", str(out / "classical.jsonl"), "--out", str(tmp_path / "lb")])
+        == 0
+    )
+    assert "| classical |" in capsys.readouterr().out
+    assert (tmp_path / "lb" / "leaderboard.html").exists()
+
+
+def test_bad_inputs(tmp_path, capsys, smoke_store):
+    assert (
+        bench_main(
+            [
+                "run",
+                "--method",
+                "nope",
+                "--data",
+                str(smoke_store),
+                "--out",
+                str(tmp_path / "r.jsonl"),
+            ]
+        )
+        == 2
+    )
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "r.jsonl").exists()
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    with pytest.raises(ValueError, match="line 1"):
+        read_results([tmp_path / "bad.jsonl"])
+    assert (
+        bench_main(
+            [
+                "run",
+                "--method",
+                "classical",
+                "--data",
+                str(smoke_store),
+                "--truth",
+                "later",
+                "--out",
+                str(tmp_path / "r.jsonl"),
+            ]
+        )
+        == 2
+    )
