@@ -12,11 +12,16 @@ Run: ``.venv/bin/python scripts/validate_external.py [--iterations 100] [--out D
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
 
-EXTERNAL = Path(__file__).resolve().parents[1].parent / "shared" / "external" / "paet_asi2nm"
+EXTERNAL = (
+    Path(os.environ["AET_EXTERNAL"])
+    if "AET_EXTERNAL" in os.environ
+    else Path(__file__).resolve().parents[1].parent / "shared" / "external"
+) / "paet_asi2nm"
 PUBLISHED = {1.6e5: 4.2, 1.6e4: 17.3}  # pm, BM3D + RESIRE + polynomial tracing
 FILES = {1.6e5: "tilt_series_dose1p6e5.mat", 1.6e4: "tilt_series_dose1p6e4.mat"}
 SAMPLING = 0.195  # Å per pixel (README of the data)

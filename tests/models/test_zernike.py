@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +18,9 @@ from models.zernike import (
     zernike_function,
     zernike_indices,
 )
+from tests.external import EXTERNAL
 
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "external" / "zernike_reference"
+REFERENCE = EXTERNAL / "zernike_reference"
 
 
 def _gaussian_density(size: int, centres: np.ndarray, sigmas, amplitudes) -> np.ndarray:

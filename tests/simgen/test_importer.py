@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -10,8 +8,9 @@ from simgen.importer import (
     read_angles,
     read_array,
 )
+from tests.external import EXTERNAL as SHARED
 
-EXTERNAL = Path(__file__).resolve().parents[2].parent / "shared" / "external" / "paet_asi2nm"
+EXTERNAL = SHARED / "paet_asi2nm"
 
 
 def test_read_array_formats_round_trip(tmp_path):

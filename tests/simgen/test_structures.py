@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,8 +24,8 @@ from simgen.structures import (
     rotation_matrix,
     write_model,
 )
+from tests.external import EXTERNAL  # noqa: E402
 
-EXTERNAL = Path(__file__).resolve().parents[2].parent / "shared" / "external"
 EPB = EXTERNAL / "structures" / "pdpt_core_shell_EPB.xyz"
 ASI = EXTERNAL / "paet_asi2nm" / "ground_truth_208_Si.txt"
 
