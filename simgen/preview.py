@@ -107,12 +107,15 @@ def preview(
                 np.asarray(volume).max(axis=axis), origin="lower", extent=extent, cmap="magma"
             )
             if len(positions):
+                # Big particles: smaller, translucent markers so the density stays visible.
+                crowd = min(1.0, (300.0 / len(positions)) ** 0.5)
                 ax.scatter(
                     positions[:, h],
                     positions[:, v],
-                    s=6,
+                    s=6 * crowd,
                     c=colours,
-                    edgecolors="white",
+                    alpha=0.35 + 0.65 * crowd,
+                    edgecolors="white" if crowd > 0.5 else "none",
                     linewidths=0.2,
                 )
             for ids, colour in ((moved, "cyan"), (sputtered, "red")):
