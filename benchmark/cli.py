@@ -184,6 +184,10 @@ def _cmd_sweep(args) -> int:
             f"{r['method']:10s} {cells}{r['dose']:9.3g} {r['n']:3d} {r['recovery_rate_species']:14.1f} "
             f"{r['coordinate_error_pm']:9.1f} {r['species_accuracy']:10.1f}"
         )
+    claim = Path(args.out) / "claim.md"
+    if claim.exists():
+        print()
+        print(claim.read_text())
     print(f"wrote {args.out}/sweep.csv and {args.out}/sweep.png")
     return 0
 

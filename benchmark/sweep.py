@@ -21,7 +21,7 @@ import numpy as np
 from benchmark.leaderboard import METRIC_LABELS, aggregate, plot_against_dose
 from benchmark.runner import METRIC_KEYS, run_method
 
-__all__ = ["run_sweep", "plot_damage_sweep", "best_total_dose", "DAMAGE_GROUPS"]
+__all__ = ["run_sweep", "plot_damage_sweep", "best_total_dose", "claim_verdict", "DAMAGE_GROUPS"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,9 @@ def run_sweep(
             title=f"{dataset}: metrics against dose (mean ± std over particles)",
             metrics=("recovery_rate_species", "coordinate_error_pm", "species_accuracy"),
         )
+        methods_run = {r["method"] for r in rows}
+        if {"pann", "classical"} <= methods_run:
+            (out_dir / "claim.md").write_text(claim_verdict(rows) + "\n")
         return rows
 
     rows = aggregate(records, by=DAMAGE_GROUPS)
@@ -236,3 +239,61 @@ def plot_damage_sweep(
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return Path(out)
+
+
+def claim_verdict(
+    rows,
+    method: str = "pann",
+    baseline: str = "classical",
+    *,
+    error_reduction: float = 0.25,
+    recovery_gain: float = 5.0,
+    low_doses: int = 2,
+) -> str:
+    """The paper's low-dose claim checked on aggregated sweep rows, as a Markdown table.
+
+    At the ``low_doses`` lowest doses ``method`` must lower the coordinate error by at least
+    ``error_reduction`` (fraction) and raise the recovery rate with the correct element by at least
+    ``recovery_gain`` percentage points relative to ``baseline``; at the highest dose it must be no
+    worse (error at most 5% higher and recovery at most 1 point lower, within noise).
+    """
+    by = {(r["method"], r["dose"]): r for r in rows}
+    doses = sorted(
+        {r["dose"] for r in rows if (method, r["dose"]) in by and (baseline, r["dose"]) in by}
+    )
+    if not doses:
+        raise ValueError(f"rows: no dose with both {method!r} and {baseline!r}")
+    lines = [
+        f"| dose (e/Å²) | {baseline} error (pm) | {method} error (pm) | error change | "
+        f"{baseline} recovery+element (%) | {method} recovery+element (%) | change (points) | bar | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    verdicts = []
+    for k, dose in enumerate(doses):
+        a, b = by[(baseline, dose)], by[(method, dose)]
+        err_change = (b["coordinate_error_pm"] - a["coordinate_error_pm"]) / a[
+            "coordinate_error_pm"
+        ]
+        rec_change = b["recovery_rate_species"] - a["recovery_rate_species"]
+        if k < low_doses:
+            bar = f"error ≤ −{error_reduction:.0%}, recovery ≥ +{recovery_gain:g}"
+            ok = err_change <= -error_reduction and rec_change >= recovery_gain
+        elif k == len(doses) - 1:
+            bar = "no worse"
+            ok = err_change <= 0.05 and rec_change >= -1.0
+        else:
+            bar, ok = "–", None
+        if ok is not None:
+            verdicts.append(ok)
+        lines.append(
+            f"| {dose:.3g} | {a['coordinate_error_pm']:.1f} ± {a['coordinate_error_pm_std']:.1f} | "
+            f"{b['coordinate_error_pm']:.1f} ± {b['coordinate_error_pm_std']:.1f} | {err_change:+.0%} | "
+            f"{a['recovery_rate_species']:.1f} ± {a['recovery_rate_species_std']:.1f} | "
+            f"{b['recovery_rate_species']:.1f} ± {b['recovery_rate_species_std']:.1f} | {rec_change:+.1f} | {bar} | "
+            + ("–" if ok is None else ("holds" if ok else "**fails**"))
+            + " |"
+        )
+    overall = "holds" if all(verdicts) else "does not hold"
+    lines.append("")
+    lines.append(f"Verdict: the claim {overall} for {method} against {baseline} on this sweep.")
+    return "\n".join(lines)

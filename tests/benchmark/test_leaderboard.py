@@ -76,3 +76,32 @@ def test_leaderboard_marks_best_per_dose(tmp_path):
 def test_leaderboard_rejects_empty(tmp_path):
     with pytest.raises(ValueError, match="results"):
         write_leaderboard([], tmp_path)
+
+
+def test_claim_verdict_hand_computed():
+    from benchmark.sweep import claim_verdict
+
+    def row(method, dose, err, rec):
+        return {
+            "method": method,
+            "dose": dose,
+            "coordinate_error_pm": err,
+            "coordinate_error_pm_std": 1.0,
+            "recovery_rate_species": rec,
+            "recovery_rate_species_std": 1.0,
+        }
+
+    rows = [
+        row("classical", 100, 40.0, 50.0),
+        row("pann", 100, 28.0, 56.0),  # -30 %, +6 points: holds
+        row("classical", 300, 30.0, 70.0),
+        row("pann", 300, 24.0, 80.0),  # -20 %: fails
+        row("classical", 1e4, 10.0, 99.0),
+        row("pann", 1e4, 10.2, 98.5),
+    ]  # +2 %, -0.5: no worse
+    text = claim_verdict(rows)
+    lines = text.splitlines()
+    assert "| holds |" in lines[2] and "-30%" in lines[2]
+    assert "**fails**" in lines[3]
+    assert lines[4].endswith("| holds |")
+    assert "does not hold" in text
