@@ -107,8 +107,9 @@ def main(argv=None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("distributed", "bokeh", "tornado"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    from simgen.cli import quiet_dask_logging
+
+    quiet_dask_logging()
 
     from benchmark.leaderboard import aggregate, plot_against_dose, write_leaderboard
     from benchmark.runner import run_method

@@ -409,6 +409,19 @@ _COMMANDS = {
 }
 
 
+def quiet_dask_logging() -> None:
+    """Keep dask.distributed's INFO chatter (cluster start/stop) out of the user's terminal.
+
+    distributed configures its loggers from dask's config when it is imported, so the level is
+    set both in the environment (read at import, also by spawned workers) and on the loggers.
+    """
+    import os
+
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    for name in ("distributed", "bokeh", "tornado"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def run_command(commands, parser, argv, prog) -> int:
     """Parse, dispatch, and turn bad input into a one-line error (shared by the three CLIs)."""
     args = parser.parse_args(argv)
@@ -417,8 +430,7 @@ def run_command(commands, parser, argv, prog) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     if not args.debug:  # dask.distributed sets its own loggers to INFO: cluster start/stop chatter
-        for name in ("distributed", "bokeh", "tornado"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        quiet_dask_logging()
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, KeyError, OSError) as exc:
