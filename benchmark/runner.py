@@ -241,6 +241,7 @@ def run_method(
     with os.fdopen(fd, "w") as fh:
         for record in records:
             fh.write(json.dumps(record) + "\n")
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
     os.replace(tmp, out)
     return records
 
