@@ -74,7 +74,7 @@ class PannConfig:
     global_size: int = 32
     slab: int = 16
     physics_weight: float = 0.1
-    stage1_steps: int = 300
+    stage1_steps: int = 2000
     batch_size: int = 2
     lr: float = 2e-3
     zernike_order: int = 8
