@@ -12,7 +12,7 @@ import numpy as np
 
 from benchmark.runner import METRIC_KEYS
 
-__all__ = ["aggregate", "write_leaderboard", "plot_against_dose", "METRIC_LABELS"]
+__all__ = ["aggregate", "write_rows_csv", "write_leaderboard", "plot_against_dose", "METRIC_LABELS"]
 
 METRIC_LABELS = {
     "coordinate_error_pm": "coordinate error (pm)",
@@ -45,6 +45,17 @@ def aggregate(records, by=("method", "dose"), metrics=tuple(METRIC_KEYS)) -> lis
             )
         rows.append(row)
     return rows
+
+
+def write_rows_csv(rows, path, keys=("method", "dose"), metrics=tuple(METRIC_KEYS)) -> Path:
+    """CSV of :func:`aggregate` rows: the group ``keys``, ``n``, then each metric and its std."""
+    cols = [c for m in metrics for c in (m, m + "_std")]
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([*keys, "n", *cols])
+        for row in rows:
+            writer.writerow([*(row[k] for k in keys), row["n"], *(row[c] for c in cols)])
+    return Path(path)
 
 
 def _best(rows, metric, group_key):
@@ -123,14 +134,7 @@ def write_leaderboard(records, out_dir, *, title="AET leaderboard") -> dict[str,
     h.append("</table><p><img src='leaderboard.png' style='max-width:100%'></p></body></html>")
     paths["html"].write_text("\n".join(h))
 
-    with open(paths["csv"], "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["method", "dose", "n"] + [c for m in metrics for c in (m, m + "_std")])
-        for row in rows:
-            writer.writerow(
-                [row["method"], row["dose"], row["n"]]
-                + [row[c] for m in metrics for c in (m, m + "_std")]
-            )
+    write_rows_csv(rows, paths["csv"], metrics=metrics)
     paths["png"] = plot_against_dose(rows, out_dir / "leaderboard.png", title=title)
     return paths
 

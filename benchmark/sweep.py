@@ -11,14 +11,13 @@ dose and the atoms drown in shot noise, too much and the structure that was ther
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from pathlib import Path
 
 import numpy as np
 
-from benchmark.leaderboard import METRIC_LABELS, aggregate, plot_against_dose
+from benchmark.leaderboard import METRIC_LABELS, aggregate, plot_against_dose, write_rows_csv
 from benchmark.runner import METRIC_KEYS, run_method
 
 __all__ = ["run_sweep", "plot_damage_sweep", "best_total_dose", "claim_verdict", "DAMAGE_GROUPS"]
@@ -102,12 +101,7 @@ def run_sweep(
         rows = aggregate(
             [r for r in records if r.get("truth", "initial") == truths[0]], by=("method", "dose")
         )
-        with open(out_dir / "sweep.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            cols = [c for m in METRIC_KEYS for c in (m, m + "_std")]
-            writer.writerow(["method", "dose", "n", *cols])
-            for row in rows:
-                writer.writerow([row["method"], row["dose"], row["n"], *(row[c] for c in cols)])
+        write_rows_csv(rows, out_dir / "sweep.csv")
         plot_against_dose(
             rows,
             out_dir / "sweep.png",
@@ -120,12 +114,7 @@ def run_sweep(
         return rows
 
     rows = aggregate(records, by=DAMAGE_GROUPS)
-    with open(out_dir / "sweep.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        cols = [c for m in METRIC_KEYS for c in (m, m + "_std")]
-        writer.writerow([*DAMAGE_GROUPS, "n", *cols])
-        for row in rows:
-            writer.writerow([*(row[g] for g in DAMAGE_GROUPS), row["n"], *(row[c] for c in cols)])
+    write_rows_csv(rows, out_dir / "sweep.csv", keys=DAMAGE_GROUPS)
     for k, method in enumerate(sorted({r["method"] for r in rows})):
         selected = [r for r in rows if r["method"] == method]
         title = (

@@ -352,9 +352,7 @@ class PannModel:
             "history": self.history,
         }
         path = run_dir / "pann.pt"
-        tmp = path.with_suffix(".pt.tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)
+        save_atomic(payload, path)
         (run_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
         return path
 
@@ -374,14 +372,7 @@ class PannModel:
             if payload.get("stage2") is not None:
                 model.stage2 = build_stage2(config, payload["stage2_in_features"])
                 model.stage2.load_state_dict(payload["stage2"])
-        except (
-            RuntimeError,
-            KeyError,
-            TypeError,
-            EOFError,
-            ValueError,
-            pickle.UnpicklingError,
-        ) as exc:
+        except CHECKPOINT_ERRORS as exc:
             raise ValueError(
                 f"weights={str(path)!r}: not a valid PANN checkpoint ({type(exc).__name__}: {exc})"
             ) from None
@@ -390,6 +381,25 @@ class PannModel:
             model.feature_std = np.asarray(payload["feature_std"], dtype=np.float32)
         model.history = payload.get("history", {})
         return model
+
+
+#: What torch.load and load_state_dict raise for a truncated, foreign or mismatched checkpoint.
+CHECKPOINT_ERRORS = (
+    RuntimeError,
+    KeyError,
+    TypeError,
+    EOFError,
+    ValueError,
+    pickle.UnpicklingError,
+)
+
+
+def save_atomic(payload, path: str | Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a killed run never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
 
 
 def _slab_patch(shape, config: PannConfig) -> tuple[int, int, int]:

@@ -20,7 +20,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.pann import NOT_AN_ATOM, PannConfig, PannModel, build_stage2, volume_scale
+from models.pann import (
+    CHECKPOINT_ERRORS,
+    NOT_AN_ATOM,
+    PannConfig,
+    PannModel,
+    build_stage2,
+    save_atomic,
+    volume_scale,
+)
 from simgen.progress import progress_bar
 
 __all__ = ["train_pann", "train_unet3d", "load_unet3d", "load_training_samples", "label_candidates"]
@@ -100,9 +108,7 @@ def _physics_loss(prediction, measured, angles):
 
 
 def _save_checkpoint(path: Path, **state):
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    save_atomic(state, path)
 
 
 def _plot_curves(history: dict, out: Path, title: str):
@@ -396,17 +402,13 @@ def train_unet3d(
         "batch_size": batch_size,
         "losses": losses,
     }
-    tmp = run_dir / "unet3d.pt.tmp"
-    torch.save(payload, tmp)
-    tmp.replace(run_dir / "unet3d.pt")
+    save_atomic(payload, run_dir / "unet3d.pt")
     _plot_curves({"unet3d MSE": losses}, run_dir / "unet3d_loss.png", "3D U-Net baseline")
     return net
 
 
 def load_unet3d(weights=None):
     """The trained 3D U-Net baseline and its metadata from a run directory or ``unet3d.pt``."""
-    import pickle
-
     from models.cli import DEFAULT_WEIGHTS
     from models.unet3d import UNet3D
 
@@ -419,7 +421,7 @@ def load_unet3d(weights=None):
         payload = torch.load(path, map_location="cpu", weights_only=False)
         net = UNet3D()
         net.load_state_dict(payload["model"])
-    except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as exc:
+    except CHECKPOINT_ERRORS as exc:
         raise ValueError(
             f"weights={str(path)!r}: not a valid unet3d checkpoint ({type(exc).__name__})"
         ) from None
