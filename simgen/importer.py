@@ -295,7 +295,8 @@ def import_tilt_series(
     method, iterations
         Reconstruction (:func:`simgen.reconstruct.reconstruct`).
     align
-        Align the projections first (:func:`simgen.reconstruct.align_tilt_series`).
+        Align the projections first (:func:`simgen.alignment.align_tilt_series`, cross-correlation
+        along the tilt axis, centre of mass across it).
 
     Returns
     -------
@@ -334,11 +335,9 @@ def import_tilt_series(
         normalised = (counts - background) / max(float(np.mean(sums)), 1e-30) * counts.shape[1]
     normalised = normalised.astype(np.float32)
     if align:
-        from simgen.reconstruct import align_tilt_series
+        from simgen.alignment import align_tilt_series
 
-        normalised = align_tilt_series(normalised, angles_deg)
-        if isinstance(normalised, tuple):
-            normalised = normalised[0]
+        normalised = align_tilt_series(normalised, angles_deg, "cross_correlation").aligned
     volume = reconstruct(normalised, angles_deg, method=method, iterations=iterations)
     size = volume.shape[0]
     centre = (size - 1) / 2.0 * sampling
