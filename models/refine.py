@@ -69,6 +69,8 @@ class RefineConfig:
             mean, with a log-normal prior of width ``amplitude_prior``; exposed for species
             classification as ``RefineResult.cross_sections``.
         amplitude_prior: Standard deviation of the per-atom log amplitude prior.
+        position_prior: Standard deviation (Å) of a Gaussian prior on each atom's displacement
+            from its starting position (maximum a posteriori); ``None``: none (maximum likelihood).
         read_noise: Gaussian read noise (counts, standard deviation); ``None`` estimates it from
             the residuals of the starting model.
         background: Background counts per pixel to start from; ``None`` estimates it.
@@ -76,6 +78,10 @@ class RefineConfig:
         rounds: Refinement rounds; the read noise is re-estimated between rounds.
         max_displacement: Largest move (Å) of an atom from its starting position; beyond it the
             atom is held at the bound (guards against atoms wandering into a missing neighbour).
+        shift_model: How a projection's translation acts: ``"exact"`` translates the atoms
+            (what a real scan records), ``"fourier"`` applies the shift theorem to the pixel
+            samples and clips negative ringing at 0 (what :class:`simgen.noise.Misalignment`
+            and the noise chain do to simulated data).
         fisher_probes: Random probes for the Fisher-diagonal preconditioner.
         seed: Seed of the preconditioner's probes.
         threads: Torch CPU threads (``None``: leave torch's setting).
@@ -89,11 +95,13 @@ class RefineConfig:
     fit_background: bool = True
     fit_amplitudes: bool = False
     amplitude_prior: float = 0.5
+    position_prior: float | None = None
     read_noise: float | None = None
     background: float | None = None
     iterations: int = 150
     rounds: int = 2
     max_displacement: float = 1.0
+    shift_model: str = "exact"
     fisher_probes: int = 8
     seed: int = 0
     threads: int | None = None
@@ -109,6 +117,10 @@ class RefineConfig:
             raise ValueError(f"read_noise={self.read_noise!r}: expected counts >= 0 or None")
         if not self.max_displacement > 0:
             raise ValueError(f"max_displacement={self.max_displacement!r}: expected > 0 Å")
+        if self.position_prior is not None and not self.position_prior > 0:
+            raise ValueError(f"position_prior={self.position_prior!r}: expected > 0 Å or None")
+        if self.shift_model not in ("exact", "fourier"):
+            raise ValueError(f"shift_model={self.shift_model!r}: expected 'exact' or 'fourier'")
         if self.fisher_probes < 1:
             raise ValueError(f"fisher_probes={self.fisher_probes!r}: expected >= 1")
 
@@ -196,7 +208,9 @@ class LinearProjector:
         nyquist = 0.5 * over / self.sampling
         ky = ky[(np.abs(ky) <= kmax) & (np.abs(ky) < nyquist)]
         kx = kx[(kx <= kmax) & (kx < nyquist)]
-        transfer = psf_transfer(np.hypot(ky[:, None], kx[None, :]), microscope, thermal_sigma=thermal_sigma)
+        transfer = psf_transfer(
+            np.hypot(ky[:, None], kx[None, :]), microscope, thermal_sigma=thermal_sigma
+        )
         # Hermitian half plane in x: columns kx > 0 stand for ±kx; 1/q² is the inverse DFT's norm.
         column_weight = np.where(kx > 0, 2.0, 1.0)
         self.ky = torch.as_tensor(ky, dtype=dtype)
@@ -245,7 +259,12 @@ class LinearProjector:
         weights: torch.Tensor,
         angles: torch.Tensor,
         shifts: torch.Tensor | None = None,
+        shift_model: str = "exact",
     ) -> torch.Tensor:
+        if shift_model == "fourier" and shifts is not None:
+            # as simgen's noise chain: counts cannot be negative, the shift's ringing is clipped
+            shifted = fourier_shift(self(positions, weights, angles), shifts / self.sampling)
+            return torch.clamp(shifted, min=0.0)
         c = self.center
         cos, sin = torch.cos(angles), torch.sin(angles)
         rel_x, rel_z = positions[:, 0] - c, positions[:, 2] - c
@@ -262,6 +281,37 @@ class LinearProjector:
         spectrum = structure * self.transfer  # (A, Ky, Kx)
         images = self.inverse_y @ spectrum @ self.inverse_x  # (A, P, P)
         return images.real
+
+
+def fourier_shift(images: torch.Tensor, shifts_px: torch.Tensor) -> torch.Tensor:
+    """Translate each image by (dy, dx) pixels with the shift theorem on its pixel samples.
+
+    The same periodic Fourier shift as :func:`simgen.noise.fourier_shift` (Nyquist row/column
+    multiplied by cos(π d)), differentiable in the shifts. For images with content above the pixel
+    Nyquist frequency this is not the image of translated atoms (the samples alias); use it only to
+    model data translated that way.
+    """
+    ny, nx = images.shape[-2:]
+    dtype = images.dtype
+    ky = torch.fft.fftfreq(ny, dtype=dtype)
+    kx = torch.fft.fftfreq(nx, dtype=dtype)
+
+    def ramp(shift, freqs, n):
+        phase = torch.polar(
+            torch.ones_like(shift[:, None] * freqs), -2.0 * math.pi * shift[:, None] * freqs
+        )
+        if n % 2 == 0:
+            nyquist = torch.cos(math.pi * shift).to(phase.dtype)
+            phase = torch.cat([phase[:, : n // 2], nyquist[:, None], phase[:, n // 2 + 1 :]], dim=1)
+        return phase
+
+    spectrum = torch.fft.fft2(images)
+    spectrum = (
+        spectrum
+        * ramp(shifts_px[:, 0], ky, ny)[:, :, None]
+        * ramp(shifts_px[:, 1], kx, nx)[:, None, :]
+    )
+    return torch.fft.ifft2(spectrum).real
 
 
 def _cross_sections(elements: Sequence[str], microscope) -> dict[str, float]:
@@ -337,7 +387,9 @@ def _check_inputs(tilt_series, angles, positions, elements, dose):
         )
     doses = np.broadcast_to(np.asarray(dose, dtype=np.float64), angles.shape).copy()
     if not np.all(np.isfinite(doses)) or np.any(doses <= 0):
-        raise ValueError(f"dose={dose!r}: expected a positive dose in e/Å² (scalar or one per angle)")
+        raise ValueError(
+            f"dose={dose!r}: expected a positive dose in e/Å² (scalar or one per angle)"
+        )
     return series, angles, positions, elements, doses
 
 
@@ -359,6 +411,8 @@ def refine_atoms(
     config: RefineConfig | None = None,
     microscope=None,
     thermal_sigma: float | None = None,
+    shifts=None,
+    start_angles=None,
 ) -> RefineResult:
     """Maximum-likelihood refinement of atoms, geometry and intensities against a tilt series.
 
@@ -372,6 +426,11 @@ def refine_atoms(
         config: What to refine (:class:`RefineConfig`).
         microscope: ``simgen.imaging.Microscope`` (project default when ``None``).
         thermal_sigma: PSF thermal blur, Å (calibration default when ``None``).
+        shifts: (A, 2) starting translations (dy, dx) of the projections, Å (e.g. from the
+            alignment the reconstruction used); zero when ``None``. Their gauge components (mean
+            y, rigid x/z translation) are kept: the atoms stay in the frame they were found in.
+        start_angles: (A,) starting tilt angles, degrees (e.g. the alignment's refined angles);
+            the nominal ``angles`` when ``None``.
 
     Returns:
         The refined model and acquisition (:class:`RefineResult`).
@@ -403,7 +462,20 @@ def refine_atoms(
 
     counts = torch.as_tensor(series)
     dose_t = torch.as_tensor(doses)[:, None, None]
+    if start_angles is not None:
+        start_angles = np.asarray(start_angles, dtype=np.float64).ravel()
+        if start_angles.shape != angles.shape or not np.all(np.isfinite(start_angles)):
+            raise ValueError(
+                f"start_angles.shape={start_angles.shape}: expected {n_angles} finite angles in degrees"
+            )
+        angles = start_angles
     angles0 = torch.as_tensor(np.deg2rad(angles))
+    shifts0 = torch.zeros((n_angles, 2), dtype=torch.float64)
+    if shifts is not None:
+        shifts = np.asarray(shifts, dtype=np.float64)
+        if shifts.shape != (n_angles, 2) or not np.all(np.isfinite(shifts)):
+            raise ValueError(f"shifts.shape={shifts.shape}: expected ({n_angles}, 2) in Å")
+        shifts0 = torch.as_tensor(shifts)
     start = torch.as_tensor(positions)
     theta = np.deg2rad(angles)
     gauge_x = _complement(np.stack([np.cos(theta), np.sin(theta)], axis=1))
@@ -438,7 +510,7 @@ def refine_atoms(
             limit = config.max_displacement
             norm = torch.sqrt((offset**2).sum(dim=1, keepdim=True) + (1e-6 * limit) ** 2)
             offset = offset * (limit * torch.tanh(norm / limit) / norm)
-        shifts = torch.stack([gauge_1 @ get("shift_y"), gauge_x @ get("shift_x")], dim=1)
+        shifts = shifts0 + torch.stack([gauge_1 @ get("shift_y"), gauge_x @ get("shift_x")], dim=1)
         delta = gauge_1 @ get("angles") / radius
         log_current = gauge_1 @ get("log_current")
         weights = sigma * torch.exp(get("log_scales"))[species_index]
@@ -447,7 +519,7 @@ def refine_atoms(
 
     def expected_counts(values, base_background):
         pos, shifts, ang, log_current, weights, db = unpack(values)
-        images = projector(pos, weights, ang, shifts)
+        images = projector(pos, weights, ang, shifts, config.shift_model)
         scale = dose_t * torch.exp(log_current)[:, None, None]
         return base_background + db + scale * images
 
@@ -471,6 +543,8 @@ def refine_atoms(
         nll = _shifted_poisson_nll(expected_counts(values, background), counts, variance)
         if config.fit_amplitudes:
             nll = nll + 0.5 * (values["log_amplitudes"] ** 2).sum() / config.amplitude_prior**2
+        if config.fit_positions and config.position_prior is not None:
+            nll = nll + 0.5 * (values["positions"] ** 2).sum() / config.position_prior**2
         return nll
 
     values = {
@@ -481,32 +555,43 @@ def refine_atoms(
     with torch.no_grad():
         nll_history.append(float(objective(values, variance)) / n_pixels)
     generator = torch.Generator().manual_seed(int(config.seed))
+    evaluations: list[float] = []
     for round_index in range(config.rounds):
         precision = _fisher_diagonal(
-            values, lambda v: expected_counts(v, background), variance, config.fisher_probes, generator
+            values,
+            lambda v: expected_counts(v, background),
+            variance,
+            config.fisher_probes,
+            generator,
         )
         if config.fit_amplitudes:
-            precision["log_amplitudes"] = precision["log_amplitudes"] + 1.0 / config.amplitude_prior**2
+            precision["log_amplitudes"] = (
+                precision["log_amplitudes"] + 1.0 / config.amplitude_prior**2
+            )
+        if config.fit_positions and config.position_prior is not None:
+            precision["positions"] = precision["positions"] + 1.0 / config.position_prior**2
         scale = {name: 1.0 / torch.sqrt(torch.clamp(p, min=1e-12)) for name, p in precision.items()}
         base = {name: v.detach().clone() for name, v in values.items()}
-        whitened = {
-            name: torch.zeros_like(v, requires_grad=True) for name, v in values.items()
-        }
+        whitened = {name: torch.zeros_like(v, requires_grad=True) for name, v in values.items()}
         optimiser = torch.optim.LBFGS(
             list(whitened.values()),
             lr=1.0,
             max_iter=config.iterations,
             history_size=20,
-            tolerance_grad=1e-9,
-            tolerance_change=1e-12,
+            # whitened units: a gradient of 1e-6 or a step of 1e-7 is far below one standard error
+            tolerance_grad=1e-6,
+            tolerance_change=1e-7,
             line_search_fn="strong_wolfe",
         )
 
-        def closure(base=base, scale=scale, whitened=whitened):
+        def closure(
+            base=base, scale=scale, whitened=whitened, optimiser=optimiser, variance=variance
+        ):
             optimiser.zero_grad()
             current = {name: base[name] + scale[name] * whitened[name] for name in base}
             loss = objective(current, variance)
             loss.backward()
+            evaluations.append(float(loss.detach()))
             return loss
 
         optimiser.step(closure)
@@ -516,8 +601,9 @@ def refine_atoms(
                 variance = _read_variance(counts, expected_counts(values, background))
             nll_history.append(float(objective(values, variance)) / n_pixels)
         logger.debug(
-            "refine round %d: nll/pixel %.6g -> %.6g, read noise %.3g",
+            "refine round %d (%d evaluations): nll/pixel %.6g -> %.6g, read noise %.3g",
             round_index,
+            len(evaluations),
             nll_history[-2],
             nll_history[-1],
             math.sqrt(variance),
@@ -579,8 +665,10 @@ def refine_sample(
     """Refine atoms against the tilt series of one store sample (``simgen.open_dataset(...)[i]``).
 
     Uses the sample's ``tilt_series``, ``angles`` (nominal), ``sampling`` and dose (the
-    per-projection ``acquisition_dose`` when recorded, else ``dose``); background and read noise
-    are estimated from the data unless the sample carries ``background`` / ``read_noise``.
+    per-projection ``acquisition_dose`` when recorded, else ``dose``), and starts from the
+    alignment the reconstruction used (``shifts``, ``angles_estimated``) when recorded; never the
+    true ones. Background and read noise are estimated from the data unless the sample carries
+    ``background`` / ``read_noise``.
 
     Raises:
         ValueError: The sample has no tilt series, angles or dose.
@@ -612,4 +700,6 @@ def refine_sample(
         dose=dose,
         config=config,
         microscope=microscope,
+        shifts=sample.get("shifts"),
+        start_angles=sample.get("angles_estimated"),
     )
