@@ -123,7 +123,9 @@ def main() -> None:
                 }
                 for element in sorted(set(symbols)):
                     m = both & (symbols == element)
-                    rms = lambda e: float(100 * np.sqrt(np.mean(e[m] ** 2))) if m.any() else None  # noqa: E731
+                    rms = lambda e, m=m: (  # noqa: E731
+                        float(100 * np.sqrt(np.mean(e[m] ** 2))) if m.any() else None
+                    )
                     row[element] = {
                         "n_paired": int(m.sum()),
                         "classical_pm": rms(e0),
