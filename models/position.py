@@ -192,7 +192,7 @@ def train_position_head(
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
-            total, count = total + float(error.sum()), count + int(mask.sum())
+            total, count = total + float(error.detach().sum()), count + int(mask.sum())
         history.append(total / count)
         logger.debug("position head epoch %d: offset MSE %.4g Å²", epoch, history[-1])
     return head, history

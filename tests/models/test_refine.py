@@ -126,7 +126,7 @@ def test_refinement_recovers_positions_shifts_angles_and_scales():
 def test_isolated_pt_atom_at_low_dose_reaches_the_cramer_rao_bound():
     from benchmark.crlb import crlb_positions
 
-    size, dose, trials = 24, 1e2, 24
+    size, dose, trials = 16, 1e2, 16
     center = volume_center(size, SAMPLING)
     truth = np.array([[center + 0.13, center - 0.21, center + 0.07]])
     angles = np.linspace(-70, 70, 29)
