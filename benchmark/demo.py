@@ -86,7 +86,10 @@ def sample_figure(sample: dict, refined: np.ndarray, prediction, out) -> Path:
         f"{len(true_el)} atoms, sampling {s} Å"
     )
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    from simgen.outputs import atomic_path
+
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return Path(out)
 

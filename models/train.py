@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from models.pann import NOT_AN_ATOM, PannConfig, PannModel, build_stage2, volume_scale
 from models.weights import CHECKPOINT_ERRORS, DEFAULT_WEIGHTS, load_checkpoint, save_atomic
-from simgen.outputs import check_output, write_marker, write_text_atomic
+from simgen.outputs import atomic_path, check_output, write_marker, write_text_atomic
 from simgen.progress import progress_bar
 
 __all__ = ["train_pann", "train_unet3d", "load_unet3d", "load_training_samples", "label_candidates"]
@@ -136,7 +136,8 @@ def _plot_curves(history: dict, out: Path, title: str):
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
