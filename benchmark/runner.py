@@ -125,13 +125,20 @@ def _run_one(method, view, position, models_dir, radius, align, dataset_name, tr
         classes = (getattr(prediction, "extra", None) or {}).get("classes")
         if probabilities is not None and np.ndim(probabilities) != 2:
             probabilities = None
+        positions, info = prediction.positions, {"sample": index, "method": method.name}
+        input_frame = view.attrs.get("input_frame")
+        if input_frame:  # imported data: the model file in the frame of the user's input model
+            from simgen.importer import to_input_frame
+
+            positions = to_input_frame(positions, input_frame)
+            info["frame"] = "input model (origin at the rotation centre)"
         write_prediction(
             Path(models_dir) / f"{index}.xyz",
-            prediction.positions,
+            positions,
             prediction.elements,
             probabilities,
             classes,
-            {"sample": index, "method": method.name},
+            info,
         )
     dose = float(sample.get("dose", np.nan))
     n_angles = len(sample["angles"]) if sample.get("angles") is not None else 0
