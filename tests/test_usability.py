@@ -142,3 +142,17 @@ def test_imported_predictions_are_written_in_the_users_frame(tmp_path):
     assert len(expected.positions) > 0  # else the comparison below would be vacuous
     written = ase.io.read(out / "0.xyz").get_positions()
     np.testing.assert_allclose(written, to_input_frame(expected.positions, frame), atol=1e-6)
+    # aet-bench run --models writes the same frame (scores stay in the volume frame)
+    from benchmark.cli import main as bench_main
+    from benchmark.methods import get_method
+
+    models = tmp_path / "models"
+    run = ["run", "--method", "classical", "--data", str(store), "--out", str(tmp_path / "r.jsonl")]
+    assert bench_main([*run, "--models", str(models)]) == 0
+    classical = get_method("classical").predict(dict(sample))
+    assert len(classical.positions) > 0
+    np.testing.assert_allclose(
+        ase.io.read(models / "0.xyz").get_positions(),
+        to_input_frame(classical.positions, frame),
+        atol=1e-6,
+    )
