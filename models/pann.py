@@ -339,11 +339,12 @@ class PannModel:
         positions, symbols = positions[keep], [classes[i] for i in labels[keep]]
         extra = {"n_candidates": int(len(probs)), "n_rejected": int((~keep).sum())}
         if self.config.refine and len(positions):
-            if measurement is None or measurement.get("tilt_series") is None:
-                logger.info("no tilt series given: atoms not refined against the measurement")
-            else:
-                from models.refine import refine_sample
+            from models.refine import missing_measurement, refine_sample
 
+            missing = ["tilt_series"] if measurement is None else missing_measurement(measurement)
+            if missing:
+                logger.info("no %s given: atoms not refined against the measurement", missing)
+            else:
                 result = refine_sample(measurement, positions, symbols)
                 positions = result.positions
                 extra["cross_sections"] = result.cross_sections

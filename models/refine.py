@@ -46,6 +46,7 @@ __all__ = [
     "render_tilt_series",
     "refine_atoms",
     "refine_sample",
+    "missing_measurement",
 ]
 
 logger = logging.getLogger(__name__)
@@ -654,6 +655,16 @@ def _fisher_diagonal(values, expected_fn, variance, probes, generator):
     return {name: t / probes for name, t in total.items()}
 
 
+def missing_measurement(sample: dict) -> list[str]:
+    """Keys a sample lacks to be refined against its tilt series (empty when it can be)."""
+    missing = [k for k in ("tilt_series", "angles", "sampling") if sample.get(k) is None]
+    dose = sample.get("acquisition_dose")
+    dose = sample.get("dose") if dose is None else dose
+    if dose is None or not np.all(np.isfinite(np.asarray(dose, dtype=np.float64))):
+        missing.append("dose")
+    return missing
+
+
 def refine_sample(
     sample: dict,
     positions,
@@ -673,12 +684,10 @@ def refine_sample(
     Raises:
         ValueError: The sample has no tilt series, angles or dose.
     """
-    missing = [k for k in ("tilt_series", "angles", "sampling") if sample.get(k) is None]
+    missing = missing_measurement(sample)
     dose = sample.get("acquisition_dose")
     if dose is None:
         dose = sample.get("dose")
-    if dose is None:
-        missing.append("dose")
     if missing:
         raise ValueError(f"sample: missing {missing}, needed to refine against the tilt series")
     config = RefineConfig() if config is None else config

@@ -58,11 +58,12 @@ class RefinedMethod(Method):
         self.base_method = get_method(self.base, **base_options)
 
     def predict(self, sample: dict) -> Prediction:
-        from models.refine import refine_sample
+        from models.refine import missing_measurement, refine_sample
 
         prediction = self.base_method.predict(sample)
-        if sample.get("tilt_series") is None or len(prediction) == 0:
-            logger.info("%s: no tilt series (or no atoms); atoms left unrefined", self.name)
+        missing = missing_measurement(sample)
+        if missing or len(prediction) == 0:
+            logger.info("%s: no %s (or no atoms); atoms left unrefined", self.name, missing)
             return prediction
         elements = list(prediction.elements)
         config = self.config
