@@ -375,13 +375,16 @@ class DatasetSpec:
             order_rng = np.random.default_rng(np.random.SeedSequence([self.seed, _ORDER_TAG]))
             rows = [rows[k] for k in order_rng.permutation(len(rows))]
         share = bool(self.same_structure_across)
+        structure_seeds: dict[int, int] = {}  # one per particle (many rows share a particle)
         for index, row in enumerate(rows):
             row["index"] = index
             row["noise"] = noise[row["noise_model"]]
             row["dose_profile"] = self.dose_profile
             row["damage"] = dict(self.damage_models).get(row["damage_model"], ())
             row["seed"] = self.seed
-            row["structure_seed"] = _structure_seed(self.seed, row["particle"]) if share else None
+            if share and row["particle"] not in structure_seeds:
+                structure_seeds[row["particle"]] = _structure_seed(self.seed, row["particle"])
+            row["structure_seed"] = structure_seeds[row["particle"]] if share else None
         return rows
 
     def _assign_splits(self, rows: list[dict], particle_of: list[int]) -> list[str]:
