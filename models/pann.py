@@ -168,11 +168,8 @@ def candidate_features(
     n = len(positions)
     if n == 0:
         return np.zeros((0, 0), dtype=np.float32)
-    zern = atom_descriptors(
-        refined, positions, sampling, config.zernike_radius, order=config.zernike_order
-    )
-    zern_raw = atom_descriptors(
-        raw, positions, sampling, config.zernike_radius, order=config.zernike_order
+    zern, zern_raw = atom_descriptors(
+        [refined, raw], positions, sampling, config.zernike_radius, order=config.zernike_order
     )
     # Intensity-like invariants (n = l = 0 moment) relative to the sample's typical candidate.
     scale = np.median(zern[:, 0]) or 1.0
