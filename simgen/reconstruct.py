@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("sirt", "cgls", "fbp", "sart")
 BACKENDS = ("auto", "matrix", "astra", "cuda")
+_CHUNKS_PER_THREAD = 4  # row ranges per thread and product (load balance on a busy machine)
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,10 +169,13 @@ def _inverse_sums(matrix) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _RowPool:
-    """Runs a row kernel over balanced row ranges of a CSR matrix on a few threads.
+    """Runs a row kernel over row ranges of a CSR matrix on a few threads.
 
-    The ranges hold about the same number of stored entries each, so each thread streams the same
-    share of the matrix. The kernels release the GIL, so the threads run on separate cores.
+    The rows are cut into ``_CHUNKS_PER_THREAD`` ranges per thread holding about the same number
+    of stored entries each; the threads take ranges from a queue, so a thread that the operating
+    system pauses (a busy machine) delays one small range, not half of every product. The kernels
+    release the GIL, so the threads run on separate cores. Row ranges are independent: the
+    result does not depend on the number of threads or ranges.
     """
 
     def __init__(self, pool: ThreadPoolExecutor | None, threads: int):
@@ -180,7 +184,8 @@ class _RowPool:
 
     def ranges(self, matrix) -> list[tuple[int, int]]:
         n = matrix.shape[0]
-        targets = np.linspace(0, matrix.nnz, self.threads + 1)[1:-1]
+        pieces = 1 if self.pool is None else self.threads * _CHUNKS_PER_THREAD
+        targets = np.linspace(0, matrix.nnz, pieces + 1)[1:-1]
         cuts = [0, *np.searchsorted(matrix.indptr, targets).tolist(), n]
         return [(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]
 
