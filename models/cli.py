@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -31,6 +32,29 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--physics-weight", type=float, help="weight of the re-projection term")
     p.add_argument("--limit", type=int, help="use at most N samples per split")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="global batch (draws per step over all torchrun processes; a multiple of their number)",
+    )
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="auto: CUDA when available (mixed precision), else CPU",
+    )
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="data-loader processes per training process (each opens the store itself)",
+    )
+    p.add_argument(
+        "--architecture",
+        choices=["lee2021", "unet3d-v1"],
+        default="lee2021",
+        help="unet3d only: the published Lee 2021 network or the earlier variant",
+    )
 
     p = sub.add_parser("predict", help="predict atoms (extended XYZ with class probabilities)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -75,26 +99,45 @@ def write_prediction(
 def _cmd_train(args) -> int:
     from models.train import train_pann, train_unet3d
 
-    for name in ("steps", "epochs", "limit"):
+    for name in ("steps", "epochs", "limit", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise ValueError(f"--{name}={value}: expected a positive integer")
+            raise ValueError(f"--{name.replace('_', '-')}={value}: expected a positive integer")
+    if args.num_workers < 0:
+        raise ValueError(f"--num-workers={args.num_workers}: expected a non-negative integer")
     if not Path(args.data).exists():
         raise FileNotFoundError(f"--data={args.data!r}: no such store")
+    from models.distributed import resolve_device
+
+    resolve_device(args.device)  # a clear error before any work
+    common = {"device": args.device, "num_workers": args.num_workers, "limit": args.limit}
     if args.model == "unet3d":
-        train_unet3d(args.data, args.out, steps=args.steps or 300, seed=args.seed, limit=args.limit)
-        print(f"wrote {Path(args.out) / 'unet3d.pt'}")
+        train_unet3d(
+            args.data,
+            args.out,
+            steps=args.steps or 300,
+            seed=args.seed,
+            batch_size=args.batch_size or 4,
+            architecture=args.architecture,
+            **common,
+        )
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"wrote {Path(args.out) / 'unet3d.pt'}")
         return 0
     from models.pann import PannConfig
 
     config = PannConfig(seed=args.seed)
+    if args.batch_size:
+        config.batch_size = args.batch_size
     if args.steps:
         config.stage1_steps = args.steps
     if args.epochs:
         config.stage2_epochs = args.epochs
     if args.physics_weight is not None:
         config.physics_weight = args.physics_weight
-    model = train_pann(args.data, args.out, config, limit=args.limit)
+    model = train_pann(args.data, args.out, config, **common)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print(
         f"wrote {Path(args.out) / 'pann.pt'} ({model!r}); loss curves in {Path(args.out) / 'loss_curves.png'}"
     )
