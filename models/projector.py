@@ -187,4 +187,4 @@ def poisson_deviance(model: Tensor, measured: Tensor, offset=0.0, floor: float =
     m = (model + offset).clamp(min=floor)
     y = (measured + offset).clamp(min=0.0)
     log_term = torch.where(y > 0, y * torch.log(y.clamp(min=floor) / m), torch.zeros_like(y))
-    return (m - y - log_term).mean()
+    return (m - y + log_term).mean()

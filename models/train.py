@@ -189,6 +189,8 @@ def train_stage1(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=max(cfg.stage1_steps, 2), pct_start=0.1
     )
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = run_dir / "stage1.ckpt"
     start, losses = 0, []
     if ckpt.exists():
