@@ -16,7 +16,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("run", help="run a method on a store; one JSON line per sample")
-    p.add_argument("--method", required=True, help="classical, unet3d or pann")
+    p.add_argument("--method", required=True, help="classical, unet3d, pann or torch")
     p.add_argument("--data", required=True, help="simgen Zarr store")
     p.add_argument(
         "--split", default="test", help="split to run on (default test; 'all' for every sample)"
@@ -30,7 +30,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--align", action="store_true", help="centre + mean-shift alignment before matching"
     )
     p.add_argument(
-        "--weights", help="weights directory for unet3d/pann (default: shipped demo weights)"
+        "--weights",
+        help="weights for unet3d/pann: run directory, .pt, or a published Lee 2021 file (unet3d)",
+    )
+    p.add_argument(
+        "--model-file", help="torch method: a TorchScript volume-to-volume network (.pt)"
     )
     p.add_argument(
         "--truth",
@@ -85,7 +89,10 @@ def _truths(text):
 
 
 def _method_options(args):
-    return {"weights": args.weights} if getattr(args, "weights", None) else {}
+    options = {"weights": args.weights} if getattr(args, "weights", None) else {}
+    if getattr(args, "model_file", None):
+        options["model_file"] = args.model_file
+    return options
 
 
 def _cmd_run(args) -> int:

@@ -253,11 +253,18 @@ class Lee2021UNet3D(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 5 or x.shape[1] != self.in_channels:
-            raise ValueError(f"x.shape={tuple(x.shape)}: expected (B, {self.in_channels}, D, H, W)")
+        if x.dim() != 5 or x.shape[1] != self.in_channels:
+            # plain concatenation: the network stays scriptable (torch.jit.script)
+            raise ValueError(
+                "x.shape="
+                + str(list(x.shape))
+                + ": expected (B, "
+                + str(self.in_channels)
+                + ", D, H, W)"
+            )
         size = x.shape[-3:]
-        pad = [(-n) % self.size_divisor for n in size]
-        h = F.pad(x, (0, pad[2], 0, pad[1], 0, pad[0])) if any(pad) else x
+        pad = [(16 - n % 16) % 16 for n in size]  # size_divisor (a literal for TorchScript)
+        h = F.pad(x, [0, pad[2], 0, pad[1], 0, pad[0]])
         e1 = self.enc1(h)  # 1/2
         e2 = self.enc2(F.max_pool3d(e1, 2))  # 1/8
         b = self.bottom(F.max_pool3d(e2, 2))  # 1/16
