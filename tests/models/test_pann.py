@@ -145,3 +145,31 @@ def test_corrupted_checkpoint(tmp_path, capsys):
     )
     assert code == 2 and "checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "o.xyz").exists()
+
+
+def test_predict_uses_the_exact_resampled_spacing(trained, monkeypatch):
+    """Issue 13: after zoom the spacing is sampling·(n−1)/(m−1), not the weights' sampling."""
+    from scipy.ndimage import zoom
+
+    _, model = trained
+    n, sampling = 28, 0.45  # zoom 0.9 -> 25 voxels of 0.50625 Å, not 0.5 Å
+    truth = np.array([[9.0, 6.3, 7.2], [4.1, 8.2, 5.0]])  # (x, y, z) Å
+    z, y, x = np.mgrid[:n, :n, :n] * sampling
+    volume = sum(
+        np.exp(-((x - p[0]) ** 2 + (y - p[1]) ** 2 + (z - p[2]) ** 2) / (2 * 0.35**2))
+        for p in truth
+    ).astype(np.float32)
+    monkeypatch.setattr(model, "refine", lambda v, **kw: v)  # geometry only
+    monkeypatch.setattr(
+        model,
+        "classify",
+        lambda refined, raw, positions, s, elements=None: np.eye(len(model.config.classes))[
+            np.zeros(len(positions), dtype=int)
+        ],
+    )
+    assert zoom(volume, sampling / model.config.sampling, order=1).shape[0] == 25
+    pred = model.predict(volume, sampling, keep_refined=False)
+    order = np.argsort(pred.positions[:, 0])
+    assert len(pred.positions) == 2
+    # The bug put the first atom 9.0 * (1 - 0.5 / 0.50625) = 0.11 Å off; now the fit error is left.
+    np.testing.assert_allclose(pred.positions[order], truth[::-1], atol=0.04)
