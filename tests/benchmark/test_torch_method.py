@@ -98,3 +98,8 @@ def test_unet3d_runs_weights_in_the_published_format(smoke_store, tmp_path):
     sample = open_dataset(smoke_store)[0]
     refined = method._volume(sample)
     assert refined.shape == sample["volume"].shape and float(refined.min()) >= 0.0
+
+
+def test_unet3d_shipped_weights_still_load():
+    method = get_method("unet3d")
+    assert method.options["architecture"] == "unet3d-v1" and method.options["normalise"] == "scale"

@@ -37,6 +37,15 @@ def test_training_writes_weights_config_and_curves(trained):
     )
     assert set(model.config.elements) == {"Fe", "Pt"}
     assert model.config.classes[-1] == "none"
+    import json
+
+    record = json.loads((run / "config.json").read_text())
+    assert record["world_size"] == 1 and record["global_batch"] == 2
+    assert record["match_radius"] == 0.5
+    # stage 2's inputs are cached per training sample (resumable), one .npz each
+    (cache,) = (run / "stage2_cache").iterdir()
+    assert len(list(cache.glob("*.npz"))) == model.history["n_train"]
+    assert not list(cache.glob(".*tmp*"))
 
 
 def test_save_load_round_trip_same_outputs(trained, smoke_store):
@@ -121,6 +130,24 @@ def test_predict_bad_input_clear_error_nothing_written(
     code = pann_main(
         ["predict", "--volume", str(vol), *extra, "--weights", str(run), "--out", str(out)]
     )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and fragment in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--num-workers", "-1"], "--num-workers=-1"),
+        (["--batch-size", "0"], "--batch-size=0"),
+        (["--limit", "0"], "--limit=0"),
+    ],
+)
+def test_train_bad_input_clear_error_nothing_written(
+    smoke_store, tmp_path, capsys, extra, fragment
+):
+    out = tmp_path / "run"
+    code = pann_main(["train", "--data", str(smoke_store), "--out", str(out), *extra])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and fragment in err
     assert not out.exists()
