@@ -140,3 +140,19 @@ def test_two_gloo_processes_match_one_with_the_same_global_batch(smoke_store, tm
         np.testing.assert_allclose(
             state["model"][name].numpy(), value.numpy(), rtol=1e-3, atol=1e-5, err_msg=name
         )
+
+
+def test_unet3d_trains_streaming_and_loads_back(smoke_store, tmp_path):
+    from models.train import load_unet3d, train_unet3d
+    from models.unet3d import Lee2021UNet3D
+
+    torch.set_num_threads(1)
+    net = train_unet3d(
+        smoke_store, tmp_path, steps=2, batch_size=2, patch=16, progress=False, device="cpu"
+    )
+    loaded, info = load_unet3d(tmp_path)
+    assert isinstance(loaded, Lee2021UNet3D) and info["architecture"] == "lee2021"
+    assert len(info["losses"]) == 2 and info["sampling"] == 0.5
+    x = torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net.eval()(x))
