@@ -36,14 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.pann import (
-    CHECKPOINT_ERRORS,
-    NOT_AN_ATOM,
-    PannConfig,
-    PannModel,
-    build_stage2,
-    save_atomic,
-)
+from models.pann import NOT_AN_ATOM, PannConfig, PannModel, build_stage2
+from models.weights import CHECKPOINT_ERRORS, DEFAULT_WEIGHTS, load_checkpoint, save_atomic
+from simgen.outputs import atomic_path, check_output, write_marker, write_text_atomic
 from simgen.progress import progress_bar
 
 __all__ = [
@@ -83,8 +78,20 @@ def _loader(dataset, sampler, num_workers: int):
     )
 
 
-def _load_state(path: Path, device) -> dict:
-    return torch.load(path, map_location=device, weights_only=True)
+def _open_run_dir(run_dir, command: str, world, param: str = "run_dir") -> Path:
+    """A new or empty folder, or one of our runs (resumed); never a folder of other files.
+
+    Rank 0 checks and marks the folder; the other ranks wait for it.
+    """
+    from models.distributed import barrier
+
+    run_dir = Path(run_dir)
+    if world.is_main:
+        check_output(run_dir, "run", resume=True, param=param)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_marker(run_dir, "run", command)
+    barrier(world)
+    return run_dir
 
 
 def _autocast(device: str):
@@ -162,7 +169,8 @@ def _plot_curves(history: dict, out: Path, title: str):
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -194,7 +202,7 @@ def train_stage1(
     ckpt = run_dir / "stage1.ckpt"
     start, losses = 0, []
     if ckpt.exists():
-        state = _load_state(ckpt, device)
+        state = load_checkpoint(ckpt, param="resume point", map_location=device)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -413,9 +421,7 @@ def _write_config(run_dir: Path, config: dict, world, num_workers: int, **extra)
         "num_workers": num_workers,
         **extra,
     }
-    tmp = run_dir / ".config.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(run_dir / "config.json")
+    write_text_atomic(run_dir / "config.json", json.dumps(record, indent=2))
 
 
 def _selection(store, split, limit):
@@ -462,8 +468,6 @@ def train_pann(
     joined = not dist.is_initialized()
     world = setup(device)
     try:
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
         samples = StoreSamples(store, "train", limit=limit)
         val = _selection(store, "val", limit)
         config = config or PannConfig()
@@ -472,6 +476,7 @@ def train_pann(
                 f"batch_size={config.batch_size}: expected a multiple of the world size "
                 f"{world.world_size} (the global batch is split evenly over ranks)"
             )
+        run_dir = _open_run_dir(run_dir, "pann train", world)
         if not config.elements:
             names = set(samples.elements()) | set(val.elements() if val is not None else ())
             from ase.data import atomic_numbers
@@ -551,9 +556,8 @@ def train_unet3d(
             raise ValueError(
                 f"batch_size={batch_size}: expected a multiple of the world size {world.world_size}"
             )
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
         samples = StoreSamples(store, "train", limit=limit)
+        run_dir = _open_run_dir(run_dir, "pann train --model unet3d", world)
         torch.manual_seed(seed)
         net = build_unet3d(architecture).to(world.device)
         train_net = net
@@ -568,7 +572,7 @@ def train_unet3d(
         ckpt = run_dir / "unet3d.ckpt"
         start, losses = 0, []
         if ckpt.exists():
-            state = _load_state(ckpt, world.device)
+            state = load_checkpoint(ckpt, param="resume point", map_location=world.device)
             net.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             start, losses = int(state["step"]), list(state["losses"])
@@ -639,7 +643,6 @@ def train_unet3d(
 def load_unet3d(weights=None):
     """A 3D U-Net baseline and its metadata from a run directory, ``unet3d.pt`` or a published
     Lee, Jeong & Yang (2021) state dict (``DL_aug_Pt_FCC_Bf5`` etc.)."""
-    from models.cli import DEFAULT_WEIGHTS
     from models.unet3d import build_unet3d, from_published_state
 
     path = Path(weights) if weights else DEFAULT_WEIGHTS
@@ -647,9 +650,9 @@ def load_unet3d(weights=None):
         path = path / "unet3d.pt"
     if not path.exists():
         raise FileNotFoundError(f"weights={str(weights or DEFAULT_WEIGHTS)!r}: no unet3d.pt found")
+    payload = load_checkpoint(path, what="unet3d checkpoint")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(payload, dict) and "model" in payload:
+        if "model" in payload:
             net = build_unet3d(payload.get("architecture", "unet3d-v1"))
             net.load_state_dict(payload["model"])
             info = {k: v for k, v in payload.items() if k != "model"}
