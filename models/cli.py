@@ -156,6 +156,8 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_predict(args) -> int:
+    # Check the input before loading the networks (seconds).
+    sampling = volume_sampling(args.volume, args.sampling) if args.volume else None
     from models.pann import PannModel
 
     model = PannModel.load(args.weights)
@@ -163,7 +165,6 @@ def _cmd_predict(args) -> int:
     if args.volume:
         from simgen.importer import read_array
 
-        sampling = volume_sampling(args.volume, args.sampling)
         elements = [e.strip() for e in args.elements.split(",")] if args.elements else None
         volume = read_array(args.volume, key=args.key)
         pred = model.predict(volume, sampling, elements)

@@ -1202,15 +1202,17 @@ def _unique_key_loader():
                     if key_node.tag == "tag:yaml.org,2002:merge":
                         continue  # '<<: *anchor' merges; explicit keys override merged ones
                     key = self.construct_object(key_node, deep=True)
+                    line = key_node.start_mark.line + 1
                     try:
-                        line = first_line.setdefault(key, key_node.start_mark.line + 1)
+                        seen = key in first_line
                     except TypeError:  # an unhashable key: SafeLoader reports it
                         continue
-                    if line != key_node.start_mark.line + 1:
+                    if seen:
                         raise _DuplicateKeyError(
-                            f"line {key_node.start_mark.line + 1}: key {key!r} given twice "
-                            f"(first at line {line}); expected each key once in a mapping"
+                            f"line {line}: key {key!r} given twice (first at line "
+                            f"{first_line[key]}); expected each key once in a mapping"
                         )
+                    first_line[key] = line
                 return super().construct_mapping(node, deep)
 
         _LOADER = UniqueKeyLoader
