@@ -35,9 +35,20 @@ def parse_tilt(text: str) -> tuple[float, ...]:
 
 def read_angles(path: str) -> tuple[float, ...]:
     """Angles file: N values, or N×3 Euler angles with the tilt in the second column."""
+    import numpy as np
+
     from simgen.importer import read_angles as _read
 
-    return tuple(float(a) for a in _read(path))
+    angles = np.asarray(_read(path), dtype=np.float64)
+    # A simulated holder tilts within ±90°; 100° is a typo or another convention (0..180°).
+    outside = np.flatnonzero(np.abs(angles) > 90.0)
+    if len(outside):
+        k = int(outside[0])
+        raise ValueError(
+            f"--angles={path!r}: angle {k + 1} is {angles[k]:g}°; expected tilt angles within "
+            "-90..90° (degrees)"
+        )
+    return tuple(float(a) for a in angles)
 
 
 def _positive(name):

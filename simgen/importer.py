@@ -156,13 +156,6 @@ def read_angles(path: str | Path, *, key: str | None = None) -> np.ndarray:
         raise ValueError(
             f"angles={str(path)!r}: expected N finite angles (degrees) or an N×3 Euler table, got shape {values.shape}"
         )
-    outside = np.flatnonzero(np.abs(values) > 90.0)
-    if len(outside):
-        k = int(outside[0])
-        raise ValueError(
-            f"angles={str(path)!r}: angle {k + 1} is {values[k]:g}°; expected tilt angles "
-            "within -90..90° (degrees, not radians or a 0..180 convention)"
-        )
     return values
 
 

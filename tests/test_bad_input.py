@@ -68,7 +68,7 @@ def model_files(tmp_path) -> dict[str, Path]:
         (["{truth}", "--composition", "L10:FePt"], ["--composition", "--particle"]),
         (["{truth}", "--size-nm", "3"], ["--size-nm"]),
         (["--particle", "cuboctahedron", "--size", "0"], ["--size=0", "at least 8"]),
-        (["--particle", "cuboctahedron", "--angles", "{angles}"], ["angles=", "100°", "-90..90"]),
+        (["--particle", "cuboctahedron", "--angles", "{angles}"], ["--angles=", "100°", "-90..90"]),
         (["--particle", "cuboctahedron", "--tilt=-100:60:5"], ["--tilt"]),
         (["--particle", "cuboctahedron", "--sampling", "1e-6"], ["--sampling=1e-06", "EiB"]),
         (["--particle", "cuboctahedron", "--sampling", "100"], ["--sampling=100", "at most 1.39"]),
