@@ -23,6 +23,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--split", default="test", help="split to run on (default test; 'all' for every sample)"
     )
     p.add_argument("--out", required=True, help="RESULTS.jsonl")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing results (and --models) written by aet-bench (never other files)",
+    )
     p.add_argument("--models", help="directory for the predicted models (<index>.xyz)")
     p.add_argument("--limit", type=int)
     p.add_argument("--workers", type=int, default=1)
@@ -48,14 +53,21 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("leaderboard", help="method × dose tables (Markdown, HTML, CSV) and plots")
     p.add_argument("results", nargs="+", metavar="RESULTS")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder for leaderboard.md/.html/.csv/.png")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a leaderboard folder written before"
+    )
     p.add_argument("--title", default="AET leaderboard")
 
     p = sub.add_parser(
         "sweep", help="dose sweep: generate or reuse data, run methods, plot against dose"
     )
     p.add_argument("--dataset", default="dose-sweep")
-    p.add_argument("--config", default="datasets.yaml")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="dataset catalogue (YAML); default: ./datasets.yaml if present, else the one shipped with simgen",
+    )
     p.add_argument(
         "--methods", default="classical", help="comma-separated, e.g. classical,unet3d,pann"
     )
@@ -67,7 +79,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--truth",
         help="for damage datasets: initial, final, mean (comma-separated; default initial,final)",
     )
-    p.add_argument("--out", required=True)
+    p.add_argument(
+        "--out",
+        required=True,
+        help="sweep folder (new, empty, or an earlier sweep: resumed and its tables refreshed)",
+    )
 
     p = sub.add_parser("speed", help="measure speed ratios (printed as a table)")
     p.add_argument("--quick", action="store_true", help="smaller cases (for a smoke run)")
@@ -111,6 +127,8 @@ def _cmd_run(args) -> int:
         align=args.align,
         options=_method_options(args),
         truth=_truths(args.truth),
+        overwrite=args.overwrite,
+        params=("--out", "--models"),
     )
     print(
         f"wrote {len(records)} results to {args.out}"
@@ -152,8 +170,16 @@ def _cmd_score(args) -> int:
 def _cmd_leaderboard(args) -> int:
     from benchmark.leaderboard import write_leaderboard
     from benchmark.runner import read_results
+    from simgen.outputs import check_output
 
-    paths = write_leaderboard(read_results(args.results), args.out, title=args.title)
+    check_output(args.out, "report", overwrite=args.overwrite)  # before reading the results
+    paths = write_leaderboard(
+        read_results(args.results),
+        args.out,
+        title=args.title,
+        overwrite=args.overwrite,
+        param="--out",
+    )
     print(Path(paths["md"]).read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
@@ -173,6 +199,7 @@ def _cmd_sweep(args) -> int:
         limit=args.limit,
         split=args.split,
         truth=_truths(args.truth) if args.truth else None,
+        param="--out",
     )
     extra = [
         k

@@ -116,9 +116,11 @@ def row_keys(rows) -> list[str]:
 def write_rows_csv(rows, path, keys=None, metrics=tuple(METRIC_KEYS)) -> Path:
     """CSV of :func:`aggregate` rows: the group ``keys`` (default: the rows' own), ``n``, then each
     metric and its std."""
+    from simgen.outputs import atomic_path
+
     keys = row_keys(rows) if keys is None else keys
     cols = [c for m in metrics for c in (m, m + "_std")]
-    with open(path, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow([*keys, "n", *cols])
         for row in rows:
@@ -159,15 +161,37 @@ def _cell(key, value) -> str:
 _COLUMN_LABELS = {"dose": "dose (e/Å²)", "total_dose": "total dose (e/Å²)", "radius": "radius (Å)"}
 
 
-def write_leaderboard(records, out_dir, *, title="AET leaderboard") -> dict[str, Path]:
+def write_leaderboard(
+    records, out_dir, *, title="AET leaderboard", overwrite: bool = False, param: str = "out_dir"
+) -> dict[str, Path]:
     """Write ``leaderboard.md``, ``.html``, ``.csv`` and ``leaderboard.png`` into ``out_dir``.
 
     One row per method, dose and every other setting in which the records differ
     (:func:`group_fields`); settings shared by all records are stated once under the title.
+    ``out_dir`` must be new, empty, or a leaderboard folder written before (replaced only with
+    ``overwrite``); the folder is written beside it and swapped in complete
+    (:func:`simgen.outputs.staged_output`).
     """
+    from simgen.outputs import check_output, staged_output
+
     if not records:
         raise ValueError("results: no records to rank")
-    rows = aggregate(records)
+    check_output(out_dir, "report", overwrite=overwrite, param=param)
+    rows = aggregate(records)  # refuses duplicates before anything is written
+    final_dir = Path(out_dir)
+    with staged_output(
+        final_dir, "report", overwrite=overwrite, param=param, command="aet-bench leaderboard"
+    ) as tmp:
+        _write_leaderboard_files(records, rows, tmp, title)
+    return {
+        "md": final_dir / "leaderboard.md",
+        "html": final_dir / "leaderboard.html",
+        "csv": final_dir / "leaderboard.csv",
+        "png": final_dir / "leaderboard.png",
+    }
+
+
+def _write_leaderboard_files(records, rows, out_dir: Path, title: str) -> None:
     keys = row_keys(rows)
     columns = list(dict.fromkeys(["dataset", *keys])) if "dataset" in records[0] else keys
     shared = {
@@ -177,8 +201,6 @@ def write_leaderboard(records, out_dir, *, title="AET leaderboard") -> dict[str,
     }
     # The best is marked among rows that differ only in the method.
     compare_within = [k for k in keys if k not in ("method", "method_version")]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     metrics = list(METRIC_KEYS)
     best = {m: _best(rows, m, compare_within) for m in metrics}
     header = (
@@ -231,8 +253,7 @@ def write_leaderboard(records, out_dir, *, title="AET leaderboard") -> dict[str,
     paths["html"].write_text("\n".join(h))
 
     write_rows_csv(rows, paths["csv"], metrics=metrics)
-    paths["png"] = plot_against_dose(rows, out_dir / "leaderboard.png", title=title)
-    return paths
+    plot_against_dose(rows, out_dir / "leaderboard.png", title=title)
 
 
 def plot_against_dose(
@@ -278,6 +299,9 @@ def plot_against_dose(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=130)
+    from simgen.outputs import atomic_path
+
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=130, format="png")
     plt.close(fig)
     return Path(out)
