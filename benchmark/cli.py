@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -111,9 +112,15 @@ def _method_options(args):
     return options
 
 
+def _check_radius(radius: float) -> None:
+    if not (math.isfinite(radius) and radius > 0):
+        raise ValueError(f"--radius={radius}: expected a positive matching radius in Å")
+
+
 def _cmd_run(args) -> int:
     from benchmark.runner import run_method
 
+    _check_radius(args.radius)
     split = None if args.split == "all" else args.split
     records = run_method(
         args.method,
@@ -141,7 +148,9 @@ def _cmd_score(args) -> int:
     from benchmark.metrics import score
     from simgen.structures import load_model
 
-    pred, truth = load_model(args.pred), load_model(args.truth)
+    _check_radius(args.radius)
+    # An empty prediction is a valid answer: recovery 0, precision undefined.
+    pred, truth = load_model(args.pred, allow_empty=True), load_model(args.truth)
     metrics = score(
         pred.get_positions(),
         pred.get_chemical_symbols(),
@@ -156,7 +165,9 @@ def _cmd_score(args) -> int:
         print(json.dumps(_json_safe(metrics), indent=2))
     else:
         for key, value in metrics.items():
-            if isinstance(value, float):
+            if isinstance(value, float) and not math.isfinite(value):
+                print(f"{key:32s} undefined")
+            elif isinstance(value, float):
                 print(f"{key:32s} {value:.4g}")
             elif not isinstance(value, dict):
                 print(f"{key:32s} {value}")

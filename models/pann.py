@@ -311,6 +311,17 @@ class PannModel:
                 raise ValueError(
                     f"elements={list(elements)}: {unknown} not among the weights' elements {list(self.config.elements)}"
                 )
+        if float(np.ptp(volume)) == 0.0:
+            # A constant volume has no atoms; the networks would answer with their biases.
+            logger.warning("volume: constant (%g everywhere): no atoms", float(volume.flat[0]))
+            return PannPrediction(
+                positions=np.zeros((0, 3)),
+                elements=[],
+                probabilities=np.zeros((0, len(self.config.classes)), dtype=np.float32),
+                classes=self.config.classes,
+                refined=volume if keep_refined else None,
+                extra={"n_candidates": 0, "n_rejected": 0, "constant_volume": True},
+            )
         work, work_sampling = volume, sampling
         spacing = np.full(3, float(sampling))  # (x, y, z) Å between voxel centres of `work`
         if abs(ratio - 1.0) > 0.02:
