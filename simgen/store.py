@@ -1316,7 +1316,18 @@ def verify_store(path: str | Path, *, require_complete: bool = False) -> list[st
     padded = "padded_positions" in root["atoms"]
     offsets = None if padded else np.asarray(root["atoms"]["offsets"][:], dtype=np.int64)
     manifest_path = path / MANIFEST_NAME
-    manifest = json.loads(manifest_path.read_text())["samples"] if manifest_path.is_file() else {}
+    manifest = None
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text())["samples"]
+        except (ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{MANIFEST_NAME}: unreadable ({type(exc).__name__}: {exc})")
+    else:
+        # Without the manifest nothing can be checked against it: never report "all match".
+        problems.append(
+            f"{MANIFEST_NAME}: missing (written when generation finishes; "
+            "rerun the same `simgen generate` to resume and write it)"
+        )
     for index in np.flatnonzero(complete):
         index = int(index)
         try:
@@ -1339,7 +1350,11 @@ def verify_store(path: str | Path, *, require_complete: bool = False) -> list[st
                 problems.append(
                     f"sample {index}: {name}: checksum mismatch (changed since it was written)"
                 )
-        if str(index) in manifest and manifest[str(index)] != _combined_hex(checksums[index]):
+        if manifest is None:
+            continue
+        if str(index) not in manifest:
+            problems.append(f"sample {index}: complete but not in {MANIFEST_NAME}")
+        elif manifest[str(index)] != _combined_hex(checksums[index]):
             problems.append(f"sample {index}: checksums differ from {MANIFEST_NAME}")
     if require_complete and not complete.all():
         missing = np.flatnonzero(~complete)
