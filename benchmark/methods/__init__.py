@@ -25,6 +25,7 @@ METHOD_MODULES: dict[str, str] = {
     "classical": "benchmark.methods.classical",
     "unet3d": "benchmark.methods.unet3d",
     "pann": "benchmark.methods.pann",
+    "torch": "benchmark.methods.torch_model",
     # any method followed by refinement against the tilt series; other "<name>+refine" resolve too
     "classical+refine": "benchmark.methods.refine",
     "unet3d+refine": "benchmark.methods.refine",
