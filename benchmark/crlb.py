@@ -387,6 +387,8 @@ def crlb_of_sample(
         Microscope.from_dict(dict(spec["microscope"])) if spec.get("microscope") else Microscope()
     )
     noise_specs = dict(spec.get("noise_models") or {}).get(str(sample.get("noise_model", "")))
+    if noise_specs is None:
+        noise_specs = spec.get("noise")  # a single simulated sample records its own chain
     dose = sample.get("acquisition_dose")
     if dose is None:
         dose = float(sample["dose"])
