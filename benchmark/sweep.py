@@ -458,9 +458,13 @@ def plot_paired(rows, out, *, title: str = "") -> Path:
 
     elements = ["all", *sorted({r["element"] for r in rows} - {"all"})]
     methods = sorted({r["method"] for r in rows})
-    fig, axes = plt.subplots(1, len(elements), figsize=(4.2 * len(elements), 3.8), squeeze=False)
+    ncols = min(3, len(elements))
+    nrows = math.ceil(len(elements) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.6 * nrows + 0.4), squeeze=False)
+    for ax in axes.ravel()[len(elements) :]:
+        ax.set_visible(False)
     colours = plt.get_cmap("tab10")
-    for ax, element in zip(axes[0], elements):
+    for ax, element in zip(axes.ravel(), elements):
         for k, method in enumerate(methods):
             for radius, style in ((1.0, "-"), (0.5, ":")):
                 sel = sorted(
