@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -16,12 +17,17 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("run", help="run a method on a store; one JSON line per sample")
-    p.add_argument("--method", required=True, help="classical, unet3d or pann")
+    p.add_argument("--method", required=True, help="classical, unet3d, pann or torch")
     p.add_argument("--data", required=True, help="simgen Zarr store")
     p.add_argument(
         "--split", default="test", help="split to run on (default test; 'all' for every sample)"
     )
     p.add_argument("--out", required=True, help="RESULTS.jsonl")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing results (and --models) written by aet-bench (never other files)",
+    )
     p.add_argument("--models", help="directory for the predicted models (<index>.xyz)")
     p.add_argument("--limit", type=int)
     p.add_argument("--workers", type=int, default=1)
@@ -30,7 +36,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--align", action="store_true", help="centre + mean-shift alignment before matching"
     )
     p.add_argument(
-        "--weights", help="weights directory for unet3d/pann (default: shipped demo weights)"
+        "--weights",
+        help="weights for unet3d/pann: run directory, .pt, or a published Lee 2021 file (unet3d)",
+    )
+    p.add_argument(
+        "--model-file", help="torch method: a TorchScript volume-to-volume network (.pt)"
     )
     p.add_argument(
         "--truth",
@@ -47,14 +57,21 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("leaderboard", help="method × dose tables (Markdown, HTML, CSV) and plots")
     p.add_argument("results", nargs="+", metavar="RESULTS")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder for leaderboard.md/.html/.csv/.png")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a leaderboard folder written before"
+    )
     p.add_argument("--title", default="AET leaderboard")
 
     p = sub.add_parser(
         "sweep", help="dose sweep: generate or reuse data, run methods, plot against dose"
     )
     p.add_argument("--dataset", default="dose-sweep")
-    p.add_argument("--config", default="datasets.yaml")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="dataset catalogue (YAML); default: ./datasets.yaml if present, else the one shipped with simgen",
+    )
     p.add_argument(
         "--methods", default="classical", help="comma-separated, e.g. classical,unet3d,pann"
     )
@@ -66,7 +83,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--truth",
         help="for damage datasets: initial, final, mean (comma-separated; default initial,final)",
     )
-    p.add_argument("--out", required=True)
+    p.add_argument(
+        "--out",
+        required=True,
+        help="sweep folder (new, empty, or an earlier sweep: resumed and its tables refreshed)",
+    )
 
     p = sub.add_parser(
         "crlb",
@@ -99,12 +120,21 @@ def _truths(text):
 
 
 def _method_options(args):
-    return {"weights": args.weights} if getattr(args, "weights", None) else {}
+    options = {"weights": args.weights} if getattr(args, "weights", None) else {}
+    if getattr(args, "model_file", None):
+        options["model_file"] = args.model_file
+    return options
+
+
+def _check_radius(radius: float) -> None:
+    if not (math.isfinite(radius) and radius > 0):
+        raise ValueError(f"--radius={radius}: expected a positive matching radius in Å")
 
 
 def _cmd_run(args) -> int:
     from benchmark.runner import run_method
 
+    _check_radius(args.radius)
     split = None if args.split == "all" else args.split
     records = run_method(
         args.method,
@@ -118,6 +148,8 @@ def _cmd_run(args) -> int:
         align=args.align,
         options=_method_options(args),
         truth=_truths(args.truth),
+        overwrite=args.overwrite,
+        params=("--out", "--models"),
     )
     print(
         f"wrote {len(records)} results to {args.out}"
@@ -130,7 +162,9 @@ def _cmd_score(args) -> int:
     from benchmark.metrics import score
     from simgen.structures import load_model
 
-    pred, truth = load_model(args.pred), load_model(args.truth)
+    _check_radius(args.radius)
+    # An empty prediction is a valid answer: recovery 0, precision undefined.
+    pred, truth = load_model(args.pred, allow_empty=True), load_model(args.truth)
     metrics = score(
         pred.get_positions(),
         pred.get_chemical_symbols(),
@@ -145,7 +179,9 @@ def _cmd_score(args) -> int:
         print(json.dumps(_json_safe(metrics), indent=2))
     else:
         for key, value in metrics.items():
-            if isinstance(value, float):
+            if isinstance(value, float) and not math.isfinite(value):
+                print(f"{key:32s} undefined")
+            elif isinstance(value, float):
                 print(f"{key:32s} {value:.4g}")
             elif not isinstance(value, dict):
                 print(f"{key:32s} {value}")
@@ -155,8 +191,16 @@ def _cmd_score(args) -> int:
 def _cmd_leaderboard(args) -> int:
     from benchmark.leaderboard import write_leaderboard
     from benchmark.runner import read_results
+    from simgen.outputs import check_output
 
-    paths = write_leaderboard(read_results(args.results), args.out, title=args.title)
+    check_output(args.out, "report", overwrite=args.overwrite)  # before reading the results
+    paths = write_leaderboard(
+        read_results(args.results),
+        args.out,
+        title=args.title,
+        overwrite=args.overwrite,
+        param="--out",
+    )
     print(Path(paths["md"]).read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
@@ -176,6 +220,7 @@ def _cmd_sweep(args) -> int:
         limit=args.limit,
         split=args.split,
         truth=_truths(args.truth) if args.truth else None,
+        param="--out",
     )
     extra = [
         k

@@ -12,14 +12,14 @@ record carries ``truth``, ``total_dose`` (e/Å² over the series), ``tilt_scheme
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from simgen.outputs import staged_output, write_text_atomic
 from simgen.progress import progress_bar
 
 __all__ = ["run_method", "score_sample", "read_results", "METRIC_KEYS"]
@@ -112,12 +112,50 @@ def _truths(truth) -> tuple[str, ...]:
     return truths
 
 
+def _read_sample(view, index: int, truth: str) -> dict:
+    """Sample ``index``; an unreadable chunk is a one-line error naming the sample and array."""
+    try:
+        return dict(view.read(index, truth=truth))
+    except Exception as exc:  # a corrupt chunk raises a codec error of any type
+        reason = (str(exc).splitlines() or [""])[0]
+        raise ValueError(
+            f"data={str(view.path)!r}: sample {index}: {_unreadable_array(view.path, index)} "
+            f"cannot be read ({type(exc).__name__}: {reason}); `simgen verify` lists every "
+            "damaged chunk"
+        ) from exc
+
+
+def _unreadable_array(path, index: int) -> str:
+    """Name of the first per-sample array whose chunk of sample ``index`` fails to decode."""
+    import warnings
+
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # our manifest.json is not a Zarr node
+        root = zarr.open_group(str(path), mode="r")
+        n = root["complete"].shape[0]
+        for name, array in root.arrays():
+            if array.ndim and array.shape[0] == n:
+                try:
+                    array[index]
+                except Exception:
+                    return f"array {name!r}"
+        for group_name, group in root.groups():
+            for name, array in group.arrays():
+                try:
+                    array[index] if array.shape[0] == n else array[:]
+                except Exception:
+                    return f"array '{group_name}/{name}'"
+    return "a chunk"
+
+
 def _run_one(method, view, position, models_dir, radius, align, dataset_name, truths) -> list[dict]:
     """Predict sample ``position`` of ``view`` once; one record per ground truth."""
     import time
 
     index = int(view.indices[position])
-    sample = dict(view.read(index, truth=truths[0]))
+    sample = _read_sample(view, index, truths[0])
     sample["elements"] = _elements_of(sample)
     t0 = time.perf_counter()
     prediction = method.predict(sample)
@@ -129,13 +167,20 @@ def _run_one(method, view, position, models_dir, radius, align, dataset_name, tr
         classes = (getattr(prediction, "extra", None) or {}).get("classes")
         if probabilities is not None and np.ndim(probabilities) != 2:
             probabilities = None
+        positions, info = prediction.positions, {"sample": index, "method": method.name}
+        input_frame = view.attrs.get("input_frame")
+        if input_frame:  # imported data: the model file in the frame of the user's input model
+            from simgen.importer import to_input_frame
+
+            positions = to_input_frame(positions, input_frame)
+            info["frame"] = "input model (origin at the rotation centre)"
         write_prediction(
             Path(models_dir) / f"{index}.xyz",
-            prediction.positions,
+            positions,
             prediction.elements,
             probabilities,
             classes,
-            {"sample": index, "method": method.name},
+            info,
         )
     dose = float(sample.get("dose", np.nan))
     n_angles = len(sample["angles"]) if sample.get("angles") is not None else 0
@@ -160,6 +205,7 @@ def _run_one(method, view, position, models_dir, radius, align, dataset_name, tr
             "damage_model": str(sample.get("damage_model", "none")),
             "method": method.name,
             "method_version": getattr(method, "version", ""),
+            "align": bool(align),
             "seconds": seconds,
             **metrics,
         }
@@ -198,14 +244,16 @@ def run_method(
     options: dict | None = None,
     progress: bool | None = None,
     truth: str | tuple[str, ...] = "initial",
+    overwrite: bool = False,
+    params: tuple[str, str] = ("out", "models_dir"),
 ) -> list[dict]:
     """Run ``method_name`` on the complete samples of ``store`` and write ``out`` (JSON lines).
 
     Parameters
     ----------
     split
-        Only samples of this split (``None``: all). A store without that split (an imported
-        external sample, say) falls back to all samples.
+        Only samples of this split (``None``: all). A split the store does not have is an error
+        that lists the store's splits.
     workers
         Processes; each builds its own method instance and uses one torch thread.
     radius
@@ -214,27 +262,99 @@ def run_method(
         Ground truth of damaged samples: ``"initial"``, ``"final"``, ``"mean"`` or several of them
         (one record per sample and truth, the method runs once per sample). Samples without damage
         events score the same against all three.
+    overwrite
+        Replace an existing results file (and ``models_dir``) written by this project; other
+        existing paths are refused before any work (:mod:`simgen.outputs`). Both are written
+        atomically.
+    params
+        Names of ``out`` and ``models_dir`` in error messages (the CLI's ``--out``, ``--models``).
     """
     from benchmark.methods import get_method
+    from simgen.outputs import check_output
     from simgen.store import open_dataset
 
     if workers < 1:
         raise ValueError(f"workers={workers}: expected a positive integer")
+    check_output(out, "results", overwrite=overwrite, param=params[0])
+    if models_dir is not None:
+        check_output(models_dir, "predictions", overwrite=overwrite, param=params[1])
     truths = _truths(truth)
     method = get_method(method_name, **(options or {}))  # fail fast on unknown names/options
     ds = open_dataset(store)
     dataset_name = str(getattr(ds, "name", Path(store).name))
+    if split:
+        splits = sorted({str(v) for v in ds.meta("split")}) if "split" in ds.fields else []
+        if split not in splits:
+            raise ValueError(
+                f"split={split!r}: not a split of {str(store)!r} "
+                f"(it has: {', '.join(splits) or 'no splits'}; 'all' for every sample)"
+            )
     view = ds.filter(split=split) if split else ds
-    if split and len(view) == 0:
-        logger.warning("no samples in split %r; running on all %d samples", split, len(ds))
-        view, split = ds, None
     if len(view) == 0:
         raise ValueError(f"data={str(store)!r}: no complete samples")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit={limit}: expected a positive integer")
     n = len(view) if limit is None else min(limit, len(view))
+    if "n_atoms" in ds.fields:
+        no_truth = [int(i) for i in view.indices[:n][view.meta("n_atoms")[:n] == 0]]
+        if no_truth:
+            raise ValueError(
+                f"data={str(store)!r}: sample(s) {no_truth[:10]} have no ground-truth atoms "
+                "(imported without --truth?); scoring needs a truth: use `pann predict` to "
+                "predict without scoring"
+            )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if models_dir is not None:
-        Path(models_dir).mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        final_models = models_dir
+        if models_dir is not None:  # written beside, swapped in when every sample is done
+            models_dir = str(
+                stack.enter_context(
+                    staged_output(
+                        final_models,
+                        "predictions",
+                        overwrite=overwrite,
+                        param=params[1],
+                        command="aet-bench run",
+                    )
+                )
+            )
+        records = _run_all(
+            method,
+            method_name,
+            options,
+            store,
+            view,
+            n,
+            split,
+            models_dir,
+            radius,
+            align,
+            dataset_name,
+            truths,
+            workers,
+            progress,
+        )
+        write_text_atomic(out, "".join(json.dumps(record) + "\n" for record in records))
+    return records
+
+
+def _run_all(
+    method,
+    method_name,
+    options,
+    store,
+    view,
+    n,
+    split,
+    models_dir,
+    radius,
+    align,
+    dataset_name,
+    truths,
+    workers,
+    progress,
+) -> list[dict]:
     records = []
     bar_desc = f"{method_name} on {dataset_name}"
     if workers == 1:
@@ -259,27 +379,58 @@ def run_method(
             ):
                 records += sample_records
     records.sort(key=lambda r: (r["index"], truths.index(r["truth"])))
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-    with os.fdopen(fd, "w") as fh:
-        for record in records:
-            fh.write(json.dumps(record) + "\n")
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-    os.replace(tmp, out)
     return records
 
 
 def read_results(paths) -> list[dict]:
-    """All records of one or more JSONL result files."""
+    """All records of one or more JSONL result files (the same file twice is an error).
+
+    Each line must be an ``aet-bench run`` record: a JSON object with a ``method`` name, a
+    numeric ``dose`` and numeric (or null) metrics.
+    """
     records = []
+    seen: dict[Path, str] = {}
     for path in paths:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"results={str(path)!r}: no such file")
+        resolved = path.resolve()
+        if resolved in seen:
+            raise ValueError(
+                f"results={str(path)!r}: given twice (also as {seen[resolved]!r}); "
+                "its records would be counted twice"
+            )
+        seen[resolved] = str(path)
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"results={str(path)!r} line {n}: not JSON ({exc.msg})") from None
+            _check_record(record, f"results={str(path)!r} line {n}")
+            records.append(record)
     return records
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_record(record, where: str) -> None:
+    """A one-line error unless ``record`` looks like a record of :func:`run_method`."""
+    expected = "expected a JSON object of `aet-bench run` with method, dose and metrics"
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: {type(record).__name__}, {expected}")
+    missing = [k for k in ("method", "dose") if k not in record]
+    if missing:
+        raise ValueError(f"{where}: no {', '.join(missing)}; {expected}")
+    if not isinstance(record["method"], str):
+        raise ValueError(f"{where}: method={record['method']!r}; {expected}")
+    bad = [
+        k
+        for k in ("dose", *METRIC_KEYS)
+        if k in record and record[k] is not None and not _is_number(record[k])
+    ]
+    if bad:
+        raise ValueError(f"{where}: {bad[0]}={record[bad[0]]!r} is not a number; {expected}")

@@ -31,9 +31,11 @@ from benchmark.leaderboard import (
     aggregate,
     bound_by_dose,
     plot_against_dose,
+    row_keys,
     write_rows_csv,
 )
 from benchmark.runner import METRIC_KEYS, run_method
+from simgen.outputs import atomic_path, write_text_atomic
 
 __all__ = [
     "run_sweep",
@@ -67,12 +69,13 @@ def run_sweep(
     dataset: str = "dose-sweep",
     methods=("classical",),
     store=None,
-    config="datasets.yaml",
+    config=None,
     workers: int | None = None,
     limit: int | None = None,
     split: str | None = None,
     method_options: dict | None = None,
     truth: str | tuple[str, ...] | None = None,
+    param: str = "out_dir",
 ) -> list[dict]:
     """Run ``methods`` over a dose-sweep store and write ``sweep.csv`` and ``sweep.png`` to ``out_dir``.
 
@@ -93,13 +96,18 @@ def run_sweep(
         The aggregated rows (mean ± std per group) written to ``sweep.csv``.
     """
     from simgen.config import get_dataset
+    from simgen.outputs import check_output, write_marker
 
+    # A new or empty folder, or a sweep of ours: resumed (its store) and its tables refreshed.
+    check_output(out_dir, "sweep", resume=True, param=param)
     out_dir = Path(out_dir)
+    if store is None:
+        spec = get_dataset(dataset, config)  # a bad name or catalogue fails before any writing
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_marker(out_dir, "sweep", "aet-bench sweep")
     if store is None:
         from simgen.engine import generate
 
-        spec = get_dataset(dataset, config)
         store = out_dir / f"{dataset}.zarr"
         report = generate(spec, store, workers=workers, limit=limit)
         if report.failed:
@@ -120,6 +128,7 @@ def run_sweep(
             workers=workers or 1,
             options=(method_options or {}).get(method),
             truth=truths,
+            overwrite=True,  # this sweep's own results, recomputed from its (resumed) store
         )
     if not damaged:
         selected = [r for r in records if r.get("truth", "initial") == truths[0]]
@@ -137,11 +146,11 @@ def run_sweep(
         if paired:
             _write_paired(paired, out_dir, methods_run, dataset)
         if {"pann", "classical"} <= set(methods_run):
-            (out_dir / "claim.md").write_text(paired_claim_verdict(selected) + "\n")
+            write_text_atomic(out_dir / "claim.md", paired_claim_verdict(selected) + "\n")
         return rows
 
     rows = aggregate(records, by=DAMAGE_GROUPS)
-    write_rows_csv(rows, out_dir / "sweep.csv", keys=DAMAGE_GROUPS)
+    write_rows_csv(rows, out_dir / "sweep.csv")
     for k, method in enumerate(sorted({r["method"] for r in rows})):
         selected = [r for r in rows if r["method"] == method]
         title = (
@@ -252,7 +261,8 @@ def plot_damage_sweep(
         fig.suptitle(title, fontsize=10)
     n_legend_rows = math.ceil(len(labels) / 4) if handles else 0
     fig.tight_layout(rect=(0, 0.04 + 0.035 * n_legend_rows, 1, 0.97))
-    fig.savefig(out, dpi=120)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return Path(out)
 
@@ -274,6 +284,11 @@ def claim_verdict(
     worse (error at most 5% higher and recovery at most 1 point lower, within noise).
     """
     by = {(r["method"], r["dose"]): r for r in rows}
+    if len(by) < len(rows):
+        raise ValueError(
+            f"rows: several rows per method and dose (they differ in {row_keys(rows)[2:]}); "
+            "the claim is checked on one setting at a time"
+        )
     doses = sorted(
         {r["dose"] for r in rows if (method, r["dose"]) in by and (baseline, r["dose"]) in by}
     )
@@ -435,11 +450,11 @@ def _write_paired(rows, out_dir: Path, methods, dataset: str) -> None:
     import csv
 
     keys = list(rows[0])
-    with open(out_dir / "paired.csv", "w", newline="") as fh:
+    with atomic_path(out_dir / "paired.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    (out_dir / "paired.md").write_text(_paired_markdown(rows, methods) + "\n")
+    write_text_atomic(out_dir / "paired.md", _paired_markdown(rows, methods) + "\n")
     plot_paired(
         rows,
         out_dir / "sweep_paired.png",

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import shutil
+import os
 import sys
-import tempfile
 from pathlib import Path
 
-__all__ = ["main", "DEFAULT_WEIGHTS", "write_prediction"]
+from models.weights import DEFAULT_WEIGHTS
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "demo"
+__all__ = ["main", "DEFAULT_WEIGHTS", "write_prediction", "header_voxel_size", "volume_sampling"]
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -31,6 +30,29 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--physics-weight", type=float, help="weight of the re-projection term")
     p.add_argument("--limit", type=int, help="use at most N samples per split")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="global batch (draws per step over all torchrun processes; a multiple of their number)",
+    )
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="auto: CUDA when available (mixed precision), else CPU",
+    )
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="data-loader processes per training process (each opens the store itself)",
+    )
+    p.add_argument(
+        "--architecture",
+        choices=["lee2021", "unet3d-v1"],
+        default="lee2021",
+        help="unet3d only: the published Lee 2021 network or the earlier variant",
+    )
 
     p = sub.add_parser("predict", help="predict atoms (extended XYZ with class probabilities)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -38,7 +60,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--data", help="simgen Zarr store: predicts every complete sample (or --split)"
     )
     src.add_argument("--volume", help="a reconstruction: .npy, .mrc, .tif, .mat or Zarr array")
-    p.add_argument("--sampling", type=float, help="voxel size of --volume (Å)")
+    p.add_argument(
+        "--sampling",
+        type=float,
+        help="voxel size of --volume (Å); default: the MRC header's (a contradicting value is an error)",
+    )
     p.add_argument("--elements", help="elements present in --volume, e.g. Fe,Pt")
     p.add_argument("--key", help="array name inside a .mat file or Zarr group")
     p.add_argument("--split", help="only this split of --data (e.g. test)")
@@ -49,6 +75,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--out", required=True, help="output: a directory for --data, a .xyz file for --volume"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output of pann predict (never any other folder or file)",
     )
     return parser
 
@@ -69,72 +100,182 @@ def write_prediction(
         for j, name in enumerate(classes):
             atoms.new_array(f"prob_{name}", np.asarray(probabilities)[:, j].astype(float))
     atoms.info.update(info or {})
-    ase.io.write(path, atoms, format="extxyz")
+    from simgen.outputs import atomic_path
+
+    with atomic_path(path) as tmp:
+        ase.io.write(tmp, atoms, format="extxyz")
+
+
+_MRC_SUFFIXES = (".mrc", ".mrcs", ".rec", ".map", ".st", ".ali")
+
+
+def header_voxel_size(path: str | Path) -> float | None:
+    """Voxel size (Å) recorded in an MRC header, or None (another format, or no size recorded).
+
+    Raises:
+        ValueError: If the header records different sizes along the axes.
+    """
+    if Path(path).suffix.lower() not in _MRC_SUFFIXES or not Path(path).is_file():
+        return None
+    import math
+
+    import mrcfile
+
+    with mrcfile.open(path, permissive=True, header_only=True) as handle:
+        size = handle.voxel_size
+        values = [float(size.x), float(size.y), float(size.z)]
+    recorded = [v for v in values if math.isfinite(v) and v > 0]
+    if not recorded:
+        return None
+    if len(recorded) < 3 or max(recorded) - min(recorded) > 1e-3 * max(recorded):
+        raise ValueError(
+            f"--volume={str(path)!r}: voxel size (x, y, z) = {values} Å in the MRC header; "
+            "expected cubic voxels"
+        )
+    return recorded[0]
+
+
+def volume_sampling(path: str | Path, sampling: float | None) -> float:
+    """The voxel size (Å) of ``--volume``: from the MRC header when it records one (a ``--sampling``
+    that contradicts it by more than 0.1 % is an error), else ``--sampling`` (then required)."""
+    header = header_voxel_size(path)
+    if sampling is not None and not (sampling > 0 and sampling < float("inf")):
+        raise ValueError(f"--sampling={sampling}: expected a positive voxel size in Å")
+    if header is None:
+        if sampling is None:
+            raise ValueError(
+                f"--sampling: required with --volume={str(path)!r} (voxel size in Å; "
+                "the file records none)"
+            )
+        return sampling
+    if sampling is not None and abs(sampling - header) > 1e-3 * header:
+        raise ValueError(
+            f"--sampling={sampling:g}: contradicts the voxel size {header:g} Å in the header of "
+            f"{str(path)!r} (omit --sampling to use the header)"
+        )
+    return header
 
 
 def _cmd_train(args) -> int:
     from models.train import train_pann, train_unet3d
 
-    for name in ("steps", "epochs", "limit"):
+    for name in ("steps", "epochs", "limit", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise ValueError(f"--{name}={value}: expected a positive integer")
+            raise ValueError(f"--{name.replace('_', '-')}={value}: expected a positive integer")
+    if args.num_workers < 0:
+        raise ValueError(f"--num-workers={args.num_workers}: expected a non-negative integer")
     if not Path(args.data).exists():
         raise FileNotFoundError(f"--data={args.data!r}: no such store")
+    from models.distributed import resolve_device
+    from simgen.outputs import check_output
+
+    resolve_device(args.device)  # a clear error before any work
+    # A new or empty folder, or a run of ours to resume; checked before any data is read.
+    check_output(args.out, "run", resume=True)
+    common = {"device": args.device, "num_workers": args.num_workers, "limit": args.limit}
     if args.model == "unet3d":
-        train_unet3d(args.data, args.out, steps=args.steps or 300, seed=args.seed, limit=args.limit)
-        print(f"wrote {Path(args.out) / 'unet3d.pt'}")
+        train_unet3d(
+            args.data,
+            args.out,
+            steps=args.steps or 300,
+            seed=args.seed,
+            batch_size=args.batch_size or 4,
+            architecture=args.architecture,
+            **common,
+        )
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"wrote {Path(args.out) / 'unet3d.pt'}")
         return 0
     from models.pann import PannConfig
 
     config = PannConfig(seed=args.seed)
+    if args.batch_size:
+        config.batch_size = args.batch_size
     if args.steps:
         config.stage1_steps = args.steps
     if args.epochs:
         config.stage2_epochs = args.epochs
     if args.physics_weight is not None:
         config.physics_weight = args.physics_weight
-    model = train_pann(args.data, args.out, config, limit=args.limit)
+    model = train_pann(args.data, args.out, config, **common)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print(
         f"wrote {Path(args.out) / 'pann.pt'} ({model!r}); loss curves in {Path(args.out) / 'loss_curves.png'}"
     )
     return 0
 
 
-def _cmd_predict(args) -> int:
-    from models.pann import PannModel
+def _read_volume(path: str, key: str | None):
+    """A 3-D volume from .npy, .mrc, .tif, .mat, or a Zarr array (or an array of a Zarr group)."""
+    import numpy as np
 
-    model = PannModel.load(args.weights)
-    out = Path(args.out)
-    if args.volume:
+    p = Path(path)
+    if p.suffix.lower() != ".zarr" and not (p / "zarr.json").exists():
         from simgen.importer import read_array
 
-        if args.sampling is None:
-            raise ValueError("--sampling: required with --volume (voxel size in Å)")
-        elements = [e.strip() for e in args.elements.split(",")] if args.elements else None
-        volume = read_array(args.volume, key=args.key)
-        pred = model.predict(volume, args.sampling, elements)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            tmp_file = Path(tmp) / out.name
-            write_prediction(
-                tmp_file,
-                pred.positions,
-                pred.elements,
-                pred.probabilities,
-                pred.classes,
-                {"source": str(args.volume)},
+        return read_array(path, key=key)
+    import zarr
+
+    if not p.exists():
+        raise FileNotFoundError(f"--volume={path!r}: no such Zarr array")
+    node = zarr.open(str(p), mode="r")
+    if isinstance(node, zarr.Group):
+        arrays = sorted(name for name, _ in node.arrays())
+        if key is None:
+            raise ValueError(
+                f"--volume={path!r}: a Zarr group; give --key, one of its arrays {arrays}"
+                " (a simgen store is read with --data)"
             )
-            tmp_file.replace(out)
-        print(
-            f"wrote {out}: {len(pred.elements)} atoms ({pred.extra['n_rejected']} candidates rejected as not atoms)"
+        if key not in node or not isinstance(node[key], zarr.Array):
+            raise ValueError(f"--key={key!r}: expected one of the arrays {arrays} in {path}")
+        node = node[key]
+    volume = np.asarray(node[...])
+    if volume.ndim != 3:
+        raise ValueError(f"--volume={path!r}: shape {volume.shape}, expected a 3-D volume")
+    return volume
+
+
+def _cmd_predict(args) -> int:
+    from models.pann import PannModel
+    from simgen.outputs import check_output, staged_output
+
+    out = Path(args.out)
+    if args.volume:
+        # Check the input before loading the networks (seconds).
+        sampling = volume_sampling(args.volume, args.sampling)
+        check_output(out, "file", overwrite=args.overwrite)  # before the expensive work
+        model = PannModel.load(args.weights)
+        elements = [e.strip() for e in args.elements.split(",")] if args.elements else None
+        volume = _read_volume(args.volume, args.key)
+        pred = model.predict(volume, sampling, elements)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_prediction(
+            out,
+            pred.positions,
+            pred.elements,
+            pred.probabilities,
+            pred.classes,
+            {"source": str(args.volume)},
         )
+        note = (
+            "the volume is constant: nothing to trace"
+            if pred.extra.get("constant_volume")
+            else f"{pred.extra['n_rejected']} candidates rejected as not atoms"
+        )
+        print(f"wrote {out}: {len(pred.elements)} atoms ({note})")
         return 0
 
+    from simgen.importer import to_input_frame
     from simgen.progress import progress_bar
     from simgen.store import open_dataset
 
+    check_output(out, "predictions", overwrite=args.overwrite)  # before the expensive work
+    model = PannModel.load(args.weights)
     ds = open_dataset(args.data)
+    # Imported data: write the atoms back in the frame of the user's input model.
+    input_frame = ds.attrs.get("input_frame") if hasattr(ds, "attrs") else None
     if args.split:
         ds = ds.filter(split=args.split)
     if len(ds) == 0:
@@ -142,28 +283,27 @@ def _cmd_predict(args) -> int:
             f"--data={args.data!r}: no complete samples"
             + (f" in split {args.split!r}" if args.split else "")
         )
-    tmp_dir = Path(
-        tempfile.mkdtemp(prefix=".pann-", dir=out.parent if out.parent.exists() else None)
-    )
-    try:
+    with staged_output(out, "predictions", overwrite=args.overwrite, command="pann predict") as tmp:
         for i in progress_bar(range(len(ds)), desc="pann predict", unit="volume"):
             s = ds[i]
             pred = model.predict(s["volume"], float(s["sampling"]), list(s["elements"]))
+            info = {"sample": int(s["index"])}
+            positions = pred.positions
+            if input_frame:
+                positions = to_input_frame(positions, input_frame)
+                info["frame"] = "input model (origin at the rotation centre)"
             write_prediction(
-                tmp_dir / f"{int(s['index'])}.xyz",
-                pred.positions,
+                tmp / f"{int(s['index'])}.xyz",
+                positions,
                 pred.elements,
                 pred.probabilities,
                 pred.classes,
-                {"sample": int(s["index"])},
+                info,
             )
-        if out.exists():
-            shutil.rmtree(out)
-        tmp_dir.replace(out)
-    finally:
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-    print(f"wrote {len(ds)} predictions to {out}/")
+    print(
+        f"wrote {len(ds)} predictions to {out}/"
+        + (" (in the frame of the imported input model)" if input_frame else "")
+    )
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import torch
 
 from models.species import NOT_AN_ATOM
 from models.tracing import trace_atoms
+from models.weights import CHECKPOINT_ERRORS, load_checkpoint, save_atomic  # noqa: F401 (re-export)
+from simgen.outputs import write_text_atomic
 
 __all__ = [
     "PannConfig",
@@ -85,7 +86,7 @@ class PannConfig:
     layers: int = 3
     stage2_epochs: int = 40
     trace_threshold: float = 0.05
-    match_radius: float = 1.0
+    match_radius: float = 0.5
     seed: int = 0
 
     @property
@@ -310,16 +311,33 @@ class PannModel:
                 raise ValueError(
                     f"elements={list(elements)}: {unknown} not among the weights' elements {list(self.config.elements)}"
                 )
+        if float(np.ptp(volume)) == 0.0:
+            # A constant volume has no atoms; the networks would answer with their biases.
+            logger.warning("volume: constant (%g everywhere): no atoms", float(volume.flat[0]))
+            return PannPrediction(
+                positions=np.zeros((0, 3)),
+                elements=[],
+                probabilities=np.zeros((0, len(self.config.classes)), dtype=np.float32),
+                classes=self.config.classes,
+                refined=volume if keep_refined else None,
+                extra={"n_candidates": 0, "n_rejected": 0, "constant_volume": True},
+            )
         work, work_sampling = volume, sampling
+        spacing = np.full(3, float(sampling))  # (x, y, z) Å between voxel centres of `work`
         if abs(ratio - 1.0) > 0.02:
             from scipy.ndimage import zoom
 
             work = zoom(volume, ratio, order=1).astype(np.float32)
             work_sampling = self.config.sampling
+            # zoom maps the corner voxels onto each other, so the exact resampled spacing is
+            # sampling·(n−1)/(m−1) per axis, not the requested one (0.4029 vs 0.4 Å for 0.357 Å).
+            n, m = np.array(volume.shape[::-1]), np.array(work.shape[::-1])
+            spacing = sampling * (n - 1) / np.maximum(m - 1, 1)
         refined = self.refine(work)
         cand = self.candidates(refined, work_sampling)
-        positions = np.asarray(cand.positions, dtype=np.float64)
-        probs = self.classify(refined, work, positions, work_sampling, elements)
+        traced = np.asarray(cand.positions, dtype=np.float64).reshape(-1, 3)
+        probs = self.classify(refined, work, traced, work_sampling, elements)
+        positions = traced / work_sampling * spacing
         classes = self.config.classes
         labels = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
         keep = np.array([classes[i] != NOT_AN_ATOM for i in labels], dtype=bool)
@@ -353,7 +371,7 @@ class PannModel:
         }
         path = run_dir / "pann.pt"
         save_atomic(payload, path)
-        (run_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        write_text_atomic(run_dir / "config.json", json.dumps(self.config.to_dict(), indent=2))
         return path
 
     @classmethod
@@ -364,8 +382,9 @@ class PannModel:
             path = path / "pann.pt"
         if not path.exists():
             raise FileNotFoundError(f"weights={str(run_dir)!r}: no pann.pt found")
+        # weights_only=True inside: a crafted file is refused without running any of its code.
+        payload = load_checkpoint(path, what="PANN checkpoint")
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
             config = PannConfig.from_dict(payload["config"])
             model = cls(config)
             model.stage1.load_state_dict(payload["stage1"])
@@ -373,33 +392,15 @@ class PannModel:
                 model.stage2 = build_stage2(config, payload["stage2_in_features"])
                 model.stage2.load_state_dict(payload["stage2"])
         except CHECKPOINT_ERRORS as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
             raise ValueError(
-                f"weights={str(path)!r}: not a valid PANN checkpoint ({type(exc).__name__}: {exc})"
+                f"weights={str(path)!r}: not a valid PANN checkpoint ({type(exc).__name__}: {first})"
             ) from None
         if payload.get("feature_mean") is not None:
             model.feature_mean = np.asarray(payload["feature_mean"], dtype=np.float32)
             model.feature_std = np.asarray(payload["feature_std"], dtype=np.float32)
         model.history = payload.get("history", {})
         return model
-
-
-#: What torch.load and load_state_dict raise for a truncated, foreign or mismatched checkpoint.
-CHECKPOINT_ERRORS = (
-    RuntimeError,
-    KeyError,
-    TypeError,
-    EOFError,
-    ValueError,
-    pickle.UnpicklingError,
-)
-
-
-def save_atomic(payload, path: str | Path) -> None:
-    """``torch.save`` to a temporary file, then rename: a killed run never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
 
 
 def _slab_patch(shape, config: PannConfig) -> tuple[int, int, int]:

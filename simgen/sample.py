@@ -120,7 +120,9 @@ def normalise_tilt_series(tilt_series: np.ndarray, dose, background: float = 0.0
     return ((series - background) / doses[:, None, None].astype(np.float32)).astype(np.float32)
 
 
-def simulate_sample(spec: SampleSpec, rng: np.random.Generator, atoms=None) -> Sample:
+def simulate_sample(
+    spec: SampleSpec, rng: np.random.Generator, atoms=None, *, progress: bool = False
+) -> Sample:
     """Simulate one sample from its spec with the generator ``rng``.
 
     Parameters
@@ -132,6 +134,8 @@ def simulate_sample(spec: SampleSpec, rng: np.random.Generator, atoms=None) -> S
     atoms
         Optional ``ase.Atoms`` to image instead of building ``spec.morphology``; they are centred
         in the volume (and randomly oriented only if ``spec.orientation == "random"``).
+    progress
+        Show progress bars for the imaging and the reconstruction (``simgen simulate``).
     """
     from simgen import acquisition, alignment, imaging, noise, reconstruct, structures, targets
 
@@ -172,6 +176,7 @@ def simulate_sample(spec: SampleSpec, rng: np.random.Generator, atoms=None) -> S
         sampling=spec.sampling,
         microscope=spec.microscope,
         mode=spec.mode,
+        progress=progress,
     )
     if history is not None and history.events:
         from simgen.damage import image_history
@@ -206,7 +211,11 @@ def simulate_sample(spec: SampleSpec, rng: np.random.Generator, atoms=None) -> S
         aligned.shifts * spec.sampling, drawn["shifts"], true_angles, aligned.angles, true_angles
     )
     volume = reconstruct.reconstruct(
-        aligned.aligned, aligned.angles, method=spec.recon, iterations=spec.iterations
+        aligned.aligned,
+        aligned.angles,
+        method=spec.recon,
+        iterations=spec.iterations,
+        progress=progress,
     )
     target = targets.ideal_volume(
         atoms, spec.size, spec.sampling, microscope=spec.microscope, sigma=spec.target_sigma

@@ -792,16 +792,25 @@ def _consolidate_damage(root, complete: np.ndarray) -> None:
 
 
 def write_single_sample_store(
-    path: str | Path, sample, spec, *, overwrite: bool = False, attrs: Mapping | None = None
+    path: str | Path,
+    sample,
+    spec,
+    *,
+    overwrite: bool = False,
+    attrs: Mapping | None = None,
+    param: str = "out",
 ) -> Path:
     """Write one sample as a complete one-sample store, atomically (temp dir, then rename).
 
     ``spec`` is the :class:`simgen.sample.SampleSpec` (or a dict with at least ``sampling``);
-    used by ``simgen simulate`` and the importer.
+    used by ``simgen simulate`` and the importer. The output policy of :mod:`simgen.outputs`
+    applies: an existing store is replaced only with ``overwrite`` (after the new one is
+    complete), and any other existing path is refused (``param`` names it in the error).
     """
+    from simgen.outputs import check_output, staged_output
+
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"out={str(path)!r}: already exists (use --overwrite to replace it)")
+    check_output(path, "store", overwrite=overwrite, param=param)
     spec_dict = _jsonable(spec)
     if "sampling" not in spec_dict:
         raise ValueError(f"spec={spec_dict!r}: expected a 'sampling' entry (Å)")
@@ -819,10 +828,7 @@ def write_single_sample_store(
         }
     )
     meta["index"] = [0]
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with staged_output(path, "store", overwrite=overwrite, param=param) as tmp:
         root = create_store(
             tmp,
             {"name": spec_dict.get("name", path.stem), **spec_dict},
@@ -839,12 +845,6 @@ def write_single_sample_store(
         )
         write_sample(root, 0, sample)
         consolidate(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
@@ -1382,7 +1382,18 @@ def verify_store(path: str | Path, *, require_complete: bool = False) -> list[st
     padded = "padded_positions" in root["atoms"]
     offsets = None if padded else np.asarray(root["atoms"]["offsets"][:], dtype=np.int64)
     manifest_path = path / MANIFEST_NAME
-    manifest = json.loads(manifest_path.read_text())["samples"] if manifest_path.is_file() else {}
+    manifest = None
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text())["samples"]
+        except (ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{MANIFEST_NAME}: unreadable ({type(exc).__name__}: {exc})")
+    else:
+        # Without the manifest nothing can be checked against it: never report "all match".
+        problems.append(
+            f"{MANIFEST_NAME}: missing (written when generation finishes; "
+            "rerun the same `simgen generate` to resume and write it)"
+        )
     for index in np.flatnonzero(complete):
         index = int(index)
         try:
@@ -1405,7 +1416,11 @@ def verify_store(path: str | Path, *, require_complete: bool = False) -> list[st
                 problems.append(
                     f"sample {index}: {name}: checksum mismatch (changed since it was written)"
                 )
-        if str(index) in manifest and manifest[str(index)] != _combined_hex(checksums[index]):
+        if manifest is None:
+            continue
+        if str(index) not in manifest:
+            problems.append(f"sample {index}: complete but not in {MANIFEST_NAME}")
+        elif manifest[str(index)] != _combined_hex(checksums[index]):
             problems.append(f"sample {index}: checksums differ from {MANIFEST_NAME}")
     if require_complete and not complete.all():
         missing = np.flatnonzero(~complete)

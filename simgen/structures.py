@@ -1476,7 +1476,7 @@ def _split_species(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return array[:, 1:4], array[:, 0]
 
 
-def load_model(
+def _read_model(
     path,
     *,
     elements: Sequence[str] | str | None = None,
@@ -1566,8 +1566,33 @@ def load_model(
         ) from None
     if isinstance(atoms, list):
         atoms = atoms[-1]
-    if len(atoms) == 0:
+    return atoms
+
+
+def load_model(path, *, allow_empty: bool = False, **options):
+    """Read an atomic model (positions in Å) and check it: finite positions, at least one atom.
+
+    ``options`` are those of :func:`_read_model` (``elements``, ``key``, ``types``,
+    ``index_base``, ``format``), which lists the formats. ``allow_empty`` accepts a model with no
+    atoms (a prediction may rightly be empty).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file cannot be read as an atomic model, holds no atoms (unless ``allow_empty``) or
+        has a NaN or infinite coordinate.
+    """
+    atoms = _read_model(path, **options)
+    if len(atoms) == 0 and not allow_empty:
         raise ValueError(f"path={str(path)!r}: holds no atoms; expected {_EXPECTED}")
+    bad = np.flatnonzero(~np.isfinite(atoms.get_positions()).all(axis=1))
+    if len(bad):
+        raise ValueError(
+            f"path={str(path)!r}: atom {int(bad[0]) + 1} (of {len(bad)} such) has a NaN or "
+            "infinite coordinate; expected finite positions in Å"
+        )
     return atoms
 
 
