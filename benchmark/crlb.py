@@ -44,7 +44,14 @@ import numpy as np
 
 from simgen.imaging import Microscope
 
-__all__ = ["RadialPSF", "crlb_positions", "spot_fisher", "crlb_of_sample"]
+__all__ = [
+    "RadialPSF",
+    "crlb_positions",
+    "spot_fisher",
+    "crlb_of_sample",
+    "noise_levels",
+    "rms_by_element",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -340,24 +347,74 @@ def _trace_of_inverse(matrix: np.ndarray) -> float:
     return float(np.sum(1.0 / eigenvalues))
 
 
-def crlb_of_sample(sample: dict, *, neighbours: bool = True) -> np.ndarray:
-    """The bound (pm, one per true atom) for one sample read from a store.
+def noise_levels(specs, dose: float, sampling: float) -> tuple[float, float]:
+    """``(read_noise, background)`` in counts per pixel from noise spec strings.
 
-    ``sample`` holds ``positions`` (N, 3) Å, ``numbers`` (N,), ``angles_true`` (A,) degrees,
-    ``dose`` (scalar or (A,)), ``sampling`` Å, ``size`` pixels, ``microscope`` (a
-    :class:`~simgen.imaging.Microscope`), and optionally ``read_noise`` and ``background``
-    (counts); what the noise chain of the sample recorded.
+    ``read`` gives the read noise; ``background`` its expected counts (``counts + fraction · dose ·
+    sampling²``); ``gain`` scales the background (shot noise is then not Poisson in output units,
+    which this bound ignores). Other models (geometric errors, beam current) are taken as known.
     """
+    from simgen.noise import NoiseChain
+
+    chain = NoiseChain.from_specs(list(specs) if specs else ["poisson"])
+    read_noise = 0.0
+    for model in chain.models:
+        if model.name == "read":
+            read_noise = float(model.sigma)
+    return read_noise, chain.background(float(dose), sampling)
+
+
+def crlb_of_sample(
+    sample: dict, spec: dict | None = None, *, neighbours: bool = False
+) -> np.ndarray:
+    """The bound (pm, one per true atom) for one sample as read from a store.
+
+    Parameters
+    ----------
+    sample
+        A sample of :func:`simgen.store.open_dataset`: ``positions`` (N, 3) Å, ``numbers``,
+        ``angles_true`` (degrees), ``dose`` (or ``acquisition_dose``, one per projection),
+        ``sampling``, ``tilt_series`` (for the image size) and ``noise_model``.
+    spec
+        The store's resolved dataset spec (``Dataset.attrs["spec"]``): the microscope and the
+        noise models' parameters (read noise, background). Without it: the default microscope,
+        Poisson noise only.
+    neighbours
+        Joint bound with every other atom a nuisance parameter (slower), else isolated atoms.
+    """
+    spec = spec or {}
+    microscope = (
+        Microscope.from_dict(dict(spec["microscope"])) if spec.get("microscope") else Microscope()
+    )
+    noise_specs = dict(spec.get("noise_models") or {}).get(str(sample.get("noise_model", "")))
+    if noise_specs is None:
+        noise_specs = spec.get("noise")  # a single simulated sample records its own chain
+    dose = sample.get("acquisition_dose")
+    if dose is None:
+        dose = float(sample["dose"])
+    size = int(np.shape(sample["tilt_series"])[-1])
+    read_noise, background = noise_levels(noise_specs, float(np.mean(dose)), sample["sampling"])
     return crlb_positions(
         sample["positions"],
         sample["numbers"],
         sample["angles_true"],
-        sample["dose"],
+        dose,
         sample["sampling"],
-        sample["size"],
-        microscope=sample.get("microscope", Microscope()),
-        read_noise=float(sample.get("read_noise", 0.0)),
-        background=float(sample.get("background", 0.0)),
+        size,
+        microscope=microscope,
+        read_noise=read_noise,
+        background=background,
         neighbours=neighbours,
-        thermal_sigma=sample.get("thermal_sigma"),
     )
+
+
+def rms_by_element(values_pm, numbers) -> dict[str, float]:
+    """``{"all": RMS, "<El>": RMS over that element}`` of per-atom values (pm)."""
+    from ase.data import chemical_symbols
+
+    values = np.asarray(values_pm, dtype=float)
+    numbers = np.asarray(numbers, dtype=int)
+    out = {"all": float(np.sqrt(np.mean(values**2))) if len(values) else float("nan")}
+    for z in np.unique(numbers):
+        out[chemical_symbols[int(z)]] = float(np.sqrt(np.mean(values[numbers == z] ** 2)))
+    return out

@@ -227,8 +227,9 @@ def paired_errors(matches: dict, *, radius: float | None = None, aet: bool = Tru
     Returns
     -------
     dict
-        ``{"n_paired": K, "n_paired_<El>": ..., method: {"all": pm, "<El>": pm}}``: RMS errors in
-        pm over the paired atoms, overall and per true element (NaN where none is paired).
+        ``{"n_paired": K, "n_paired_<El>": ..., "true_index": (K,), "element": (K,),
+        method: {"all": pm, "<El>": pm}}``: RMS errors in pm over the paired atoms, overall and
+        per true element.
     """
     methods = sorted(matches)
     if not methods:
@@ -245,7 +246,11 @@ def paired_errors(matches: dict, *, radius: float | None = None, aet: bool = Tru
         tables[method] = dict(zip(index.tolist(), zip(displacement, elements)))
     common = sorted(set.intersection(*(set(t) for t in tables.values())))
     elements = np.array([tables[methods[0]][i][1] for i in common], dtype=str)
-    out: dict = {"n_paired": len(common)}
+    out: dict = {
+        "n_paired": len(common),
+        "true_index": np.asarray(common, dtype=int),
+        "element": elements,
+    }
     for element in sorted(set(elements.tolist())):
         out[f"n_paired_{element}"] = int(np.count_nonzero(elements == element))
     for method in methods:

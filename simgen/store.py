@@ -1269,10 +1269,12 @@ def inspect_store(path: str | Path) -> dict:
     alignment = {}
     if "align" in meta and "align_shift_error_pm" in meta:
         for method in np.unique(meta["align"][complete]):
+            if not str(method):  # samples without an alignment record (imported data)
+                continue
             chosen = complete & (meta["align"] == method)
             shift = meta["align_shift_error_pm"][chosen]
             angle = meta["align_angle_error_deg"][chosen]
-            alignment[str(method) or "-"] = {
+            alignment[str(method)] = {
                 "n": int(chosen.sum()),
                 "shift_error_pm_median": float(np.nanmedian(shift))
                 if np.isfinite(shift).any()

@@ -75,3 +75,53 @@ def test_bad_input_names_the_parameter():
         crlb_positions(pos, [78, 26], ANGLES, 1.0, 0.4, 64)
     with pytest.raises(ValueError, match="sampling="):
         crlb_positions(pos, [78], ANGLES, 1.0, 0.0, 64)
+
+
+def test_aet_bench_crlb_prints_the_bound_of_each_sample(tmp_path, capsys):
+    from ase import Atoms
+
+    from benchmark.cli import main
+    from simgen.sample import Sample
+    from simgen.store import consolidate, create_store, write_sample
+
+    angles = np.linspace(-60.0, 60.0, 7).astype(np.float32)
+    spec = {"name": "unit", "noise_models": {"shot": ["poisson", "read:sigma=2"]}}
+    path = tmp_path / "s.zarr"
+    create_store(
+        path,
+        spec,
+        1,
+        n_angles=7,
+        size=24,
+        sampling=0.4,
+        meta={"dose": [500.0], "noise_model": ["shot"]},
+    )
+    positions = np.array([[4.6, 4.6, 4.6], [6.0, 4.0, 5.0]])
+    atoms = Atoms(numbers=[78, 26], positions=positions)
+    write_sample(
+        path,
+        0,
+        Sample(
+            atoms=atoms,
+            tilt_series=np.zeros((7, 24, 24), np.float32),
+            angles=angles,
+            angles_true=angles,
+            volume=np.zeros((24, 24, 24), np.float32),
+            target=np.zeros((24, 24, 24), np.float32),
+            meta={},
+        ),
+    )
+    consolidate(path)
+    assert main(["crlb", str(path)]) == 0
+    out = capsys.readouterr().out
+    expected = crlb_positions(
+        positions.astype(np.float32),
+        [78, 26],
+        angles,
+        500.0,
+        0.4,
+        24,
+        read_noise=2.0,
+        neighbours=False,
+    )
+    assert f"Pt {expected[0]:.2f}" in out and f"Fe {expected[1]:.2f}" in out

@@ -307,6 +307,7 @@ def test_reader_still_opens_a_schema_1_store(tmp_path):
         path, {"name": "old"}, 1, n_angles=A, size=V, sampling=0.5, meta={}, alignment=False
     )
     write_sample(path, 0, _sample(0))
+    consolidate(path)
     zarr.open_group(str(path), mode="r+").attrs["schema_version"] = 1
     ds = open_dataset(path)
     assert len(ds) == 1 and "shifts" not in ds[0]
