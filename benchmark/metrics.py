@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.matching import align as align_models
-from benchmark.matching import match_atoms
+from simgen.matching import align as align_models
+from simgen.matching import match_atoms
 
 __all__ = ["score", "element_symbols"]
 

@@ -8,6 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from models.io import write_prediction
+
 __all__ = ["main", "DEFAULT_WEIGHTS", "write_prediction"]
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "demo"
@@ -51,25 +53,6 @@ def _build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="output: a directory for --data, a .xyz file for --volume"
     )
     return parser
-
-
-def write_prediction(
-    path: Path, positions, elements, probabilities=None, classes=None, info=None
-) -> None:
-    """Extended XYZ: positions (Å) and elements, with per-atom class probabilities as ``prob_<class>``."""
-    import ase
-    import ase.io
-    import numpy as np
-
-    atoms = ase.Atoms(
-        symbols=[e if e != "unknown" else "X" for e in elements],
-        positions=np.asarray(positions).reshape(-1, 3),
-    )
-    if probabilities is not None and classes is not None and len(atoms):
-        for j, name in enumerate(classes):
-            atoms.new_array(f"prob_{name}", np.asarray(probabilities)[:, j].astype(float))
-    atoms.info.update(info or {})
-    ase.io.write(path, atoms, format="extxyz")
 
 
 def _cmd_train(args) -> int:
