@@ -27,12 +27,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", required=True, help="run directory (weights, config, loss curves); rerun to resume"
     )
-    p.add_argument("--model", choices=["pann", "unet3d"], default="pann")
+    p.add_argument(
+        "--model", choices=["pann", "unet3d"], default="pann", help="what to train (default pann)"
+    )
     p.add_argument("--steps", type=int, help="stage-1 (or unet3d) optimiser steps")
     p.add_argument("--epochs", type=int, help="stage-2 epochs")
     p.add_argument("--physics-weight", type=float, help="weight of the re-projection term")
     p.add_argument("--limit", type=int, help="use at most N samples per split")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
     p = sub.add_parser("predict", help="predict atoms (extended XYZ with class probabilities)")
     src = p.add_mutually_exclusive_group(required=True)
