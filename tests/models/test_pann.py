@@ -71,10 +71,23 @@ def test_predict_cli_store_and_volume(trained, smoke_store, tmp_path):
         pann_main(["predict", "--data", str(smoke_store), "--weights", str(run), "--out", str(out)])
         == 0
     )
+    from simgen.store import open_dataset
+
     files = sorted(out.glob("*.xyz"))
-    assert files
-    atoms = ase.io.read(files[0])
-    assert "prob_none" in atoms.arrays or len(atoms) == 0
+    assert len(files) == len(open_dataset(smoke_store))
+    predicted = [ase.io.read(f) for f in files]
+    assert sum(len(atoms) for atoms in predicted) > 0  # atoms are found in the smoke particles
+    for atoms in predicted:
+        if len(atoms):
+            probabilities = np.stack(
+                [
+                    atoms.arrays[f"prob_{c}"]
+                    for c in ("Fe", "Pt", "none")
+                    if f"prob_{c}" in atoms.arrays
+                ],
+                axis=1,
+            )
+            np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
     from simgen.store import open_dataset
 
@@ -99,7 +112,8 @@ def test_predict_cli_store_and_volume(trained, smoke_store, tmp_path):
         )
         == 0
     )
-    assert xyz.exists()
+    single = ase.io.read(xyz)
+    assert single.info["source"] == str(vol)
 
 
 @pytest.mark.parametrize(
