@@ -204,6 +204,8 @@ def simulate_sample(spec: SampleSpec, rng: np.random.Generator, atoms=None) -> S
         "n_atoms": len(atoms),
         "mode": spec.mode,
     }
+    if "ordering" in atoms.info:  # the chemical order made (a twinned L1₀ particle is an alloy)
+        meta["ordering"] = atoms.info["ordering"]
     if spec.tracks_acquisition:
         meta.update(
             {

@@ -133,3 +133,32 @@ def test_debug_works_before_and_after_the_subcommand(tmp_path, capsys, where):
         simgen_main(argv)
     assert simgen_main(["inspect", missing]) == 2
     assert capsys.readouterr().err.startswith("simgen: error:")
+
+
+def test_ordered_phase_on_a_twinned_particle_is_recorded_in_the_store(
+    tmp_path, caplog, monkeypatch
+):
+    from simgen.store import open_dataset
+    from simgen.structures import ordering
+
+    monkeypatch.setattr(ordering, "_WARNED", set())  # the warning is logged once per process
+
+    out = tmp_path / "ico.zarr"
+    argv = ["simulate", "--particle", "icosahedron", "--composition", "L10:FePt"]
+    argv += ["--size-nm", "0.8", "--tilt", "-60:60:5", "--sampling", "0.5", "--iterations", "3"]
+    assert simgen_main([*argv, "--out", str(out)]) == 0
+    sample = open_dataset(out)[0]
+    assert sample["composition"] == "L10:FePt" and sample["ordering"] == "alloy"
+    assert "made a random alloy" in caplog.text  # a warning: shown on the terminal too
+
+
+def test_generated_store_records_the_ordering_of_each_sample(smoke_store):
+    from simgen.store import open_dataset
+    from simgen.structures import realised_ordering
+
+    ds = open_dataset(smoke_store)
+    for i in range(len(ds)):
+        sample = ds[i]
+        expected = realised_ordering(sample["morphology"], sample["composition"])
+        assert sample["ordering"] == expected
+        assert expected == ("L10" if sample["composition"] == "L10:FePt" else "element")
