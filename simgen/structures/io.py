@@ -447,6 +447,7 @@ def load_model(
     types=None,
     index_base: int = 1,
     format: str | None = None,
+    allow_empty: bool = False,
 ):
     """Read an atomic model (positions in Å).
 
@@ -471,6 +472,8 @@ def load_model(
         The species index that means ``elements[0]`` (default 1, MATLAB style).
     format
         ASE format name, to override detection by suffix.
+    allow_empty
+        Accept a model with no atoms (a prediction may rightly be empty).
 
     Raises
     ------
@@ -491,7 +494,7 @@ def load_model(
         )
     else:
         atoms = _read_with_ase(path, format)
-    if len(atoms) == 0:
+    if len(atoms) == 0 and not allow_empty:
         raise ValueError(f"path={str(path)!r}: holds no atoms; expected {_EXPECTED}")
     return _check_finite(atoms, path)
 

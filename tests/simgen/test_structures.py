@@ -822,3 +822,11 @@ def test_morphology_registry_declares_typed_options():
     assert "shells: int | None = None" in MORPHOLOGY_REGISTRY["icosahedron"].describe()
     with pytest.raises(ValueError, match=r"shells=3: not an option of cube"):
         build_particle("cube", "Pt", 1.0, rng=rng(), shells=3)
+
+
+def test_empty_model_only_when_allowed(tmp_path):
+    path = tmp_path / "empty.xyz"
+    path.write_text("0\n\n")
+    with pytest.raises(ValueError, match="empty.xyz.*holds no atoms"):
+        load_model(path)
+    assert len(load_model(path, allow_empty=True)) == 0
