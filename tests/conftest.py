@@ -12,12 +12,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def smoke_store(tmp_path_factory):
-    """The ``smoke`` dataset, generated once per test session (one local Dask worker)."""
+    """The ``smoke`` dataset, generated once per test session.
+
+    In-process (Dask's synchronous scheduler): the store is the same whatever the scheduler
+    (tests/simgen/test_engine.py proves that on real clusters), and the fast suite starts none.
+    """
     from simgen.config import get_dataset
     from simgen.engine import generate
 
     out = tmp_path_factory.mktemp("smoke") / "smoke.zarr"
-    report = generate(get_dataset("smoke", REPO / "datasets.yaml"), out, workers=1, progress=False)
+    report = generate(
+        get_dataset("smoke", REPO / "datasets.yaml"), out, scheduler="synchronous", progress=False
+    )
     assert not report.failed
     return out
 

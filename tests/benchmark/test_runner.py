@@ -64,6 +64,7 @@ def test_run_writes_one_line_per_sample_with_metrics(classical_results, smoke_st
     assert min(r["recovery_rate"] for r in records) > 0
 
 
+@pytest.mark.slow  # a pool of worker processes
 def test_parallel_run_gives_the_same_records(classical_results, smoke_store, tmp_path):
     _, serial = classical_results
     parallel = run_method("classical", smoke_store, tmp_path / "p.jsonl", split=None, workers=2)

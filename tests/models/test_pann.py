@@ -28,6 +28,7 @@ def trained(smoke_store, tmp_path_factory):
     return run, model
 
 
+@pytest.mark.slow  # trains PANN (module fixture)
 def test_training_writes_weights_config_and_curves(trained):
     run, model = trained
     assert (
@@ -39,6 +40,7 @@ def test_training_writes_weights_config_and_curves(trained):
     assert model.config.classes[-1] == "none"
 
 
+@pytest.mark.slow  # trains PANN (module fixture)
 def test_save_load_round_trip_same_outputs(trained, smoke_store):
     from simgen.store import open_dataset
 
@@ -62,6 +64,7 @@ def test_labels_from_matching():
     assert labels.tolist() == [0, 1, 2, 2]  # the duplicate near atom 0 is "not an atom"
 
 
+@pytest.mark.slow  # trains PANN (module fixture)
 def test_predict_cli_store_and_volume(trained, smoke_store, tmp_path):
     import ase.io
 

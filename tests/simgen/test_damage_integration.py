@@ -195,6 +195,7 @@ def test_config_validates_schemes_profiles_and_damage_models():
         DatasetSpec.from_dict("smoke", no_models)
 
 
+@pytest.mark.slow  # end-to-end: generate, run, score, plot
 def test_damage_sweep_generates_and_scores_against_both_truths(tmp_path):
     from benchmark.leaderboard import aggregate
     from benchmark.runner import run_method
