@@ -467,7 +467,7 @@ def _cmd_list(args) -> int:
         syntax = " ".join(doc.split("\n\n", 1)[1].split()) if "\n\n" in doc else doc
         blocks.append(
             "compositions (--composition; datasets.yaml particles.composition):\n  "
-            + syntax.replace("; ", ";\n  ")
+            + syntax.replace("``", "").replace("; ", ";\n  ")
         )
     if "noise" in topics:
         from simgen.noise import NOISE_MODELS, describe_models

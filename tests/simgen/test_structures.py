@@ -830,3 +830,16 @@ def test_empty_model_only_when_allowed(tmp_path):
     with pytest.raises(ValueError, match="empty.xyz.*holds no atoms"):
         load_model(path)
     assert len(load_model(path, allow_empty=True)) == 0
+
+
+def test_every_composition_example_in_the_syntax_parses():
+    """The syntax that ``simgen list compositions`` prints: each example is a valid composition."""
+    import re
+
+    from simgen.structures import compositions
+
+    examples = [e.strip("\"") for e in re.findall(r"``([^`]+)``", compositions.__doc__)]
+    examples = [e for e in examples if e not in ("parse_composition",) and not e.startswith(",")]
+    assert len(examples) >= 6
+    for example in examples:
+        assert parse_composition(parse_composition(example).label) == parse_composition(example)
