@@ -838,7 +838,7 @@ def test_every_composition_example_in_the_syntax_parses():
 
     from simgen.structures import compositions
 
-    examples = [e.strip("\"") for e in re.findall(r"``([^`]+)``", compositions.__doc__)]
+    examples = [e.strip('"') for e in re.findall(r"``([^`]+)``", compositions.__doc__)]
     examples = [e for e in examples if e not in ("parse_composition",) and not e.startswith(",")]
     assert len(examples) >= 6
     for example in examples:
