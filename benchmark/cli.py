@@ -22,6 +22,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--split", default="test", help="split to run on (default test; 'all' for every sample)"
     )
     p.add_argument("--out", required=True, help="RESULTS.jsonl")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing results (and --models) written by aet-bench (never other files)",
+    )
     p.add_argument("--models", help="directory for the predicted models (<index>.xyz)")
     p.add_argument("--limit", type=int, help="run on at most N samples")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
@@ -51,7 +56,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "results", nargs="+", metavar="RESULTS", help="RESULTS.jsonl files of aet-bench run"
     )
-    p.add_argument("--out", required=True, help="output directory for tables and plots")
+    p.add_argument("--out", required=True, help="folder for leaderboard.md/.html/.csv/.png")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a leaderboard folder written before"
+    )
     p.add_argument("--title", default="AET leaderboard", help="title of the tables and plots")
 
     p = sub.add_parser(
@@ -61,7 +69,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "--dataset", default="dose-sweep", help="dataset of the catalogue (default dose-sweep)"
     )
     p.add_argument(
-        "--config", default="datasets.yaml", help="dataset catalogue (default datasets.yaml)"
+        "--config",
+        default=None,
+        help="dataset catalogue (YAML); default: ./datasets.yaml if present, else the one shipped with simgen",
     )
     p.add_argument(
         "--methods", default="classical", help="comma-separated, e.g. classical,unet3d,pann"
@@ -74,7 +84,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--truth",
         help="for damage datasets: initial, final, mean (comma-separated; default initial,final)",
     )
-    p.add_argument("--out", required=True, help="output directory (store, results, plots)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="sweep folder (new, empty, or an earlier sweep: resumed and its tables refreshed)",
+    )
 
     p = sub.add_parser("speed", help="measure speed ratios (printed as a table)")
     p.add_argument("--quick", action="store_true", help="smaller cases (for a smoke run)")
@@ -112,6 +126,8 @@ def _cmd_run(args) -> int:
         align=args.align,
         options=_method_options(args),
         truth=_truths(args.truth),
+        overwrite=args.overwrite,
+        params=("--out", "--models"),
     )
     print(
         f"wrote {len(records)} results to {args.out}"
@@ -149,8 +165,16 @@ def _cmd_score(args) -> int:
 def _cmd_leaderboard(args) -> int:
     from benchmark.leaderboard import write_leaderboard
     from benchmark.runner import read_results
+    from simgen.outputs import check_output
 
-    paths = write_leaderboard(read_results(args.results), args.out, title=args.title)
+    check_output(args.out, "report", overwrite=args.overwrite)  # before reading the results
+    paths = write_leaderboard(
+        read_results(args.results),
+        args.out,
+        title=args.title,
+        overwrite=args.overwrite,
+        param="--out",
+    )
     print(Path(paths["md"]).read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
@@ -170,6 +194,7 @@ def _cmd_sweep(args) -> int:
         limit=args.limit,
         split=args.split,
         truth=_truths(args.truth) if args.truth else None,
+        param="--out",
     )
     extra = [
         k

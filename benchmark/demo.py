@@ -86,7 +86,10 @@ def sample_figure(sample: dict, refined: np.ndarray, prediction, out) -> Path:
         f"{len(true_el)} atoms, sampling {s} Å"
     )
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    from simgen.outputs import atomic_path
+
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return Path(out)
 
@@ -96,7 +99,7 @@ def main(argv=None) -> int:
         prog="python -m benchmark.demo", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--out", default="demo-output")
-    parser.add_argument("--config", default="datasets.yaml")
+    parser.add_argument("--config", default=None)
     parser.add_argument("--dataset", default="demo")
     parser.add_argument("--limit", type=int, help="generate only the first N samples")
     parser.add_argument(
@@ -115,14 +118,17 @@ def main(argv=None) -> int:
     from benchmark.runner import run_method
     from simgen.config import get_dataset
     from simgen.engine import generate
+    from simgen.outputs import check_output, write_marker
     from simgen.preview import preview
     from simgen.store import open_dataset
 
     t0 = time.perf_counter()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    store = out / f"{args.dataset}.zarr"
+    check_output(out, "demo", resume=True)  # new, empty, or an earlier demo (resumed)
     spec = get_dataset(args.dataset, args.config)
+    out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, "demo", "python -m benchmark.demo")
+    store = out / f"{args.dataset}.zarr"
     print(
         f"[1/4] generating {args.dataset!r} into {store} ({spec.n_samples if args.limit is None else args.limit} samples)"
     )
@@ -139,10 +145,16 @@ def main(argv=None) -> int:
             out / f"results_{method}.jsonl",
             models_dir=out / "models" / method,
             split="test",
+            overwrite=True,  # the demo's own outputs, recomputed from its (resumed) store
         )
 
     print("[3/4] leaderboard and per-dose figure")
-    paths = write_leaderboard(records, out, title=f"{args.dataset} test split (held-out particles)")
+    paths = write_leaderboard(
+        records,
+        out / "leaderboard",
+        title=f"{args.dataset} test split (held-out particles)",
+        overwrite=True,
+    )
     plot_against_dose(
         aggregate(records),
         out / "dose_sweep.png",

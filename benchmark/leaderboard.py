@@ -49,8 +49,10 @@ def aggregate(records, by=("method", "dose"), metrics=tuple(METRIC_KEYS)) -> lis
 
 def write_rows_csv(rows, path, keys=("method", "dose"), metrics=tuple(METRIC_KEYS)) -> Path:
     """CSV of :func:`aggregate` rows: the group ``keys``, ``n``, then each metric and its std."""
+    from simgen.outputs import atomic_path
+
     cols = [c for m in metrics for c in (m, m + "_std")]
-    with open(path, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow([*keys, "n", *cols])
         for row in rows:
@@ -82,12 +84,34 @@ def _fmt(row, m):
     return f"{v:.{digits}f} ± {s:.{digits}f}" if np.isfinite(s) else f"{v:.{digits}f}"
 
 
-def write_leaderboard(records, out_dir, *, title="AET leaderboard") -> dict[str, Path]:
-    """Write ``leaderboard.md``, ``.html``, ``.csv`` and ``leaderboard.png`` into ``out_dir``."""
+def write_leaderboard(
+    records, out_dir, *, title="AET leaderboard", overwrite: bool = False, param: str = "out_dir"
+) -> dict[str, Path]:
+    """Write ``leaderboard.md``, ``.html``, ``.csv`` and ``leaderboard.png`` into ``out_dir``.
+
+    ``out_dir`` must be new, empty, or a leaderboard folder written before (replaced only with
+    ``overwrite``); the folder is written beside it and swapped in complete
+    (:func:`simgen.outputs.staged_output`).
+    """
+    from simgen.outputs import check_output, staged_output
+
     if not records:
         raise ValueError("results: no records to rank")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_output(out_dir, "report", overwrite=overwrite, param=param)
+    final_dir = Path(out_dir)
+    with staged_output(
+        final_dir, "report", overwrite=overwrite, param=param, command="aet-bench leaderboard"
+    ) as tmp:
+        _write_leaderboard_files(records, tmp, title)
+    return {
+        "md": final_dir / "leaderboard.md",
+        "html": final_dir / "leaderboard.html",
+        "csv": final_dir / "leaderboard.csv",
+        "png": final_dir / "leaderboard.png",
+    }
+
+
+def _write_leaderboard_files(records, out_dir: Path, title: str) -> None:
     rows = aggregate(records)
     metrics = list(METRIC_KEYS)
     best = {m: _best(rows, m, "dose") for m in metrics}
@@ -135,8 +159,7 @@ def write_leaderboard(records, out_dir, *, title="AET leaderboard") -> dict[str,
     paths["html"].write_text("\n".join(h))
 
     write_rows_csv(rows, paths["csv"], metrics=metrics)
-    paths["png"] = plot_against_dose(rows, out_dir / "leaderboard.png", title=title)
-    return paths
+    plot_against_dose(rows, out_dir / "leaderboard.png", title=title)
 
 
 def plot_against_dose(
@@ -177,6 +200,9 @@ def plot_against_dose(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=130)
+    from simgen.outputs import atomic_path
+
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=130, format="png")
     plt.close(fig)
     return Path(out)

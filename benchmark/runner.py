@@ -12,14 +12,14 @@ record carries ``truth``, ``total_dose`` (e/Å² over the series), ``tilt_scheme
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from simgen.outputs import staged_output, write_text_atomic
 from simgen.progress import progress_bar
 
 __all__ = ["run_method", "score_sample", "read_results", "METRIC_KEYS"]
@@ -125,13 +125,20 @@ def _run_one(method, view, position, models_dir, radius, align, dataset_name, tr
         classes = (getattr(prediction, "extra", None) or {}).get("classes")
         if probabilities is not None and np.ndim(probabilities) != 2:
             probabilities = None
+        positions, info = prediction.positions, {"sample": index, "method": method.name}
+        input_frame = view.attrs.get("input_frame")
+        if input_frame:  # imported data: the model file in the frame of the user's input model
+            from simgen.importer import to_input_frame
+
+            positions = to_input_frame(positions, input_frame)
+            info["frame"] = "input model (origin at the rotation centre)"
         write_prediction(
             Path(models_dir) / f"{index}.xyz",
-            prediction.positions,
+            positions,
             prediction.elements,
             probabilities,
             classes,
-            {"sample": index, "method": method.name},
+            info,
         )
     dose = float(sample.get("dose", np.nan))
     n_angles = len(sample["angles"]) if sample.get("angles") is not None else 0
@@ -176,6 +183,8 @@ def run_method(
     options: dict | None = None,
     progress: bool | None = None,
     truth: str | tuple[str, ...] = "initial",
+    overwrite: bool = False,
+    params: tuple[str, str] = ("out", "models_dir"),
 ) -> list[dict]:
     """Run ``method_name`` on the complete samples of ``store`` and write ``out`` (JSON lines).
 
@@ -192,12 +201,22 @@ def run_method(
         Ground truth of damaged samples: ``"initial"``, ``"final"``, ``"mean"`` or several of them
         (one record per sample and truth, the method runs once per sample). Samples without damage
         events score the same against all three.
+    overwrite
+        Replace an existing results file (and ``models_dir``) written by this project; other
+        existing paths are refused before any work (:mod:`simgen.outputs`). Both are written
+        atomically.
+    params
+        Names of ``out`` and ``models_dir`` in error messages (the CLI's ``--out``, ``--models``).
     """
     from benchmark.methods import get_method
+    from simgen.outputs import check_output
     from simgen.store import open_dataset
 
     if workers < 1:
         raise ValueError(f"workers={workers}: expected a positive integer")
+    check_output(out, "results", overwrite=overwrite, param=params[0])
+    if models_dir is not None:
+        check_output(models_dir, "predictions", overwrite=overwrite, param=params[1])
     truths = _truths(truth)
     method = get_method(method_name, **(options or {}))  # fail fast on unknown names/options
     ds = open_dataset(store)
@@ -211,8 +230,56 @@ def run_method(
     n = len(view) if limit is None else min(limit, len(view))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if models_dir is not None:
-        Path(models_dir).mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        final_models = models_dir
+        if models_dir is not None:  # written beside, swapped in when every sample is done
+            models_dir = str(
+                stack.enter_context(
+                    staged_output(
+                        final_models,
+                        "predictions",
+                        overwrite=overwrite,
+                        param=params[1],
+                        command="aet-bench run",
+                    )
+                )
+            )
+        records = _run_all(
+            method,
+            method_name,
+            options,
+            store,
+            view,
+            n,
+            split,
+            models_dir,
+            radius,
+            align,
+            dataset_name,
+            truths,
+            workers,
+            progress,
+        )
+        write_text_atomic(out, "".join(json.dumps(record) + "\n" for record in records))
+    return records
+
+
+def _run_all(
+    method,
+    method_name,
+    options,
+    store,
+    view,
+    n,
+    split,
+    models_dir,
+    radius,
+    align,
+    dataset_name,
+    truths,
+    workers,
+    progress,
+) -> list[dict]:
     records = []
     bar_desc = f"{method_name} on {dataset_name}"
     if workers == 1:
@@ -237,12 +304,6 @@ def run_method(
             ):
                 records += sample_records
     records.sort(key=lambda r: (r["index"], truths.index(r["truth"])))
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-    with os.fdopen(fd, "w") as fh:
-        for record in records:
-            fh.write(json.dumps(record) + "\n")
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-    os.replace(tmp, out)
     return records
 
 

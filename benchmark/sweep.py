@@ -19,6 +19,7 @@ import numpy as np
 
 from benchmark.leaderboard import METRIC_LABELS, aggregate, plot_against_dose, write_rows_csv
 from benchmark.runner import METRIC_KEYS, run_method
+from simgen.outputs import atomic_path, write_text_atomic
 
 __all__ = ["run_sweep", "plot_damage_sweep", "best_total_dose", "claim_verdict", "DAMAGE_GROUPS"]
 
@@ -43,12 +44,13 @@ def run_sweep(
     dataset: str = "dose-sweep",
     methods=("classical",),
     store=None,
-    config="datasets.yaml",
+    config=None,
     workers: int | None = None,
     limit: int | None = None,
     split: str | None = None,
     method_options: dict | None = None,
     truth: str | tuple[str, ...] | None = None,
+    param: str = "out_dir",
 ) -> list[dict]:
     """Run ``methods`` over a dose-sweep store and write ``sweep.csv`` and ``sweep.png`` to ``out_dir``.
 
@@ -69,13 +71,18 @@ def run_sweep(
         The aggregated rows (mean ± std per group) written to ``sweep.csv``.
     """
     from simgen.config import get_dataset
+    from simgen.outputs import check_output, write_marker
 
+    # A new or empty folder, or a sweep of ours: resumed (its store) and its tables refreshed.
+    check_output(out_dir, "sweep", resume=True, param=param)
     out_dir = Path(out_dir)
+    if store is None:
+        spec = get_dataset(dataset, config)  # a bad name or catalogue fails before any writing
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_marker(out_dir, "sweep", "aet-bench sweep")
     if store is None:
         from simgen.engine import generate
 
-        spec = get_dataset(dataset, config)
         store = out_dir / f"{dataset}.zarr"
         report = generate(spec, store, workers=workers, limit=limit)
         if report.failed:
@@ -96,6 +103,7 @@ def run_sweep(
             workers=workers or 1,
             options=(method_options or {}).get(method),
             truth=truths,
+            overwrite=True,  # this sweep's own results, recomputed from its (resumed) store
         )
     if not damaged:
         rows = aggregate(
@@ -110,7 +118,7 @@ def run_sweep(
         )
         methods_run = {r["method"] for r in rows}
         if {"pann", "classical"} <= methods_run:
-            (out_dir / "claim.md").write_text(claim_verdict(rows) + "\n")
+            write_text_atomic(out_dir / "claim.md", claim_verdict(rows) + "\n")
         return rows
 
     rows = aggregate(records, by=DAMAGE_GROUPS)
@@ -225,7 +233,8 @@ def plot_damage_sweep(
         fig.suptitle(title, fontsize=10)
     n_legend_rows = math.ceil(len(labels) / 4) if handles else 0
     fig.tight_layout(rect=(0, 0.04 + 0.035 * n_legend_rows, 1, 0.97))
-    fig.savefig(out, dpi=120)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return Path(out)
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from models.io import write_prediction
+from models.weights import DEFAULT_WEIGHTS
 
 __all__ = ["main", "DEFAULT_WEIGHTS", "write_prediction"]
-
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "demo"
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -54,6 +51,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", required=True, help="output: a directory for --data, a .xyz file for --volume"
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output of pann predict (never any other folder or file)",
+    )
     return parser
 
 
@@ -66,6 +68,10 @@ def _cmd_train(args) -> int:
             raise ValueError(f"--{name}={value}: expected a positive integer")
     if not Path(args.data).exists():
         raise FileNotFoundError(f"--data={args.data!r}: no such store")
+    from simgen.outputs import check_output
+
+    # A new or empty folder, or a run of ours to resume; checked before any data is read.
+    check_output(args.out, "run", resume=True)
     if args.model == "unet3d":
         train_unet3d(args.data, args.out, steps=args.steps or 300, seed=args.seed, limit=args.limit)
         print(f"wrote {Path(args.out) / 'unet3d.pt'}")
@@ -86,40 +92,72 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _cmd_predict(args) -> int:
-    from models.pann import PannModel
+def _read_volume(path: str, key: str | None):
+    """A 3-D volume from .npy, .mrc, .tif, .mat, or a Zarr array (or an array of a Zarr group)."""
+    import numpy as np
 
-    model = PannModel.load(args.weights)
-    out = Path(args.out)
-    if args.volume:
+    p = Path(path)
+    if p.suffix.lower() != ".zarr" and not (p / "zarr.json").exists():
         from simgen.importer import read_array
 
+        return read_array(path, key=key)
+    import zarr
+
+    if not p.exists():
+        raise FileNotFoundError(f"--volume={path!r}: no such Zarr array")
+    node = zarr.open(str(p), mode="r")
+    if isinstance(node, zarr.Group):
+        arrays = sorted(name for name, _ in node.arrays())
+        if key is None:
+            raise ValueError(
+                f"--volume={path!r}: a Zarr group; give --key, one of its arrays {arrays}"
+                " (a simgen store is read with --data)"
+            )
+        if key not in node or not isinstance(node[key], zarr.Array):
+            raise ValueError(f"--key={key!r}: expected one of the arrays {arrays} in {path}")
+        node = node[key]
+    volume = np.asarray(node[...])
+    if volume.ndim != 3:
+        raise ValueError(f"--volume={path!r}: shape {volume.shape}, expected a 3-D volume")
+    return volume
+
+
+def _cmd_predict(args) -> int:
+    from models.pann import PannModel
+    from simgen.outputs import check_output, staged_output
+
+    out = Path(args.out)
+    if args.volume:
         if args.sampling is None:
             raise ValueError("--sampling: required with --volume (voxel size in Å)")
+        check_output(out, "file", overwrite=args.overwrite)  # before the expensive work
+        model = PannModel.load(args.weights)
         elements = [e.strip() for e in args.elements.split(",")] if args.elements else None
-        volume = read_array(args.volume, key=args.key)
+        volume = _read_volume(args.volume, args.key)
         pred = model.predict(volume, args.sampling, elements)
         out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            tmp_file = Path(tmp) / out.name
-            write_prediction(
-                tmp_file,
-                pred.positions,
-                pred.elements,
-                pred.probabilities,
-                pred.classes,
-                {"source": str(args.volume)},
-            )
-            tmp_file.replace(out)
+        write_prediction(
+            out,
+            pred.positions,
+            pred.elements,
+            pred.probabilities,
+            pred.classes,
+            {"source": str(args.volume)},
+        )
         print(
             f"wrote {out}: {len(pred.elements)} atoms ({pred.extra['n_rejected']} candidates rejected as not atoms)"
         )
         return 0
 
+    from simgen.importer import to_input_frame
     from simgen.progress import progress_bar
     from simgen.store import open_dataset
 
+    check_output(out, "predictions", overwrite=args.overwrite)  # before the expensive work
+    model = PannModel.load(args.weights)
     ds = open_dataset(args.data)
+    # Imported data: write the atoms back in the frame of the user's input model.
+    input_frame = ds.attrs.get("input_frame") if hasattr(ds, "attrs") else None
     if args.split:
         ds = ds.filter(split=args.split)
     if len(ds) == 0:
@@ -127,28 +165,27 @@ def _cmd_predict(args) -> int:
             f"--data={args.data!r}: no complete samples"
             + (f" in split {args.split!r}" if args.split else "")
         )
-    tmp_dir = Path(
-        tempfile.mkdtemp(prefix=".pann-", dir=out.parent if out.parent.exists() else None)
-    )
-    try:
+    with staged_output(out, "predictions", overwrite=args.overwrite, command="pann predict") as tmp:
         for i in progress_bar(range(len(ds)), desc="pann predict", unit="volume"):
             s = ds[i]
             pred = model.predict(s["volume"], float(s["sampling"]), list(s["elements"]))
+            info = {"sample": int(s["index"])}
+            positions = pred.positions
+            if input_frame:
+                positions = to_input_frame(positions, input_frame)
+                info["frame"] = "input model (origin at the rotation centre)"
             write_prediction(
-                tmp_dir / f"{int(s['index'])}.xyz",
-                pred.positions,
+                tmp / f"{int(s['index'])}.xyz",
+                positions,
                 pred.elements,
                 pred.probabilities,
                 pred.classes,
-                {"sample": int(s["index"])},
+                info,
             )
-        if out.exists():
-            shutil.rmtree(out)
-        tmp_dir.replace(out)
-    finally:
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-    print(f"wrote {len(ds)} predictions to {out}/")
+    print(
+        f"wrote {len(ds)} predictions to {out}/"
+        + (" (in the frame of the imported input model)" if input_frame else "")
+    )
     return 0
 
 

@@ -27,4 +27,7 @@ def write_prediction(
         for j, name in enumerate(classes):
             atoms.new_array(f"prob_{name}", np.asarray(probabilities)[:, j].astype(float))
     atoms.info.update(info or {})
-    ase.io.write(path, atoms, format="extxyz")
+    from simgen.outputs import atomic_path
+
+    with atomic_path(path) as tmp:
+        ase.io.write(tmp, atoms, format="extxyz")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import torch
 
 from models.species import NOT_AN_ATOM
 from models.tracing import trace_atoms
+from models.weights import CHECKPOINT_ERRORS, load_checkpoint, save_atomic  # noqa: F401 (re-export)
+from simgen.outputs import write_text_atomic
 
 __all__ = [
     "PannConfig",
@@ -353,7 +354,7 @@ class PannModel:
         }
         path = run_dir / "pann.pt"
         save_atomic(payload, path)
-        (run_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        write_text_atomic(run_dir / "config.json", json.dumps(self.config.to_dict(), indent=2))
         return path
 
     @classmethod
@@ -364,8 +365,9 @@ class PannModel:
             path = path / "pann.pt"
         if not path.exists():
             raise FileNotFoundError(f"weights={str(run_dir)!r}: no pann.pt found")
+        # weights_only=True inside: a crafted file is refused without running any of its code.
+        payload = load_checkpoint(path, what="PANN checkpoint")
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
             config = PannConfig.from_dict(payload["config"])
             model = cls(config)
             model.stage1.load_state_dict(payload["stage1"])
@@ -373,33 +375,15 @@ class PannModel:
                 model.stage2 = build_stage2(config, payload["stage2_in_features"])
                 model.stage2.load_state_dict(payload["stage2"])
         except CHECKPOINT_ERRORS as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
             raise ValueError(
-                f"weights={str(path)!r}: not a valid PANN checkpoint ({type(exc).__name__}: {exc})"
+                f"weights={str(path)!r}: not a valid PANN checkpoint ({type(exc).__name__}: {first})"
             ) from None
         if payload.get("feature_mean") is not None:
             model.feature_mean = np.asarray(payload["feature_mean"], dtype=np.float32)
             model.feature_std = np.asarray(payload["feature_std"], dtype=np.float32)
         model.history = payload.get("history", {})
         return model
-
-
-#: What torch.load and load_state_dict raise for a truncated, foreign or mismatched checkpoint.
-CHECKPOINT_ERRORS = (
-    RuntimeError,
-    KeyError,
-    TypeError,
-    EOFError,
-    ValueError,
-    pickle.UnpicklingError,
-)
-
-
-def save_atomic(payload, path: str | Path) -> None:
-    """``torch.save`` to a temporary file, then rename: a killed run never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
 
 
 def _slab_patch(shape, config: PannConfig) -> tuple[int, int, int]:

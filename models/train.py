@@ -20,15 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.pann import (
-    CHECKPOINT_ERRORS,
-    NOT_AN_ATOM,
-    PannConfig,
-    PannModel,
-    build_stage2,
-    save_atomic,
-    volume_scale,
-)
+from models.pann import NOT_AN_ATOM, PannConfig, PannModel, build_stage2, volume_scale
+from models.weights import CHECKPOINT_ERRORS, DEFAULT_WEIGHTS, load_checkpoint, save_atomic
+from simgen.outputs import atomic_path, check_output, write_marker, write_text_atomic
 from simgen.progress import progress_bar
 
 __all__ = ["train_pann", "train_unet3d", "load_unet3d", "load_training_samples", "label_candidates"]
@@ -107,6 +101,15 @@ def _physics_loss(prediction, measured, angles):
     return torch.stack(losses).mean()
 
 
+def _open_run_dir(run_dir, command: str, param: str = "run_dir") -> Path:
+    """A new or empty folder, or one of our runs (resumed); never a folder of other files."""
+    run_dir = Path(run_dir)
+    check_output(run_dir, "run", resume=True, param=param)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_marker(run_dir, "run", command)
+    return run_dir
+
+
 def _save_checkpoint(path: Path, **state):
     save_atomic(state, path)
 
@@ -133,7 +136,8 @@ def _plot_curves(history: dict, out: Path, title: str):
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -149,7 +153,7 @@ def train_stage1(
     ckpt = run_dir / "stage1.ckpt"
     start, losses = 0, []
     if ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+        state = load_checkpoint(ckpt, param="resume point", map_location=device)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -305,8 +309,7 @@ def train_pann(
 
     Rerunning with the same ``run_dir`` resumes stage 1 from its last checkpoint.
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = _open_run_dir(run_dir, "pann train")
     samples = load_training_samples(store, "train", limit)
     try:
         val = load_training_samples(store, "val", limit)
@@ -316,7 +319,7 @@ def train_pann(
     if not config.elements:
         config.elements = _elements_of(samples + val)
     config.sampling = float(samples[0]["sampling"])
-    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    write_text_atomic(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
     torch.manual_seed(config.seed)
     model = PannModel(config)
     t0 = time.perf_counter()
@@ -350,8 +353,7 @@ def train_unet3d(
     """
     from models.unet3d import UNet3D
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = _open_run_dir(run_dir, "pann train --model unet3d")
     samples = load_training_samples(store, "train", limit)
     torch.manual_seed(seed)
     net = UNet3D()
@@ -359,7 +361,7 @@ def train_unet3d(
     ckpt = run_dir / "unet3d.ckpt"
     start, losses = 0, []
     if ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = load_checkpoint(ckpt, param="resume point")
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, losses = state["step"], state["losses"]
@@ -409,7 +411,6 @@ def train_unet3d(
 
 def load_unet3d(weights=None):
     """The trained 3D U-Net baseline and its metadata from a run directory or ``unet3d.pt``."""
-    from models.cli import DEFAULT_WEIGHTS
     from models.unet3d import UNet3D
 
     path = Path(weights) if weights else DEFAULT_WEIGHTS
@@ -417,8 +418,8 @@ def load_unet3d(weights=None):
         path = path / "unet3d.pt"
     if not path.exists():
         raise FileNotFoundError(f"weights={str(weights or DEFAULT_WEIGHTS)!r}: no unet3d.pt found")
+    payload = load_checkpoint(path, what="unet3d checkpoint")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
         net = UNet3D()
         net.load_state_dict(payload["model"])
     except CHECKPOINT_ERRORS as exc:

@@ -61,6 +61,7 @@ def main(argv=None) -> int:
             dose=dose,
             background="auto",
             iterations=args.iterations,
+            overwrite=True,  # this script's own stores, re-imported on every run
         )
         t1 = time.perf_counter()
         sample = open_dataset(store)[0]

@@ -39,6 +39,7 @@ from simgen.microscope import (
     max_scattering_angle,
     wavelength,
 )
+from simgen.outputs import write_text_atomic
 
 __all__ = [
     "CALIBRATION_PATH",
@@ -226,7 +227,7 @@ def calibrate(
                 "settings": settings,
                 "cross_sections": computed,
             }
-            checkpoint.write_text(json.dumps(state, indent=1), encoding="utf-8")
+            write_text_atomic(checkpoint, json.dumps(state, indent=1))
     z = np.array([atomic_numbers[s] for s in computed], dtype=float)
     values = np.array(list(computed.values()))
     table = {s: {"sigma": v, "source": "abtem"} for s, v in computed.items()}
@@ -250,8 +251,7 @@ def calibrate(
     }
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "w", encoding="utf-8") as handle:
-            json.dump(result, handle, indent=1)
+        write_text_atomic(out, json.dumps(result, indent=1))
         if checkpoint is not None and checkpoint.is_file():
             checkpoint.unlink()
     return result

@@ -56,6 +56,10 @@ def _positive(name):
 
 
 _LIST_TOPICS = ("morphologies", "compositions", "noise", "damage")
+_CATALOG_HELP = (
+    "dataset catalogue (YAML); default: ./datasets.yaml if present, "
+    "else the one shipped with simgen (simgen/data/datasets.yaml)"
+)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -146,15 +150,17 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--preview", metavar="PNG", help="also write a preview image")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing store written by simgen (never any other folder or file)",
+    )
 
     p = sub.add_parser(
         "generate", help="generate a named dataset of datasets.yaml on a Dask cluster"
     )
     p.add_argument("name", help="dataset name in the catalogue (see 'simgen validate')")
-    p.add_argument(
-        "--config", default="datasets.yaml", help="dataset catalogue (default datasets.yaml)"
-    )
+    p.add_argument("--config", default=None, help=_CATALOG_HELP)
     p.add_argument("--out", help="output Zarr store (required unless --dry-run)")
     g = p.add_mutually_exclusive_group()
     g.add_argument(
@@ -169,12 +175,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
 
     p = sub.add_parser("validate", help="check datasets.yaml")
-    p.add_argument(
-        "config",
-        nargs="?",
-        default="datasets.yaml",
-        help="catalogue to check (default datasets.yaml)",
-    )
+    p.add_argument("config", nargs="?", default=None, help=_CATALOG_HELP)
 
     p = sub.add_parser("inspect", help="summarise a store: counts, completeness, size on disk")
     p.add_argument("store", help="Zarr store (directory)")
@@ -185,7 +186,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preview", help="PNG montage of one sample: projections, slices, atoms")
     p.add_argument("store", help="Zarr store (directory)")
     p.add_argument("--sample", type=int, default=0, help="sample index (default 0)")
-    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
 
     p = sub.add_parser(
         "list", help="list morphologies, composition syntax, noise models and damage models"
@@ -248,6 +250,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--iterations", type=int, default=100, help="reconstruction iterations (default 100)"
     )
     p.add_argument("--out", required=True, help="output Zarr store (directory)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing store written by simgen (never any other folder or file)",
+    )
     return parser
 
 
@@ -268,9 +275,12 @@ def _cmd_simulate(args) -> int:
 
     if (args.atoms is None) == (args.particle is None):
         raise ValueError("ATOMS_FILE: give either a model file or --particle MORPHOLOGY (not both)")
+    from simgen.outputs import check_output
+
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise ValueError(f"--out={args.out!r}: already exists (use --overwrite to replace it)")
+    check_output(out, "store", overwrite=args.overwrite)  # before the expensive work
+    if args.preview:
+        check_output(args.preview, "file", overwrite=args.overwrite, param="--preview")
     angles = read_angles(args.angles) if args.angles else parse_tilt(args.tilt)
     if args.iterations < 1:
         raise ValueError(f"--iterations={args.iterations}: expected a positive integer")
@@ -320,8 +330,10 @@ def _cmd_simulate(args) -> int:
     logging.getLogger("simgen").info(
         "simulating %d atoms, %d angles, %d³ voxels", len(atoms), len(angles), size
     )
-    sample = simulate_sample(spec, rng, atoms=atoms)
-    store.write_single_sample_store(out, sample, spec, overwrite=args.overwrite)
+    from simgen.progress import progress_enabled
+
+    sample = simulate_sample(spec, rng, atoms=atoms, progress=progress_enabled())
+    store.write_single_sample_store(out, sample, spec, overwrite=args.overwrite, param="--out")
     print(
         f"wrote {out} ({len(sample.atoms)} atoms, tilt series {sample.tilt_series.shape}, volume {sample.volume.shape})"
     )
@@ -347,6 +359,9 @@ def _cmd_generate(args) -> int:
     if not args.out:
         raise ValueError("--out: required unless --dry-run")
     from simgen.engine import generate
+    from simgen.outputs import check_output
+
+    check_output(args.out, "store", resume=True)  # a new/empty folder, or our store to resume
 
     report = generate(
         spec, args.out, workers=args.workers, scheduler=args.scheduler, limit=args.limit
@@ -356,8 +371,10 @@ def _cmd_generate(args) -> int:
 
 
 def _cmd_validate(args) -> int:
-    from simgen.config import load_catalog, validate_catalog
+    from simgen.config import default_catalog_path, load_catalog, validate_catalog
 
+    if args.config is None:
+        args.config = str(default_catalog_path())
     problems = validate_catalog(args.config, build=True)
     if problems:
         for problem in problems:
@@ -391,8 +408,10 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_preview(args) -> int:
+    from simgen.outputs import check_output
     from simgen.preview import preview
 
+    check_output(args.out, "file", overwrite=args.overwrite)
     preview(args.store, args.sample, args.out)
     print(f"wrote {args.out}")
     return 0
@@ -436,6 +455,8 @@ def _cmd_import(args) -> int:
         method=args.recon,
         iterations=args.iterations,
         out=args.out,
+        overwrite=args.overwrite,
+        param="--out",
     )
     print(f"wrote {out}")
     return 0

@@ -108,12 +108,17 @@ def sample_rng(dataset_seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(dataset_seed, spawn_key=(index,)))
 
 
+#: The catalogue shipped with the package (``simgen/data/datasets.yaml``, a link to the
+#: repository's top-level ``datasets.yaml``; a wheel holds its content).
+PACKAGED_CATALOG = Path(__file__).resolve().parent / "data" / "datasets.yaml"
+
+
 def default_catalog_path() -> Path:
-    """``./datasets.yaml`` if present, else the copy at the root of the source tree."""
+    """``./datasets.yaml`` if present, else the catalogue shipped with the package."""
     local = Path("datasets.yaml")
     if local.is_file():
         return local
-    return Path(__file__).resolve().parent.parent / "datasets.yaml"
+    return PACKAGED_CATALOG
 
 
 # --------------------------------------------------------------------------------------------
@@ -1194,7 +1199,7 @@ def load_catalog(path: str | Path | None = None) -> dict[str, DatasetSpec]:
     Parameters
     ----------
     path
-        YAML file; default ``./datasets.yaml``, else the repository's copy.
+        YAML file; default ``./datasets.yaml``, else the catalogue shipped with the package.
     """
     path = Path(path) if path is not None else default_catalog_path()
     if not path.is_file():

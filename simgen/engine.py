@@ -303,7 +303,11 @@ def generate(
         raise ValueError(f"workers={workers!r}: expected a positive integer")
     if retries < 0:
         raise ValueError(f"retries={retries!r}: expected >= 0")
+    from simgen.outputs import check_output
+
     out = Path(out)
+    # A new or empty folder, or a store of this project to resume: never a user's folder.
+    check_output(out, "store", resume=True, param="out")
     t0 = time.perf_counter()
     rows = spec.plan_rows()
     sample_specs = list(plan) if plan is not None else spec.plan(rows=rows)

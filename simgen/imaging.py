@@ -38,6 +38,7 @@ __all__ = [
     "psf_transfer",
     "psf_image",
     "default_thermal_sigma",
+    "default_potential_sampling",
 ]
 
 logger = logging.getLogger(__name__)
@@ -323,6 +324,20 @@ def _validate_atoms(
     return positions
 
 
+def default_potential_sampling(microscope: Microscope, coarsest: float = 0.05) -> float:
+    """Potential sampling (Å) of a multislice/PRISM run that resolves the detector's outer angle.
+
+    abTEM band-limits the wave to 2/3 of the Nyquist frequency, so the largest angle a multislice
+    at sampling ``d`` carries is ``λ/(2d)·(2/3)`` (:func:`simgen.calibration.max_scattering_angle`);
+    the outer angle needs ``d <= λ/(3·outer)``. Returns ``coarsest`` (Å) when that suffices, else
+    95 % of that bound (a margin against rounding of the grid): 0.0397 Å for 200 mrad at 200 kV.
+    """
+    from simgen.calibration import wavelength
+
+    needed = wavelength(microscope.energy) / (3.0 * microscope.detector_outer * 1e-3)
+    return float(min(coarsest, 0.95 * needed))
+
+
 def simulate_tilt_series(
     atoms,
     angles,
@@ -361,7 +376,8 @@ def simulate_tilt_series(
         Show a progress bar.
     **mode_options
         linear: ``thermal_sigma`` (Å, Debye–Waller blur; calibration default).
-        multislice/prism: ``potential_sampling`` (Å, default 0.05), ``slice_thickness`` (Å, 1.0),
+        multislice/prism: ``potential_sampling`` (Å; default 0.05, or finer where the detector's
+        outer angle needs it: see :func:`default_potential_sampling`), ``slice_thickness`` (Å, 1.0),
         ``frozen_phonons`` (configurations, 0 = none), ``phonon_sigma`` (Å, default the
         calibration's thermal sigma), ``seed`` (int, phonons), ``margin`` (Å of vacuum around the
         field of view, 2.0), ``device`` ("cpu"/"gpu"), ``parametrization`` ("lobato");
@@ -424,7 +440,7 @@ def _abtem_tilt_series(
     center: float,
     progress: bool,
     *,
-    potential_sampling: float = 0.05,
+    potential_sampling: float | None = None,
     slice_thickness: float = 1.0,
     frozen_phonons: int = 0,
     phonon_sigma: float | None = None,
@@ -435,6 +451,8 @@ def _abtem_tilt_series(
     parametrization: str = "lobato",
 ) -> np.ndarray:
 
+    if potential_sampling is None:
+        potential_sampling = default_potential_sampling(microscope)
     if not (potential_sampling > 0):
         raise ValueError(
             f"potential_sampling={potential_sampling!r}: expected a positive length in Å"

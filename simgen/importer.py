@@ -32,6 +32,8 @@ __all__ = [
     "read_truth",
     "arrange_tilt_series",
     "estimate_background",
+    "input_axes_matrix",
+    "to_input_frame",
 ]
 
 logger = logging.getLogger(__name__)
@@ -203,6 +205,34 @@ def arrange_tilt_series(
     return np.ascontiguousarray(images)
 
 
+def input_axes_matrix(tilt_axis: str) -> np.ndarray:
+    """3×3 proper rotation taking the user's model frame to this project's volume frame.
+
+    ``tilt_axis="y"``: the identity. ``"x"``: ``(x, y, z) -> (y, x, -z)`` (the images are
+    transposed; see the module docstring).
+    """
+    if tilt_axis == "y":
+        return np.eye(3)
+    if tilt_axis == "x":
+        return np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+    raise ValueError(f"tilt_axis={tilt_axis!r}: expected 'y' (image rows) or 'x' (image columns)")
+
+
+def to_input_frame(positions, input_frame) -> np.ndarray:
+    """Volume-frame positions (Å) back in the frame of the user's input model.
+
+    ``input_frame`` is the store attribute written by :func:`import_tilt_series`
+    (``{"axes_matrix": 3×3, "origin": 3}``); ``None`` returns the positions unchanged.
+    """
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    if not input_frame:
+        return positions
+    matrix = np.asarray(input_frame["axes_matrix"], dtype=np.float64)
+    origin = np.asarray(input_frame["origin"], dtype=np.float64)
+    # The matrix is orthogonal: its inverse is its transpose (row vectors: (p - o) @ M).
+    return (positions - origin) @ matrix
+
+
 def estimate_background(tilt_series: np.ndarray, border: float = 0.08) -> float:
     """Constant background of a tilt series: the mean of the outer ``border`` fraction of pixels.
 
@@ -246,6 +276,9 @@ def import_tilt_series(
     method: str = "sirt",
     iterations: int = 100,
     align: bool = False,
+    overwrite: bool = False,
+    param: str = "out",
+    progress: bool | None = None,
 ) -> Path:
     """Import a tilt series, reconstruct it and write a one-sample store.
 
@@ -258,7 +291,9 @@ def import_tilt_series(
     sampling
         Pixel size in Å (= voxel size).
     out
-        Store to write (a directory; replaced if present).
+        Store to write (a directory). An existing store is replaced only with ``overwrite``
+        (atomically, after the new one is complete); any other existing path is refused
+        (:mod:`simgen.outputs`; ``param`` names it in the error).
     tilt_axis, stack_axis, origin
         Image geometry, see :func:`arrange_tilt_series`.
     key
@@ -278,14 +313,26 @@ def import_tilt_series(
         Reconstruction (:func:`simgen.reconstruct.reconstruct`).
     align
         Align the projections first (:func:`simgen.reconstruct.align_tilt_series`).
+    progress
+        Show a progress bar for the reconstruction (default:
+        :func:`simgen.progress.progress_enabled`, off with ``AET_PROGRESS=0``).
+
+    The store records in its ``input_frame`` attribute how a point of the user's model frame maps
+    to the volume frame, ``volume = axes_matrix @ model + origin`` (Å); :func:`to_input_frame`
+    applies the inverse, so predictions can be written back in the frame of the user's input.
 
     Returns
     -------
     pathlib.Path
         The store written.
     """
+    from simgen.outputs import check_output
+    from simgen.progress import progress_enabled
     from simgen.reconstruct import reconstruct
 
+    check_output(out, "store", overwrite=overwrite, param=param)  # before reading or reconstructing
+    if progress is None:
+        progress = progress_enabled()
     if not np.isfinite(sampling) or sampling <= 0:
         raise ValueError(f"sampling={sampling!r}: expected a positive pixel size in Å")
     if dose is not None and (not np.isfinite(dose) or dose <= 0):
@@ -321,9 +368,12 @@ def import_tilt_series(
         normalised = align_tilt_series(normalised, angles_deg)
         if isinstance(normalised, tuple):
             normalised = normalised[0]
-    volume = reconstruct(normalised, angles_deg, method=method, iterations=iterations)
+    volume = reconstruct(
+        normalised, angles_deg, method=method, iterations=iterations, progress=progress
+    )
     size = volume.shape[0]
     centre = (size - 1) / 2.0 * sampling
+    axes_matrix = input_axes_matrix(tilt_axis)
 
     atoms = None
     if truth is not None:
@@ -331,11 +381,7 @@ def import_tilt_series(
 
         model_positions, symbols = read_truth(truth, elements)
         model_positions = np.asarray(model_positions, dtype=np.float64)
-        if tilt_axis == "x":
-            model_positions = np.stack(
-                [model_positions[:, 1], model_positions[:, 0], -model_positions[:, 2]], axis=1
-            )
-        atoms = Atoms(symbols=symbols, positions=model_positions + centre)
+        atoms = Atoms(symbols=symbols, positions=model_positions @ axes_matrix.T + centre)
         if elements is None:
             elements = sorted(set(symbols))
     spec = {
@@ -366,7 +412,19 @@ def import_tilt_series(
         target=None,
         meta={},
     )
-    out = write_single_sample_store(out, sample, spec, overwrite=True, attrs={"imported": True})
+    frame = {
+        "axes_matrix": axes_matrix.astype(int).tolist(),
+        "origin": [float(centre)] * 3,
+        "description": "volume position (Å) = axes_matrix @ input-model position + origin",
+    }
+    out = write_single_sample_store(
+        out,
+        sample,
+        spec,
+        overwrite=overwrite,
+        attrs={"imported": True, "input_frame": frame},
+        param=param,
+    )
     logger.info(
         "imported %s -> %s: %d projections, volume %s", path, out, len(angles_deg), volume.shape
     )

@@ -174,9 +174,12 @@ def preview(
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0, 0.95, 0.96))
+    from simgen.outputs import atomic_path
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format=out.suffix.lstrip(".").lower() or "png")
     plt.close(fig)
     return out
 

@@ -111,7 +111,9 @@ def normalise_tilt_series(tilt_series: np.ndarray, dose, background: float = 0.0
     return ((series - background) / doses[:, None, None].astype(np.float32)).astype(np.float32)
 
 
-def simulate_sample(spec: SampleSpec, rng: np.random.Generator, atoms=None) -> Sample:
+def simulate_sample(
+    spec: SampleSpec, rng: np.random.Generator, atoms=None, *, progress: bool = False
+) -> Sample:
     """Simulate one sample from its spec with the generator ``rng``.
 
     Parameters
@@ -123,6 +125,8 @@ def simulate_sample(spec: SampleSpec, rng: np.random.Generator, atoms=None) -> S
     atoms
         Optional ``ase.Atoms`` to image instead of building ``spec.morphology``; they are centred
         in the volume (and randomly oriented only if ``spec.orientation == "random"``).
+    progress
+        Show progress bars for the imaging and the reconstruction (``simgen simulate``).
     """
     from simgen import acquisition, imaging, noise, reconstruct, structures, targets
 
@@ -163,6 +167,7 @@ def simulate_sample(spec: SampleSpec, rng: np.random.Generator, atoms=None) -> S
         sampling=spec.sampling,
         microscope=spec.microscope,
         mode=spec.mode,
+        progress=progress,
     )
     if history is not None and history.events:
         from simgen.damage import image_history
@@ -187,7 +192,7 @@ def simulate_sample(spec: SampleSpec, rng: np.random.Generator, atoms=None) -> S
         measured, dose, background=chain.background(spec.dose, sampling=spec.sampling)
     )
     volume = reconstruct.reconstruct(
-        normalised, nominal, method=spec.recon, iterations=spec.iterations
+        normalised, nominal, method=spec.recon, iterations=spec.iterations, progress=progress
     )
     target = targets.ideal_volume(
         atoms, spec.size, spec.sampling, microscope=spec.microscope, sigma=spec.target_sigma

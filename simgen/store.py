@@ -724,16 +724,25 @@ def _consolidate_damage(root, complete: np.ndarray) -> None:
 
 
 def write_single_sample_store(
-    path: str | Path, sample, spec, *, overwrite: bool = False, attrs: Mapping | None = None
+    path: str | Path,
+    sample,
+    spec,
+    *,
+    overwrite: bool = False,
+    attrs: Mapping | None = None,
+    param: str = "out",
 ) -> Path:
     """Write one sample as a complete one-sample store, atomically (temp dir, then rename).
 
     ``spec`` is the :class:`simgen.sample.SampleSpec` (or a dict with at least ``sampling``);
-    used by ``simgen simulate`` and the importer.
+    used by ``simgen simulate`` and the importer. The output policy of :mod:`simgen.outputs`
+    applies: an existing store is replaced only with ``overwrite`` (after the new one is
+    complete), and any other existing path is refused (``param`` names it in the error).
     """
+    from simgen.outputs import check_output, staged_output
+
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"out={str(path)!r}: already exists (use --overwrite to replace it)")
+    check_output(path, "store", overwrite=overwrite, param=param)
     spec_dict = _jsonable(spec)
     if "sampling" not in spec_dict:
         raise ValueError(f"spec={spec_dict!r}: expected a 'sampling' entry (Å)")
@@ -751,10 +760,7 @@ def write_single_sample_store(
         }
     )
     meta["index"] = [0]
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with staged_output(path, "store", overwrite=overwrite, param=param) as tmp:
         root = create_store(
             tmp,
             {"name": spec_dict.get("name", path.stem), **spec_dict},
@@ -771,12 +777,6 @@ def write_single_sample_store(
         )
         write_sample(root, 0, sample)
         consolidate(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

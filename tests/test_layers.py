@@ -25,12 +25,7 @@ LAYER = {"simgen": 0, "models": 1, "benchmark": 2}
 # Third-party packages a layer must never import.
 FORBIDDEN_THIRD_PARTY = {"simgen": ("torch", "torch_geometric")}
 # Cycles known and owned by another branch, each with the reason; empty when there are none.
-KNOWN_CYCLES: list[frozenset[str]] = [
-    # models.train.load_unet3d reads DEFAULT_WEIGHTS from models.cli, which imports models.train.
-    # Branch safety-out moves the default weights and checkpoint loading to models/weights.py;
-    # remove this entry once that is merged.
-    frozenset({"models.cli", "models.train"}),
-]
+KNOWN_CYCLES: list[frozenset[str]] = []
 
 
 def _module_name(path: Path) -> str:

@@ -22,8 +22,8 @@ class PannMethod(Method):
 
     def __init__(self, weights=None, **options):
         super().__init__(weights=weights, **options)
-        from models.cli import DEFAULT_WEIGHTS
         from models.pann import PannModel
+        from models.weights import DEFAULT_WEIGHTS
 
         self.model = PannModel.load(weights or DEFAULT_WEIGHTS)
 

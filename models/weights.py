@@ -1,0 +1,88 @@
+"""Weights and checkpoints: where the shipped weights are, one safe loader, one atomic saver.
+
+Every checkpoint this project reads (PANN ``pann.pt``, the 3D U-Net ``unet3d.pt``, the training
+resume points ``stage1.ckpt`` / ``unet3d.ckpt``) goes through :func:`load_checkpoint`, which calls
+``torch.load(..., weights_only=True)``: only tensors and plain Python data (dicts, lists, strings,
+numbers) are unpickled, so a crafted file cannot run code. Checkpoints are therefore written with
+plain types only (configurations as dicts). :func:`save_atomic` writes through a temporary file
+and a rename, so a killed run never leaves half a checkpoint.
+
+(The shipped weight files themselves live in the data folder ``models/weights/demo/``.)
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+__all__ = ["DEFAULT_WEIGHTS", "CHECKPOINT_ERRORS", "load_checkpoint", "save_atomic"]
+
+#: The weights shipped with the package (trained on the ``demo`` dataset; see its README).
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "demo"
+
+#: What torch.load and load_state_dict raise for a truncated, foreign or mismatched checkpoint.
+CHECKPOINT_ERRORS = (
+    RuntimeError,
+    KeyError,
+    TypeError,
+    EOFError,
+    ValueError,
+    AttributeError,
+    pickle.UnpicklingError,
+)
+
+
+def load_checkpoint(
+    path: str | Path, *, param: str = "weights", what: str = "checkpoint", map_location="cpu"
+) -> dict:
+    """Read a checkpoint written by this project, never running code from the file.
+
+    Args:
+        path: The ``.pt`` / ``.ckpt`` file.
+        param: Parameter named in error messages (e.g. ``--weights``).
+        what: What the file should be, for error messages (e.g. ``"PANN checkpoint"``).
+        map_location: Device for the tensors (``torch.load``'s ``map_location``).
+
+    Returns:
+        The checkpoint's dict (tensors and plain Python data).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: One line: the file is not a readable checkpoint, or it holds Python objects
+            other than tensors and plain data (refused: unpickling them could run code).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{param}={str(path)!r}: no such file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise ValueError(
+                f"{param}={str(path)!r}: refused: the file holds Python objects other than tensors "
+                f"and plain data, and loading them could run code; expected a {what} written by "
+                "this project"
+            ) from None
+        raise ValueError(f"{param}={str(path)!r}: not a valid {what} ({first})") from None
+    except (RuntimeError, EOFError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(
+            f"{param}={str(path)!r}: not a valid {what} ({type(exc).__name__}: {first})"
+        ) from None
+    if not isinstance(payload, dict):
+        raise ValueError(
+            f"{param}={str(path)!r}: not a valid {what} (holds a {type(payload).__name__}, "
+            "expected a dict)"
+        )
+    return payload
+
+
+def save_atomic(payload, path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename (normal permissions)."""
+    from simgen.outputs import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
