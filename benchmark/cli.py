@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("run", help="run a method on a store; one JSON line per sample")
-    p.add_argument("--method", required=True, help="classical, unet3d or pann")
+    p.add_argument("--method", required=True, help="classical, unet3d, pann or torch")
     p.add_argument("--data", required=True, help="simgen Zarr store")
     p.add_argument(
         "--split", default="test", help="split to run on (default test; 'all' for every sample)"
@@ -35,7 +36,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--align", action="store_true", help="centre + mean-shift alignment before matching"
     )
     p.add_argument(
-        "--weights", help="weights directory for unet3d/pann (default: shipped demo weights)"
+        "--weights",
+        help="weights for unet3d/pann: run directory, .pt, or a published Lee 2021 file (unet3d)",
+    )
+    p.add_argument(
+        "--model-file", help="torch method: a TorchScript volume-to-volume network (.pt)"
     )
     p.add_argument(
         "--truth",
@@ -107,12 +112,21 @@ def _truths(text):
 
 
 def _method_options(args):
-    return {"weights": args.weights} if getattr(args, "weights", None) else {}
+    options = {"weights": args.weights} if getattr(args, "weights", None) else {}
+    if getattr(args, "model_file", None):
+        options["model_file"] = args.model_file
+    return options
+
+
+def _check_radius(radius: float) -> None:
+    if not (math.isfinite(radius) and radius > 0):
+        raise ValueError(f"--radius={radius}: expected a positive matching radius in Å")
 
 
 def _cmd_run(args) -> int:
     from benchmark.runner import run_method
 
+    _check_radius(args.radius)
     split = None if args.split == "all" else args.split
     records = run_method(
         args.method,
@@ -140,7 +154,9 @@ def _cmd_score(args) -> int:
     from benchmark.metrics import score
     from simgen.structures import load_model
 
-    pred, truth = load_model(args.pred), load_model(args.truth)
+    _check_radius(args.radius)
+    # An empty prediction is a valid answer: recovery 0, precision undefined.
+    pred, truth = load_model(args.pred, allow_empty=True), load_model(args.truth)
     metrics = score(
         pred.get_positions(),
         pred.get_chemical_symbols(),
@@ -155,7 +171,9 @@ def _cmd_score(args) -> int:
         print(json.dumps(_json_safe(metrics), indent=2))
     else:
         for key, value in metrics.items():
-            if isinstance(value, float):
+            if isinstance(value, float) and not math.isfinite(value):
+                print(f"{key:32s} undefined")
+            elif isinstance(value, float):
                 print(f"{key:32s} {value:.4g}")
             elif not isinstance(value, dict):
                 print(f"{key:32s} {value}")

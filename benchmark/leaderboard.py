@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import html
+import itertools
+import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -12,7 +14,16 @@ import numpy as np
 
 from benchmark.runner import METRIC_KEYS
 
-__all__ = ["aggregate", "write_rows_csv", "write_leaderboard", "plot_against_dose", "METRIC_LABELS"]
+__all__ = [
+    "aggregate",
+    "group_fields",
+    "row_keys",
+    "MEANING_FIELDS",
+    "write_rows_csv",
+    "write_leaderboard",
+    "plot_against_dose",
+    "METRIC_LABELS",
+]
 
 METRIC_LABELS = {
     "coordinate_error_pm": "coordinate error (pm)",
@@ -24,11 +35,61 @@ METRIC_LABELS = {
 _PERCENT = {"recovery_rate", "recovery_rate_species", "precision", "species_accuracy"}
 
 
+#: Record fields that change what a number means (which data, method, setting and truth):
+#: records that differ in any of them are never averaged into one row.
+MEANING_FIELDS = (
+    "dataset",
+    "method",
+    "method_version",
+    "split",
+    "noise_model",
+    "truth",
+    "tilt_scheme",
+    "damage_model",
+    "radius",
+    "align",
+    "dose",
+    "total_dose",
+)
+
+
+def _hashable(value):
+    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
+
+
+def group_fields(records, by=("method", "dose")) -> tuple[str, ...]:
+    """The grouping of ``records``: ``by``, then every :data:`MEANING_FIELDS` entry whose value
+    differs between records (a field absent from every record is not a group key)."""
+    extra = [
+        f for f in MEANING_FIELDS if f not in by and len({_hashable(r.get(f)) for r in records}) > 1
+    ]
+    return (*by, *extra)
+
+
 def aggregate(records, by=("method", "dose"), metrics=tuple(METRIC_KEYS)) -> list[dict]:
-    """Mean, standard deviation and count of each metric per group (NaN/None values are skipped)."""
+    """Mean, standard deviation and count of each metric per group (NaN/None values are skipped).
+
+    Groups are ``by`` extended by :func:`group_fields`, so records of different datasets, match
+    radii, truths, splits or noise models are never merged into one row. The same sample twice in
+    one group (the same results given twice) is an error.
+    """
+    by = group_fields(records, tuple(by))
     groups = defaultdict(list)
     for r in records:
-        groups[tuple(r.get(k) for k in by)].append(r)
+        groups[tuple(_hashable(r.get(k)) for k in by)].append(r)
+    for key, members in groups.items():
+        seen = set()
+        for r in members:
+            if "index" not in r:
+                continue
+            sample = (r.get("dataset"), r["index"])
+            if sample in seen:
+                setting = ", ".join(f"{k}={v!r}" for k, v in zip(by, key))
+                raise ValueError(
+                    f"results: sample {r['index']} of dataset {r.get('dataset')!r} appears twice "
+                    f"with {setting} (the same results given twice?)"
+                )
+            seen.add(sample)
     rows = []
     for key in sorted(groups, key=lambda k: tuple((str(type(x)), x) for x in k)):
         row = dict(zip(by, key))
@@ -47,10 +108,17 @@ def aggregate(records, by=("method", "dose"), metrics=tuple(METRIC_KEYS)) -> lis
     return rows
 
 
-def write_rows_csv(rows, path, keys=("method", "dose"), metrics=tuple(METRIC_KEYS)) -> Path:
-    """CSV of :func:`aggregate` rows: the group ``keys``, ``n``, then each metric and its std."""
+def row_keys(rows) -> list[str]:
+    """The group keys of :func:`aggregate` rows (the fields before ``n``)."""
+    return list(itertools.takewhile(lambda k: k != "n", rows[0])) if rows else []
+
+
+def write_rows_csv(rows, path, keys=None, metrics=tuple(METRIC_KEYS)) -> Path:
+    """CSV of :func:`aggregate` rows: the group ``keys`` (default: the rows' own), ``n``, then each
+    metric and its std."""
     from simgen.outputs import atomic_path
 
+    keys = row_keys(rows) if keys is None else keys
     cols = [c for m in metrics for c in (m, m + "_std")]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -60,15 +128,15 @@ def write_rows_csv(rows, path, keys=("method", "dose"), metrics=tuple(METRIC_KEY
     return Path(path)
 
 
-def _best(rows, metric, group_key):
-    """Per group (e.g. dose), the index of the best row for ``metric``."""
+def _best(rows, metric, compare_within):
+    """Indices of the best row for ``metric`` among rows equal in every ``compare_within`` key."""
     best = {}
     lower = METRIC_KEYS[metric]
     for i, row in enumerate(rows):
         value = row[metric]
         if not np.isfinite(value):
             continue
-        g = row.get(group_key)
+        g = tuple(row.get(k) for k in compare_within)
         if g not in best or (
             value < rows[best[g]][metric] if lower else value > rows[best[g]][metric]
         ):
@@ -84,11 +152,22 @@ def _fmt(row, m):
     return f"{v:.{digits}f} ± {s:.{digits}f}" if np.isfinite(s) else f"{v:.{digits}f}"
 
 
+def _cell(key, value) -> str:
+    if key in ("dose", "total_dose") and isinstance(value, (int, float)):
+        return f"{value:.3g}"
+    return str(value)
+
+
+_COLUMN_LABELS = {"dose": "dose (e/Å²)", "total_dose": "total dose (e/Å²)", "radius": "radius (Å)"}
+
+
 def write_leaderboard(
     records, out_dir, *, title="AET leaderboard", overwrite: bool = False, param: str = "out_dir"
 ) -> dict[str, Path]:
     """Write ``leaderboard.md``, ``.html``, ``.csv`` and ``leaderboard.png`` into ``out_dir``.
 
+    One row per method, dose and every other setting in which the records differ
+    (:func:`group_fields`); settings shared by all records are stated once under the title.
     ``out_dir`` must be new, empty, or a leaderboard folder written before (replaced only with
     ``overwrite``); the folder is written beside it and swapped in complete
     (:func:`simgen.outputs.staged_output`).
@@ -98,11 +177,12 @@ def write_leaderboard(
     if not records:
         raise ValueError("results: no records to rank")
     check_output(out_dir, "report", overwrite=overwrite, param=param)
+    rows = aggregate(records)  # refuses duplicates before anything is written
     final_dir = Path(out_dir)
     with staged_output(
         final_dir, "report", overwrite=overwrite, param=param, command="aet-bench leaderboard"
     ) as tmp:
-        _write_leaderboard_files(records, tmp, title)
+        _write_leaderboard_files(records, rows, tmp, title)
     return {
         "md": final_dir / "leaderboard.md",
         "html": final_dir / "leaderboard.html",
@@ -111,22 +191,34 @@ def write_leaderboard(
     }
 
 
-def _write_leaderboard_files(records, out_dir: Path, title: str) -> None:
-    rows = aggregate(records)
+def _write_leaderboard_files(records, rows, out_dir: Path, title: str) -> None:
+    keys = row_keys(rows)
+    columns = list(dict.fromkeys(["dataset", *keys])) if "dataset" in records[0] else keys
+    shared = {
+        f: records[0][f]
+        for f in MEANING_FIELDS
+        if f not in columns and f in records[0] and f != "method_version"
+    }
+    # The best is marked among rows that differ only in the method.
+    compare_within = [k for k in keys if k not in ("method", "method_version")]
     metrics = list(METRIC_KEYS)
-    best = {m: _best(rows, m, "dose") for m in metrics}
-    header = ["method", "dose (e/Å²)", "n"] + [METRIC_LABELS[m] for m in metrics]
+    best = {m: _best(rows, m, compare_within) for m in metrics}
+    header = (
+        [_COLUMN_LABELS.get(k, k) for k in columns] + ["n"] + [METRIC_LABELS[m] for m in metrics]
+    )
+    setting = "; ".join(f"{_COLUMN_LABELS.get(k, k)} {v}" for k, v in shared.items())
 
     md = [
         f"# {title}",
         "",
-        "Mean ± standard deviation over samples; **bold** = best at that dose.",
+        "Mean ± standard deviation over samples; **bold** = best at that setting.",
+        *(["", f"Every row: {setting}."] if setting else []),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
     for i, row in enumerate(rows):
-        cells = [str(row["method"]), f"{row['dose']:.3g}", str(row["n"])]
+        cells = [_cell(k, row.get(k, records[0].get(k))) for k in columns] + [str(row["n"])]
         cells += [f"**{_fmt(row, m)}**" if i in best[m] else _fmt(row, m) for m in metrics]
         md.append("| " + " | ".join(cells) + " |")
     paths = {
@@ -143,13 +235,15 @@ def _write_leaderboard_files(records, out_dir: Path, title: str) -> None:
     )
     h = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{css}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1><p>Mean ± standard deviation over samples; highlighted = best at that dose.</p>",
+        f"<h1>{html.escape(title)}</h1><p>Mean ± standard deviation over samples; highlighted = best at that setting."
+        + (f" Every row: {html.escape(setting)}." if setting else "")
+        + "</p>",
         "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>",
     ]
     for i, row in enumerate(rows):
         cells = [
-            f"<td>{html.escape(str(row['method']))}</td><td>{row['dose']:.3g}</td><td>{row['n']}</td>"
-        ]
+            f"<td>{html.escape(_cell(k, row.get(k, records[0].get(k))))}</td>" for k in columns
+        ] + [f"<td>{row['n']}</td>"]
         cells += [
             f"<td class='best'>{_fmt(row, m)}</td>" if i in best[m] else f"<td>{_fmt(row, m)}</td>"
             for m in metrics
@@ -175,12 +269,17 @@ def plot_against_dose(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = sorted({r["method"] for r in rows})
+    # One curve per method and per other setting in which the rows differ.
+    series_keys = [k for k in row_keys(rows) if k not in ("dose", "total_dose")] or ["method"]
+    series = sorted({tuple(str(r.get(k)) for k in series_keys) for r in rows})
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 3.8))
     markers = "osD^v<>"
     for ax, m in zip(np.atleast_1d(axes), metrics):
-        for k, method in enumerate(methods):
-            sel = sorted((r for r in rows if r["method"] == method), key=lambda r: r["dose"])
+        for k, label in enumerate(series):
+            sel = sorted(
+                (r for r in rows if tuple(str(r.get(f)) for f in series_keys) == label),
+                key=lambda r: r["dose"],
+            )
             x = [r["dose"] for r in sel]
             ax.errorbar(
                 x,
@@ -190,7 +289,7 @@ def plot_against_dose(
                 capsize=3,
                 lw=1.6,
                 ms=5,
-                label=method,
+                label=", ".join(label),
             )
         ax.set_xscale("log")
         ax.set_xlabel("dose per projection (e/Å²)")

@@ -108,12 +108,50 @@ def _truths(truth) -> tuple[str, ...]:
     return truths
 
 
+def _read_sample(view, index: int, truth: str) -> dict:
+    """Sample ``index``; an unreadable chunk is a one-line error naming the sample and array."""
+    try:
+        return dict(view.read(index, truth=truth))
+    except Exception as exc:  # a corrupt chunk raises a codec error of any type
+        reason = (str(exc).splitlines() or [""])[0]
+        raise ValueError(
+            f"data={str(view.path)!r}: sample {index}: {_unreadable_array(view.path, index)} "
+            f"cannot be read ({type(exc).__name__}: {reason}); `simgen verify` lists every "
+            "damaged chunk"
+        ) from exc
+
+
+def _unreadable_array(path, index: int) -> str:
+    """Name of the first per-sample array whose chunk of sample ``index`` fails to decode."""
+    import warnings
+
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # our manifest.json is not a Zarr node
+        root = zarr.open_group(str(path), mode="r")
+        n = root["complete"].shape[0]
+        for name, array in root.arrays():
+            if array.ndim and array.shape[0] == n:
+                try:
+                    array[index]
+                except Exception:
+                    return f"array {name!r}"
+        for group_name, group in root.groups():
+            for name, array in group.arrays():
+                try:
+                    array[index] if array.shape[0] == n else array[:]
+                except Exception:
+                    return f"array '{group_name}/{name}'"
+    return "a chunk"
+
+
 def _run_one(method, view, position, models_dir, radius, align, dataset_name, truths) -> list[dict]:
     """Predict sample ``position`` of ``view`` once; one record per ground truth."""
     import time
 
     index = int(view.indices[position])
-    sample = dict(view.read(index, truth=truths[0]))
+    sample = _read_sample(view, index, truths[0])
     sample["elements"] = _elements_of(sample)
     t0 = time.perf_counter()
     prediction = method.predict(sample)
@@ -162,6 +200,7 @@ def _run_one(method, view, position, models_dir, radius, align, dataset_name, tr
             "damage_model": str(sample.get("damage_model", "none")),
             "method": method.name,
             "method_version": getattr(method, "version", ""),
+            "align": bool(align),
             "seconds": seconds,
             **metrics,
         }
@@ -191,8 +230,8 @@ def run_method(
     Parameters
     ----------
     split
-        Only samples of this split (``None``: all). A store without that split (an imported
-        external sample, say) falls back to all samples.
+        Only samples of this split (``None``: all). A split the store does not have is an error
+        that lists the store's splits.
     workers
         Processes; each builds its own method instance and uses one torch thread.
     radius
@@ -221,13 +260,27 @@ def run_method(
     method = get_method(method_name, **(options or {}))  # fail fast on unknown names/options
     ds = open_dataset(store)
     dataset_name = str(getattr(ds, "name", Path(store).name))
+    if split:
+        splits = sorted({str(v) for v in ds.meta("split")}) if "split" in ds.fields else []
+        if split not in splits:
+            raise ValueError(
+                f"split={split!r}: not a split of {str(store)!r} "
+                f"(it has: {', '.join(splits) or 'no splits'}; 'all' for every sample)"
+            )
     view = ds.filter(split=split) if split else ds
-    if split and len(view) == 0:
-        logger.warning("no samples in split %r; running on all %d samples", split, len(ds))
-        view, split = ds, None
     if len(view) == 0:
         raise ValueError(f"data={str(store)!r}: no complete samples")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit={limit}: expected a positive integer")
     n = len(view) if limit is None else min(limit, len(view))
+    if "n_atoms" in ds.fields:
+        no_truth = [int(i) for i in view.indices[:n][view.meta("n_atoms")[:n] == 0]]
+        if no_truth:
+            raise ValueError(
+                f"data={str(store)!r}: sample(s) {no_truth[:10]} have no ground-truth atoms "
+                "(imported without --truth?); scoring needs a truth: use `pann predict` to "
+                "predict without scoring"
+            )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -308,17 +361,54 @@ def _run_all(
 
 
 def read_results(paths) -> list[dict]:
-    """All records of one or more JSONL result files."""
+    """All records of one or more JSONL result files (the same file twice is an error).
+
+    Each line must be an ``aet-bench run`` record: a JSON object with a ``method`` name, a
+    numeric ``dose`` and numeric (or null) metrics.
+    """
     records = []
+    seen: dict[Path, str] = {}
     for path in paths:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"results={str(path)!r}: no such file")
+        resolved = path.resolve()
+        if resolved in seen:
+            raise ValueError(
+                f"results={str(path)!r}: given twice (also as {seen[resolved]!r}); "
+                "its records would be counted twice"
+            )
+        seen[resolved] = str(path)
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"results={str(path)!r} line {n}: not JSON ({exc.msg})") from None
+            _check_record(record, f"results={str(path)!r} line {n}")
+            records.append(record)
     return records
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_record(record, where: str) -> None:
+    """A one-line error unless ``record`` looks like a record of :func:`run_method`."""
+    expected = "expected a JSON object of `aet-bench run` with method, dose and metrics"
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: {type(record).__name__}, {expected}")
+    missing = [k for k in ("method", "dose") if k not in record]
+    if missing:
+        raise ValueError(f"{where}: no {', '.join(missing)}; {expected}")
+    if not isinstance(record["method"], str):
+        raise ValueError(f"{where}: method={record['method']!r}; {expected}")
+    bad = [
+        k
+        for k in ("dose", *METRIC_KEYS)
+        if k in record and record[k] is not None and not _is_number(record[k])
+    ]
+    if bad:
+        raise ValueError(f"{where}: {bad[0]}={record[bad[0]]!r} is not a number; {expected}")

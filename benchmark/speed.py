@@ -7,12 +7,15 @@ of two timings taken minutes apart in the same run, not the absolute seconds.
 Rows:
 
 1. linear HAADF mode against abTEM multislice (and PRISM) for one projection of a Pt cluster;
-2. batched sparse-matrix SIRT against looping ASTRA's own 2D CPU SIRT over the y-slices;
-3. end-to-end generation throughput with 1 and 2 Dask workers, the scaling efficiency, and the
-   projected wall time of the full ``pann-benchmark`` catalogue entry;
+2. batched sparse-matrix SIRT (threaded numba kernels) against looping ASTRA's own 2D CPU SIRT
+   over the y-slices;
+3. end-to-end generation throughput with 1 and 2 Dask workers, the scaling efficiency, the
+   projected wall time of the full ``pann-benchmark`` catalogue entry, and the time its store
+   takes to set up before the first sample;
 4. 3D Zernike invariants (order 8) per second, patch extraction included;
-5. PANN inference on CPU without stage 2 (stage-1 refinement, tracing, Zernike features) and the
-   3D U-Net baseline forward pass.
+5. PANN inference on CPU without stage 2 (stage-1 refinement, tracing, Zernike features), the
+   full prediction with the shipped weights per 64³ and 128³ volume, the 3D U-Net baseline
+   forward pass, and a stage-1 training step with the projected epoch over ``pann-benchmark``.
 """
 
 from __future__ import annotations
@@ -339,6 +342,136 @@ def _generation_rows(quick: bool, notes: list[str]) -> list[SpeedRow]:
 
 
 # ------------------------------------------------------------------------------------------
+# 3b. store set-up of the full catalogue entry
+
+
+def _store_setup_rows() -> list[SpeedRow]:
+    """Time from ``generate`` to the first task for ``pann-benchmark``: plan + empty store."""
+    import tempfile
+    from pathlib import Path
+
+    from simgen.config import default_catalog_path, get_dataset
+    from simgen.engine import _open_or_create
+    from simgen.store import read_samples
+
+    spec = get_dataset("pann-benchmark", default_catalog_path())
+    logger.info("speed: creating the pann-benchmark store (%d planned samples)", spec.n_samples)
+    with tempfile.TemporaryDirectory(prefix="aet-speed-") as tmp:
+        start = time.perf_counter()
+        rows = spec.plan_rows()
+        spec.plan(rows=rows)
+        root = _open_or_create(spec, Path(tmp) / "pb.zarr", rows, False)
+        read_samples(root["complete"])  # what the engine reads before it starts
+        seconds = time.perf_counter() - start
+    return [
+        SpeedRow(
+            "pann-benchmark store set-up: plan + create + read flags (A)",
+            f"{spec.n_samples:,} planned samples",
+            seconds,
+            None,
+            seconds,
+            "s",
+        )
+    ]
+
+
+# ------------------------------------------------------------------------------------------
+# 5b. PANN with the shipped weights, and a training epoch
+
+
+def _shipped_pann_rows(quick: bool) -> list[SpeedRow]:
+    from pathlib import Path
+
+    import torch
+
+    from models.pann import PannModel
+
+    weights = Path(__file__).resolve().parents[1] / "models" / "weights" / "demo"
+    if not (weights / "pann.pt").is_file():
+        return []
+    model = PannModel.load(weights)
+    rows = []
+    for size in (32,) if quick else (64, 128):
+        volume = _blob_phantom(size, np.random.default_rng(size), blobs=size * 3)
+        logger.info("speed: PANN predict with the shipped weights on %d³", size)
+        seconds, prediction = _timed(
+            partial(model.predict, volume, model.config.sampling), 1, warmup=size <= 64
+        )
+        rows.append(
+            SpeedRow(
+                f"PANN predict, shipped weights, {torch.get_num_threads()} torch threads (A)",
+                f"{size}³ blob volume, {prediction.extra['n_candidates']:,} candidates",
+                seconds,
+                None,
+                seconds,
+                "s/volume",
+            )
+        )
+    return rows
+
+
+def _training_rows(quick: bool, notes: list[str]) -> list[SpeedRow]:
+    import torch
+    import torch.nn.functional as F
+
+    from models.pann import PannConfig, PannModel
+    from simgen.config import default_catalog_path, get_dataset
+
+    config = PannConfig(elements=("Fe", "Pt"))
+    target = get_dataset("pann-benchmark", default_catalog_path())
+    size = 32 if quick else target.size
+    net = PannModel(config).stage1.train()
+    optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    volume = torch.from_numpy(_blob_phantom(size, np.random.default_rng(3)))[None, None]
+    slab = min(config.slab, size)
+    x = torch.cat([volume[:, :, :, :slab, :]] * config.batch_size)
+    origins = [(0, 0, 0)] * config.batch_size
+
+    def step():
+        loss = F.mse_loss(net(x, volume, origins), x * 1.1)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+
+    logger.info("speed: PANN stage-1 training step on CPU, %d³", size)
+    seconds, _ = _timed(step, 1 if quick else 3)
+    fractions = dict(target.split.fractions)
+    n_train = int(round(target.n_samples * fractions.get("train", 1.0)))
+    steps = math.ceil(n_train / config.batch_size)
+    per_step = seconds * (target.size / size) ** 3
+    rows = [
+        SpeedRow(
+            "PANN stage-1 training step on CPU (A), voxel loss only",
+            f"batch {config.batch_size} slabs {size}×{slab}×{size} + global {size}³",
+            seconds,
+            None,
+            seconds,
+            "s/step",
+        )
+    ]
+    for workers in (1, 8, 64):
+        rows.append(
+            SpeedRow(
+                f"projected stage-1 epoch over the pann-benchmark train split, {workers} CPU "
+                f"worker{'s' if workers > 1 else ''} (data parallel)",
+                f"{n_train:,} samples, {steps:,} steps",
+                None,
+                None,
+                steps * per_step / workers / 3600.0,
+                "h",
+            )
+        )
+    notes.append(
+        "Training projection: one epoch = every train-split sample once as a slab "
+        f"({config.batch_size} per step); step time measured on this CPU"
+        + (f", scaled from {size}³ by volume" if size != target.size else "")
+        + "; n workers assumed ideal data parallel (no all-reduce cost). GPU step times come "
+        "from scripts/gpu_check.py, which has not run on a GPU."
+    )
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
 # 4. Zernike descriptors
 
 
@@ -462,8 +595,12 @@ def measure_speed(quick: bool = False, multislice: bool = True) -> tuple[list[Sp
     rows += _imaging_rows(quick, multislice, notes)
     rows += _sirt_rows(quick)
     rows += _generation_rows(quick, notes)
+    if not quick:
+        rows += _store_setup_rows()
     rows += _zernike_rows(quick)
     rows += _pann_rows(quick)
+    rows += _shipped_pann_rows(quick)
+    rows += _training_rows(quick, notes)
     notes.append(
         "Times are medians of the timed runs after a warm-up (1 run for abTEM, the 128³ cases and "
         "generation); ratios compare timings from this run only (shared, noisy machine)."

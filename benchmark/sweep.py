@@ -17,7 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.leaderboard import METRIC_LABELS, aggregate, plot_against_dose, write_rows_csv
+from benchmark.leaderboard import (
+    METRIC_LABELS,
+    aggregate,
+    plot_against_dose,
+    row_keys,
+    write_rows_csv,
+)
 from benchmark.runner import METRIC_KEYS, run_method
 from simgen.outputs import atomic_path, write_text_atomic
 
@@ -122,7 +128,7 @@ def run_sweep(
         return rows
 
     rows = aggregate(records, by=DAMAGE_GROUPS)
-    write_rows_csv(rows, out_dir / "sweep.csv", keys=DAMAGE_GROUPS)
+    write_rows_csv(rows, out_dir / "sweep.csv")
     for k, method in enumerate(sorted({r["method"] for r in rows})):
         selected = [r for r in rows if r["method"] == method]
         title = (
@@ -256,6 +262,11 @@ def claim_verdict(
     worse (error at most 5% higher and recovery at most 1 point lower, within noise).
     """
     by = {(r["method"], r["dose"]): r for r in rows}
+    if len(by) < len(rows):
+        raise ValueError(
+            f"rows: several rows per method and dose (they differ in {row_keys(rows)[2:]}); "
+            "the claim is checked on one setting at a time"
+        )
     doses = sorted(
         {r["dose"] for r in rows if (method, r["dose"]) in by and (baseline, r["dose"]) in by}
     )

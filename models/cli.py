@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from models.io import write_prediction
 from models.weights import DEFAULT_WEIGHTS
 
-__all__ = ["main", "DEFAULT_WEIGHTS", "write_prediction"]
+__all__ = ["main", "DEFAULT_WEIGHTS", "write_prediction", "header_voxel_size", "volume_sampling"]
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,29 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--physics-weight", type=float, help="weight of the re-projection term")
     p.add_argument("--limit", type=int, help="use at most N samples per split")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="global batch (draws per step over all torchrun processes; a multiple of their number)",
+    )
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="auto: CUDA when available (mixed precision), else CPU",
+    )
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="data-loader processes per training process (each opens the store itself)",
+    )
+    p.add_argument(
+        "--architecture",
+        choices=["lee2021", "unet3d-v1"],
+        default="lee2021",
+        help="unet3d only: the published Lee 2021 network or the earlier variant",
+    )
 
     p = sub.add_parser("predict", help="predict atoms (extended XYZ with class probabilities)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -39,7 +63,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--data", help="simgen Zarr store: predicts every complete sample (or --split)"
     )
     src.add_argument("--volume", help="a reconstruction: .npy, .mrc, .tif, .mat or Zarr array")
-    p.add_argument("--sampling", type=float, help="voxel size of --volume (Å)")
+    p.add_argument(
+        "--sampling",
+        type=float,
+        help="voxel size of --volume (Å); default: the MRC header's (a contradicting value is an error)",
+    )
     p.add_argument("--elements", help="elements present in --volume, e.g. Fe,Pt")
     p.add_argument("--key", help="array name inside a .mat file or Zarr group")
     p.add_argument("--split", help="only this split of --data (e.g. test)")
@@ -59,33 +87,101 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_MRC_SUFFIXES = (".mrc", ".mrcs", ".rec", ".map", ".st", ".ali")
+
+
+def header_voxel_size(path: str | Path) -> float | None:
+    """Voxel size (Å) recorded in an MRC header, or None (another format, or no size recorded).
+
+    Raises:
+        ValueError: If the header records different sizes along the axes.
+    """
+    if Path(path).suffix.lower() not in _MRC_SUFFIXES or not Path(path).is_file():
+        return None
+    import math
+
+    import mrcfile
+
+    with mrcfile.open(path, permissive=True, header_only=True) as handle:
+        size = handle.voxel_size
+        values = [float(size.x), float(size.y), float(size.z)]
+    recorded = [v for v in values if math.isfinite(v) and v > 0]
+    if not recorded:
+        return None
+    if len(recorded) < 3 or max(recorded) - min(recorded) > 1e-3 * max(recorded):
+        raise ValueError(
+            f"--volume={str(path)!r}: voxel size (x, y, z) = {values} Å in the MRC header; "
+            "expected cubic voxels"
+        )
+    return recorded[0]
+
+
+def volume_sampling(path: str | Path, sampling: float | None) -> float:
+    """The voxel size (Å) of ``--volume``: from the MRC header when it records one (a ``--sampling``
+    that contradicts it by more than 0.1 % is an error), else ``--sampling`` (then required)."""
+    header = header_voxel_size(path)
+    if sampling is not None and not (sampling > 0 and sampling < float("inf")):
+        raise ValueError(f"--sampling={sampling}: expected a positive voxel size in Å")
+    if header is None:
+        if sampling is None:
+            raise ValueError(
+                f"--sampling: required with --volume={str(path)!r} (voxel size in Å; "
+                "the file records none)"
+            )
+        return sampling
+    if sampling is not None and abs(sampling - header) > 1e-3 * header:
+        raise ValueError(
+            f"--sampling={sampling:g}: contradicts the voxel size {header:g} Å in the header of "
+            f"{str(path)!r} (omit --sampling to use the header)"
+        )
+    return header
+
+
 def _cmd_train(args) -> int:
     from models.train import train_pann, train_unet3d
 
-    for name in ("steps", "epochs", "limit"):
+    for name in ("steps", "epochs", "limit", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise ValueError(f"--{name}={value}: expected a positive integer")
+            raise ValueError(f"--{name.replace('_', '-')}={value}: expected a positive integer")
+    if args.num_workers < 0:
+        raise ValueError(f"--num-workers={args.num_workers}: expected a non-negative integer")
     if not Path(args.data).exists():
         raise FileNotFoundError(f"--data={args.data!r}: no such store")
+    from models.distributed import resolve_device
     from simgen.outputs import check_output
 
+    resolve_device(args.device)  # a clear error before any work
     # A new or empty folder, or a run of ours to resume; checked before any data is read.
     check_output(args.out, "run", resume=True)
+    common = {"device": args.device, "num_workers": args.num_workers, "limit": args.limit}
     if args.model == "unet3d":
-        train_unet3d(args.data, args.out, steps=args.steps or 300, seed=args.seed, limit=args.limit)
-        print(f"wrote {Path(args.out) / 'unet3d.pt'}")
+        train_unet3d(
+            args.data,
+            args.out,
+            steps=args.steps or 300,
+            seed=args.seed,
+            batch_size=args.batch_size or 4,
+            architecture=args.architecture,
+            **common,
+        )
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"wrote {Path(args.out) / 'unet3d.pt'}")
         return 0
     from models.pann import PannConfig
 
     config = PannConfig(seed=args.seed)
+    if args.batch_size:
+        config.batch_size = args.batch_size
     if args.steps:
         config.stage1_steps = args.steps
     if args.epochs:
         config.stage2_epochs = args.epochs
     if args.physics_weight is not None:
         config.physics_weight = args.physics_weight
-    model = train_pann(args.data, args.out, config, limit=args.limit)
+    model = train_pann(args.data, args.out, config, **common)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print(
         f"wrote {Path(args.out) / 'pann.pt'} ({model!r}); loss curves in {Path(args.out) / 'loss_curves.png'}"
     )
@@ -128,13 +224,13 @@ def _cmd_predict(args) -> int:
 
     out = Path(args.out)
     if args.volume:
-        if args.sampling is None:
-            raise ValueError("--sampling: required with --volume (voxel size in Å)")
+        # Check the input before loading the networks (seconds).
+        sampling = volume_sampling(args.volume, args.sampling)
         check_output(out, "file", overwrite=args.overwrite)  # before the expensive work
         model = PannModel.load(args.weights)
         elements = [e.strip() for e in args.elements.split(",")] if args.elements else None
         volume = _read_volume(args.volume, args.key)
-        pred = model.predict(volume, args.sampling, elements)
+        pred = model.predict(volume, sampling, elements)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_prediction(
             out,
@@ -144,9 +240,12 @@ def _cmd_predict(args) -> int:
             pred.classes,
             {"source": str(args.volume)},
         )
-        print(
-            f"wrote {out}: {len(pred.elements)} atoms ({pred.extra['n_rejected']} candidates rejected as not atoms)"
+        note = (
+            "the volume is constant: nothing to trace"
+            if pred.extra.get("constant_volume")
+            else f"{pred.extra['n_rejected']} candidates rejected as not atoms"
         )
+        print(f"wrote {out}: {len(pred.elements)} atoms ({note})")
         return 0
 
     from simgen.importer import to_input_frame

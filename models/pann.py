@@ -86,7 +86,7 @@ class PannConfig:
     layers: int = 3
     stage2_epochs: int = 40
     trace_threshold: float = 0.05
-    match_radius: float = 1.0
+    match_radius: float = 0.5
     seed: int = 0
 
     @property
@@ -169,11 +169,8 @@ def candidate_features(
     n = len(positions)
     if n == 0:
         return np.zeros((0, 0), dtype=np.float32)
-    zern = atom_descriptors(
-        refined, positions, sampling, config.zernike_radius, order=config.zernike_order
-    )
-    zern_raw = atom_descriptors(
-        raw, positions, sampling, config.zernike_radius, order=config.zernike_order
+    zern, zern_raw = atom_descriptors(
+        [refined, raw], positions, sampling, config.zernike_radius, order=config.zernike_order
     )
     # Intensity-like invariants (n = l = 0 moment) relative to the sample's typical candidate.
     scale = np.median(zern[:, 0]) or 1.0
@@ -311,16 +308,33 @@ class PannModel:
                 raise ValueError(
                     f"elements={list(elements)}: {unknown} not among the weights' elements {list(self.config.elements)}"
                 )
+        if float(np.ptp(volume)) == 0.0:
+            # A constant volume has no atoms; the networks would answer with their biases.
+            logger.warning("volume: constant (%g everywhere): no atoms", float(volume.flat[0]))
+            return PannPrediction(
+                positions=np.zeros((0, 3)),
+                elements=[],
+                probabilities=np.zeros((0, len(self.config.classes)), dtype=np.float32),
+                classes=self.config.classes,
+                refined=volume if keep_refined else None,
+                extra={"n_candidates": 0, "n_rejected": 0, "constant_volume": True},
+            )
         work, work_sampling = volume, sampling
+        spacing = np.full(3, float(sampling))  # (x, y, z) Å between voxel centres of `work`
         if abs(ratio - 1.0) > 0.02:
             from scipy.ndimage import zoom
 
             work = zoom(volume, ratio, order=1).astype(np.float32)
             work_sampling = self.config.sampling
+            # zoom maps the corner voxels onto each other, so the exact resampled spacing is
+            # sampling·(n−1)/(m−1) per axis, not the requested one (0.4029 vs 0.4 Å for 0.357 Å).
+            n, m = np.array(volume.shape[::-1]), np.array(work.shape[::-1])
+            spacing = sampling * (n - 1) / np.maximum(m - 1, 1)
         refined = self.refine(work)
         cand = self.candidates(refined, work_sampling)
-        positions = np.asarray(cand.positions, dtype=np.float64)
-        probs = self.classify(refined, work, positions, work_sampling, elements)
+        traced = np.asarray(cand.positions, dtype=np.float64).reshape(-1, 3)
+        probs = self.classify(refined, work, traced, work_sampling, elements)
+        positions = traced / work_sampling * spacing
         classes = self.config.classes
         labels = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
         keep = np.array([classes[i] != NOT_AN_ATOM for i in labels], dtype=bool)

@@ -23,7 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["project", "Projector"]
+__all__ = [
+    "project",
+    "Projector",
+    "psf_kernel",
+    "gaussian_kernel",
+    "blur_series",
+    "poisson_deviance",
+]
 
 
 def _as_angles(angles, device, dtype) -> Tensor:
@@ -116,3 +123,68 @@ class Projector(nn.Module):
 
     def forward(self, volume: Tensor) -> Tensor:
         return project(volume, self.angles, angle_batch=self.angle_batch)
+
+
+def psf_kernel(sampling: float, *, microscope=None, radius: float = 2.0) -> np.ndarray:
+    """The calibrated probe PSF (``simgen.imaging.psf_image``) as a small image kernel.
+
+    Args:
+        sampling: Pixel size in Å.
+        microscope: ``simgen.imaging.Microscope`` (default: the project's).
+        radius: Half-width of the kernel, Å (the tails beyond it are dropped and the kernel is
+            renormalised to unit sum, so it conserves σ(Z)).
+
+    Returns:
+        (2r+1, 2r+1) float32 kernel ``[y, x]``, r = ceil(radius / sampling).
+    """
+    from simgen.imaging import Microscope, psf_image
+
+    if not (np.isfinite(sampling) and sampling > 0):
+        raise ValueError(f"sampling={sampling!r}: expected a positive pixel size in Å")
+    r = max(int(math.ceil(radius / sampling)), 1)
+    kernel = psf_image(float(sampling), 2 * r + 1, microscope or Microscope())
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def gaussian_kernel(sampling: float, sigma: float, *, radius: float = 2.0) -> np.ndarray:
+    """A 2D Gaussian of ``sigma`` Å sampled at pixel centres, unit sum (the targets' blur)."""
+    if not (np.isfinite(sampling) and sampling > 0):
+        raise ValueError(f"sampling={sampling!r}: expected a positive pixel size in Å")
+    if not sigma > 0:
+        raise ValueError(f"sigma={sigma!r}: expected a positive width in Å")
+    r = max(int(math.ceil(radius / sampling)), 1)
+    x = np.arange(-r, r + 1) * sampling
+    g = np.exp(-(x**2) / (2 * sigma**2))
+    kernel = np.outer(g, g)
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def blur_series(series: Tensor, kernel) -> Tensor:
+    """Convolve every image of a tilt series ``(B, A, H, W)`` with a 2D kernel (zero padding)."""
+    kernel = torch.as_tensor(np.asarray(kernel), dtype=series.dtype, device=series.device)
+    r = kernel.shape[-1] // 2
+    b, a, h, w = series.shape
+    # conv2d computes a correlation: flip the kernel to convolve.
+    out = F.conv2d(series.reshape(b * a, 1, h, w), kernel.flip(-1, -2)[None, None], padding=(r, r))
+    return out.reshape(b, a, h, w)
+
+
+def poisson_deviance(model: Tensor, measured: Tensor, offset=0.0, floor: float = 1e-6) -> Tensor:
+    """Mean Poisson deviance of dose-normalised images (the Poisson likelihood up to constants).
+
+    With ``d`` the dose, the counts are ``k = d·(measured + offset)`` with mean
+    ``λ = d·(model + offset)``, ``offset`` = background / dose. The negative log likelihood
+    ``λ − k log λ`` minus its minimum over λ, divided by ``d``, is the deviance
+    ``m − y − y·log(m / y)`` with ``m = model + offset`` and ``y = measured + offset``; it has
+    the same minimiser as the likelihood at every dose. Negative ``y`` (read noise) are clipped.
+
+    Args:
+        model: Predicted dose-normalised images.
+        measured: Measured dose-normalised images (background subtracted), same shape.
+        offset: Background per dose (scalar or broadcastable tensor), ≥ 0.
+        floor: Lower bound on ``m`` (the log needs a positive mean).
+    """
+    m = (model + offset).clamp(min=floor)
+    y = (measured + offset).clamp(min=0.0)
+    log_term = torch.where(y > 0, y * torch.log(y.clamp(min=floor) / m), torch.zeros_like(y))
+    return (m - y + log_term).mean()

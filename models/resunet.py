@@ -400,7 +400,6 @@ def _starts(n: int, p: int, overlap: float, divisor: int, margin: int) -> tuple[
     return starts, last + p
 
 
-@torch.no_grad()
 def sliding_window_predict(
     model: nn.Module,
     volume,
@@ -443,6 +442,17 @@ def sliding_window_predict(
         The prediction, same container type as ``volume``: (D, H, W) for a 3D input (first
         output channel), else (1, C', D, H, W); numpy inputs give float32 numpy arrays.
     """
+    # numpy in, numpy out: nothing can reach autograd, so skip its bookkeeping entirely
+    mode = torch.no_grad() if isinstance(volume, Tensor) else torch.inference_mode()
+    with mode:
+        return _sliding_window_predict(
+            model, volume, patch_size, overlap, batch_size, blend, sigma_scale, margin, progress
+        )
+
+
+def _sliding_window_predict(
+    model, volume, patch_size, overlap, batch_size, blend, sigma_scale, margin, progress
+):
     from simgen.progress import progress_bar
 
     if not 0.0 <= overlap < 1.0:

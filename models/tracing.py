@@ -19,7 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Candidates", "trace_atoms", "default_min_distance", "otsu_threshold", "contrast_ratio"]
+__all__ = [
+    "Candidates",
+    "trace_atoms",
+    "noise_level",
+    "default_min_distance",
+    "otsu_threshold",
+    "contrast_ratio",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +49,10 @@ class Candidates:
         threshold: the peak-value threshold used (volume units).
         min_distance: the minimum separation used (Å).
         integration_radius: radius (Å) of the integration sphere.
+        background: robust background level of the volume (its median; volume units).
+        noise_sigma: robust noise standard deviation of the volume (1.4826 × its median absolute
+            deviation; volume units); peaks had to exceed ``background + significance ×
+            noise_sigma``.
     """
 
     positions: np.ndarray
@@ -52,6 +63,8 @@ class Candidates:
     threshold: float
     min_distance: float
     integration_radius: float
+    background: float = 0.0
+    noise_sigma: float = 0.0
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -132,6 +145,29 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     while last + 1 < len(on_plateau) and on_plateau[last + 1]:
         last += 1
     return float(0.5 * (edges[first + 1] + edges[last + 1]))
+
+
+def noise_level(volume: np.ndarray) -> tuple[float, float]:
+    """Robust background and noise level of a volume: its median and 1.4826 × its median absolute
+    deviation (the standard deviation for Gaussian noise; Rousseeuw & Croux, JASA 88, 1273 (1993)).
+
+    Atoms fill a minority of the voxels of a reconstruction, so both statistics describe the
+    background. Where more than half of the voxels equal the background exactly (a reconstruction
+    clipped at zero, say), the deviation is 0: the noise level cannot be estimated there and every
+    peak above the background counts as significant.
+
+    Args:
+        volume: Any array (volume units).
+
+    Returns:
+        ``(background, sigma)`` in volume units.
+    """
+    values = np.asarray(volume, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 0.0
+    background = float(np.median(values))
+    return background, float(1.4826 * np.median(np.abs(values - background)))
 
 
 def _local_maxima(volume: np.ndarray) -> np.ndarray:
@@ -291,6 +327,7 @@ def trace_atoms(
     fit_half_width: int = 1,
     integration_radius: float | None = None,
     threshold_floor: float = 0.1,
+    significance: float | None = 5.0,
 ) -> Candidates:
     """Trace atoms in a reconstructed volume.
 
@@ -298,6 +335,11 @@ def trace_atoms(
     whose value is below ``threshold`` are removed; (3) each remaining peak is refined to sub-voxel
     precision by a fit on the ``(2·fit_half_width + 1)³`` voxels about it; (4) peaks closer than
     ``min_distance`` (refined positions) to a stronger peak are removed, strongest first.
+
+    Whatever the threshold, a peak must also stand ``significance`` noise standard deviations above
+    the volume's background (:func:`noise_level`), so a threshold relative to the volume's own
+    maximum cannot turn noise into atoms: a constant volume has no peaks, and pure Gaussian noise
+    (64³ voxels) exceeds 5σ in fewer than one voxel on average.
 
     The automatic threshold is Otsu's cut of the histogram of the (suppressed) peak values, which
     separates the population of noise maxima from that of atoms. It is kept between
@@ -318,6 +360,8 @@ def trace_atoms(
         integration_radius: Radius (Å) of the integration sphere; None for 0.4 × ``min_distance``.
         threshold_floor: Lower bound of the automatic threshold, as a fraction of the expected
             peak of the lightest element.
+        significance: Minimum peak height above the background in units of the volume's robust
+            noise standard deviation; None to keep every peak that passes ``threshold``.
 
     Returns:
         The traced :class:`Candidates`, sorted by decreasing peak value. A fit whose maximum falls
@@ -339,12 +383,18 @@ def trace_atoms(
         min_distance = default_min_distance(elements)
     if min_distance < 0:
         raise ValueError(f"min_distance={min_distance!r}: expected a distance >= 0 Å")
+    if significance is not None and not (np.isfinite(significance) and significance >= 0):
+        raise ValueError(f"significance={significance!r}: expected a number of σ >= 0, or None")
     if integration_radius is None:
         integration_radius = 0.4 * min_distance if min_distance > 0 else sampling
     volume = volume.astype(np.float64, copy=False)
 
     voxels = _local_maxima(volume)
     peak_values = volume[tuple(voxels.T)] if len(voxels) else np.zeros(0)
+    background, noise_sigma = noise_level(volume)
+    if significance is not None:
+        significant = peak_values > background + significance * noise_sigma
+        voxels, peak_values = voxels[significant], peak_values[significant]
     if threshold is None:
         # The threshold is set on the peaks that survive suppression, so the noise maxima on the
         # flanks of atoms do not weigh in the histogram.
@@ -403,4 +453,6 @@ def trace_atoms(
         threshold=float(threshold),
         min_distance=float(min_distance),
         integration_radius=float(integration_radius),
+        background=background,
+        noise_sigma=noise_sigma,
     )

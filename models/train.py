@@ -1,117 +1,150 @@
 """Training of PANN (both stages) and of the 3D U-Net baseline on a simgen store.
 
+Data stream from the store (:mod:`models.data`): a sample's chunks are read when a draw needs
+them, in DataLoader workers when ``num_workers > 0``, so memory does not grow with the store.
+Under ``torchrun`` every rank trains a DistributedDataParallel replica on its share of each global
+batch (:mod:`models.distributed`); rank 0 writes checkpoints, weights and curves.
+
 Stage 1 trains on slabs that span the whole volume in z and x and ``slab`` voxels along the tilt
 axis y. Because the tilt axis is y, such a slab projects onto exactly the same band of rows of the
-measured tilt series, so the physics term (re-project the prediction at the measured angles and
-compare with the measured projections) is exact on a patch. Stage 2 trains the species
-Transformer on candidates traced in stage-1 outputs, labelled by one-to-one matching to the truth.
+measured tilt series, so the physics term is exact on a patch (up to the PSF's reach, whose
+rows are left out). The physics term is the Poisson deviance between the measured rows
+(background subtracted as ``simgen.sample`` does, dose-normalised) and the calibrated forward
+model of the prediction: projection at the sample's true tilt angles, then the probe PSF. The
+targets are blurred by a Gaussian of the store's target width, so the measured rows are blurred
+by the same Gaussian before the comparison: both sides are then the atoms ⊛ PSF ⊛ Gaussian, and
+the ideal target fits the data better than any reconstruction. The voxel term weights each voxel
+so that every atom counts alike whatever its element (:func:`models.data.element_weights`).
+
+Stage 2 trains the species Transformer on candidates traced in stage-1 outputs, labelled by
+one-to-one matching to the truth within ``match_radius``; candidates and features are cached
+per sample in the run directory.
 
 Checkpoints are written every few steps; rerunning the same command resumes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.pann import NOT_AN_ATOM, PannConfig, PannModel, build_stage2, volume_scale
+from models.pann import NOT_AN_ATOM, PannConfig, PannModel, build_stage2
 from models.weights import CHECKPOINT_ERRORS, DEFAULT_WEIGHTS, load_checkpoint, save_atomic
 from simgen.outputs import atomic_path, check_output, write_marker, write_text_atomic
 from simgen.progress import progress_bar
 
-__all__ = ["train_pann", "train_unet3d", "load_unet3d", "load_training_samples", "label_candidates"]
+__all__ = [
+    "train_pann",
+    "train_unet3d",
+    "load_unet3d",
+    "load_training_samples",
+    "label_candidates",
+    "physics_loss",
+    "weighted_voxel_loss",
+]
 
 logger = logging.getLogger(__name__)
+
+CHECKPOINT_EVERY = 25  # steps
 
 
 # ---------------------------------------------------------------------------- data
 def load_training_samples(store, split: str, limit: int | None = None) -> list[dict]:
-    """The complete samples of one split as dicts of numpy arrays (volumes, series, atoms)."""
-    from simgen.store import open_dataset
+    """The complete samples of one split as dicts of numpy arrays (small stores and tests only;
+    training streams with :class:`models.data.StoreSamples`)."""
+    from models.data import StoreSamples
 
-    ds = open_dataset(store).filter(split=split)
-    if len(ds) == 0:
-        raise ValueError(f"data={str(store)!r}: no complete samples in split {split!r}")
-    n = len(ds) if limit is None else min(limit, len(ds))
-    return [ds[i] for i in range(n)]
+    samples = StoreSamples(store, split, limit=limit)
+    return [samples[k] for k in range(len(samples))]
 
 
-def _elements_of(samples) -> tuple[str, ...]:
-    from ase.data import atomic_numbers, chemical_symbols
+def _loader(dataset, sampler, num_workers: int):
+    from torch.utils.data import DataLoader
 
-    present = sorted({int(z) for s in samples for z in np.unique(s["numbers"])})
-    return tuple(sorted((chemical_symbols[z] for z in present), key=lambda e: atomic_numbers[e]))
-
-
-def _normalised_series(sample) -> np.ndarray:
-    from simgen.sample import normalise_tilt_series
-
-    return normalise_tilt_series(sample["tilt_series"], float(sample["dose"]))
-
-
-def _augment(volume, target, series, rng, angles):
-    """Wedge-preserving augmentation of a training triple (see models.augment)."""
-    from models.augment import random_wedge_transform
-
-    return random_wedge_transform(volume, target, series, rng, angles=angles)
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        persistent_workers=False,
+        prefetch_factor=2 if num_workers > 0 else None,
+    )
 
 
-# ---------------------------------------------------------------------------- stage 1
-def _stage1_batch(samples, config: PannConfig, rng, device):
-    """A batch of (slab input, global volume, slab origin, slab target, measured rows, angles)."""
-    xs, gs, origins, ts, meas, angles = [], [], [], [], [], []
-    for _ in range(config.batch_size):
-        s = samples[int(rng.integers(len(samples)))]
-        volume, target, series = s["volume"], s["target"], _normalised_series(s)
-        volume, target, series = _augment(volume, target, series, rng, s["angles"])
-        scale = volume_scale(volume)
-        ny = volume.shape[1]
-        slab = min(config.slab, ny)
-        y0 = int(rng.integers(0, ny - slab + 1))
-        xs.append(volume[:, y0 : y0 + slab, :] / scale)
-        ts.append(target[:, y0 : y0 + slab, :] / scale)
-        gs.append(volume / scale)
-        origins.append((0, y0, 0))
-        meas.append(series[:, y0 : y0 + slab, :] / scale)
-        angles.append(np.asarray(s["angles"], dtype=np.float32))
+def _open_run_dir(run_dir, command: str, world, param: str = "run_dir") -> Path:
+    """A new or empty folder, or one of our runs (resumed); never a folder of other files.
 
-    def stack(arrays):
-        return torch.as_tensor(np.stack(arrays)[:, None], dtype=torch.float32, device=device)
+    Rank 0 checks and marks the folder; the other ranks wait for it.
+    """
+    from models.distributed import barrier
 
-    return stack(xs), stack(gs), origins, stack(ts), meas, angles
-
-
-def _physics_loss(prediction, measured, angles):
-    """Mean squared difference between re-projected slabs and the measured rows (per sample angles)."""
-    from models.projector import project
-
-    losses = []
-    for b in range(prediction.shape[0]):
-        proj = project(prediction[b : b + 1], torch.as_tensor(angles[b]))  # (1, A, slab, X)
-        target = torch.as_tensor(measured[b], dtype=prediction.dtype, device=prediction.device)[
-            None
-        ]
-        losses.append(F.mse_loss(proj, target) / max(prediction.shape[2], 1))
-    return torch.stack(losses).mean()
-
-
-def _open_run_dir(run_dir, command: str, param: str = "run_dir") -> Path:
-    """A new or empty folder, or one of our runs (resumed); never a folder of other files."""
     run_dir = Path(run_dir)
-    check_output(run_dir, "run", resume=True, param=param)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_marker(run_dir, "run", command)
+    if world.is_main:
+        check_output(run_dir, "run", resume=True, param=param)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_marker(run_dir, "run", command)
+    barrier(world)
     return run_dir
 
 
-def _save_checkpoint(path: Path, **state):
-    save_atomic(state, path)
+def _autocast(device: str):
+    """Mixed precision on GPUs: bf16 where supported (no scaler needed), else fp16 + GradScaler."""
+    if not device.startswith("cuda"):
+        return nullcontext, None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def context():
+        return torch.autocast("cuda", dtype=dtype)
+
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return context, scaler
+
+
+# ---------------------------------------------------------------------------- stage 1
+def weighted_voxel_loss(prediction, target, weights):
+    """Per-sample weighted mean squared error, averaged over the batch.
+
+    Normalising per sample (not over the batch) makes the mean over a global batch split across
+    ranks equal to the single-process loss.
+    """
+    err = weights * (prediction.float() - target) ** 2
+    dims = tuple(range(1, err.ndim))
+    return (err.sum(dims) / weights.sum(dims)).mean()
+
+
+def physics_loss(prediction, measured, angles, offset, psf, blur):
+    """Poisson deviance of the measured rows under the calibrated forward model of a prediction.
+
+    Args:
+        prediction: (B, 1, Z, h, X) predicted slabs (volume units / scale).
+        measured: (B, A, h, X) background-subtracted, dose-normalised rows (same units).
+        angles: (B, A) tilt angles (degrees) of the projections.
+        offset: (B,) background per dose (same units).
+        psf: Probe PSF kernel (:func:`models.projector.psf_kernel`).
+        blur: The targets' Gaussian kernel (:func:`models.projector.gaussian_kernel`).
+
+    Returns:
+        Mean over the batch of the per-sample mean deviance; rows within the kernels' reach of a
+        slab edge are left out (they depend on voxels outside the slab).
+    """
+    from models.projector import blur_series, poisson_deviance, project
+
+    reach = max(np.shape(psf)[-1], np.shape(blur)[-1]) // 2
+    rows = prediction.shape[3]
+    keep = slice(reach, rows - reach) if rows > 2 * reach else slice(None)
+    losses = []
+    for b in range(prediction.shape[0]):
+        model = blur_series(project(prediction[b : b + 1].float(), angles[b]), psf)
+        data = blur_series(measured[b : b + 1].float(), blur)
+        losses.append(poisson_deviance(model[:, :, keep], data[:, :, keep], offset[b]))
+    return torch.stack(losses).mean()
 
 
 def _plot_curves(history: dict, out: Path, title: str):
@@ -131,7 +164,7 @@ def _plot_curves(history: dict, out: Path, title: str):
             )
         ax.set_title(name)
         ax.set_xlabel("step" if "stage1" in name or "unet" in name else "epoch")
-        if np.all(values > 0):
+        if values.size and np.all(values > 0):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
     fig.suptitle(title)
@@ -142,14 +175,30 @@ def _plot_curves(history: dict, out: Path, title: str):
 
 
 def train_stage1(
-    model: PannModel, samples, run_dir: Path, *, progress=True, device="cpu"
+    model: PannModel, samples, run_dir: Path, *, world=None, progress=True, num_workers: int = 0
 ) -> list[float]:
-    cfg = model.config
+    """Stage-1 optimiser steps (resumable); returns the voxel loss per step (mean over ranks)."""
+    from models.data import SlabDraws, StepBatches
+    from models.distributed import World, mean_over_ranks
+    from models.projector import gaussian_kernel, psf_kernel
+    from simgen.imaging import Microscope
+
+    world = world or World()
+    cfg, device = model.config, world.device
     net = model.stage1.to(device).train()
+    train_net = net
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_net = DistributedDataParallel(
+            net, device_ids=[torch.device(device).index] if device.startswith("cuda") else None
+        )
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=max(cfg.stage1_steps, 2), pct_start=0.1
     )
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = run_dir / "stage1.ckpt"
     start, losses = 0, []
     if ckpt.exists():
@@ -157,39 +206,60 @@ def train_stage1(
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        start, losses = state["step"], state["losses"]
+        start, losses = int(state["step"]), list(state["losses"])
         logger.info("resuming stage 1 at step %d", start)
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1, start]))
+    psf = psf_kernel(samples.sampling, microscope=Microscope.from_dict(samples.microscope))
+    blur = gaussian_kernel(samples.sampling, samples.target_sigma)
+    draws = SlabDraws(
+        samples, slab=cfg.slab, total=cfg.stage1_steps * cfg.batch_size, seed=cfg.seed
+    )
+    batches = StepBatches(start, cfg.stage1_steps, cfg.batch_size, world.rank, world.world_size)
+    autocast, scaler = _autocast(device)
     bar = progress_bar(
         range(start, cfg.stage1_steps),
         total=cfg.stage1_steps,
         initial=start,
         desc="stage 1",
-        enabled=progress,
+        enabled=progress and world.is_main,
     )
-    for step in bar:
-        x, g, origins, t, meas, angles = _stage1_batch(samples, cfg, rng, device)
-        pred = net(x, g, origins)
-        voxel = F.mse_loss(pred, t)
+    for step, batch in zip(bar, _loader(draws, batches, num_workers)):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        origins = [(0, int(y0), 0) for y0 in batch["y0"]]
+        with autocast():
+            pred = train_net(batch["x"], batch["g"], origins)
+        voxel = weighted_voxel_loss(pred, batch["t"], batch["w"])
         loss = voxel
         if cfg.physics_weight > 0:
-            loss = loss + cfg.physics_weight * _physics_loss(pred, meas, angles)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(voxel.detach()))
-        bar.set_postfix(mse=f"{float(voxel):.3g}")
-        if (step + 1) % 25 == 0 or step + 1 == cfg.stage1_steps:
-            _save_checkpoint(
-                ckpt,
-                model=net.state_dict(),
-                optimizer=opt.state_dict(),
-                scheduler=sched.state_dict(),
-                step=step + 1,
-                losses=losses,
+            loss = loss + cfg.physics_weight * physics_loss(
+                pred, batch["meas"], batch["angles"], batch["offset"], psf, blur
             )
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+        else:
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        sched.step()
+        losses.append(mean_over_ranks(float(voxel.detach()), world))
+        bar.set_postfix(loss=f"{losses[-1]:.3g}")
+        if world.is_main and ((step + 1) % CHECKPOINT_EVERY == 0 or step + 1 == cfg.stage1_steps):
+            save_atomic(
+                {
+                    "model": net.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "step": step + 1,
+                    "losses": losses,
+                },
+                ckpt,
+            )
+    net.eval()
     return losses
 
 
@@ -210,79 +280,115 @@ def label_candidates(
     return labels
 
 
-def _stage2_graphs(model: PannModel, samples, *, progress=True):
+def _stage1_digest(model: PannModel) -> str:
+    """A short hash of the stage-1 weights and the stage-2 settings (keys the graph cache)."""
+    h = hashlib.sha256()
+    for name, value in sorted(model.stage1.state_dict().items()):
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
     cfg = model.config
-    graphs = []
-    for s in progress_bar(samples, desc="stage 2 graphs", enabled=progress):
-        refined = model.refine(s["volume"])
-        cand = model.candidates(refined, float(s["sampling"]))
-        positions = np.asarray(cand.positions, dtype=np.float64)
-        if len(positions) < 2:
-            continue
-        from models.pann import candidate_features
+    h.update(
+        json.dumps(
+            [cfg.zernike_order, cfg.zernike_radius, cfg.trace_threshold, cfg.match_radius]
+        ).encode()
+    )
+    return h.hexdigest()[:16]
 
-        features = candidate_features(refined, s["volume"], positions, float(s["sampling"]), cfg)
-        labels = label_candidates(
-            positions, s["positions"], s["numbers"], list(cfg.classes), cfg.match_radius
-        )
-        graphs.append((positions, features, labels))
-    return graphs
+
+def _fill_graph_cache(model: PannModel, samples, cache, world, *, progress=True) -> None:
+    """Trace and featurise the samples of this rank that the cache lacks (resumable)."""
+    from models.pann import candidate_features
+
+    cfg = model.config
+    mine = range(world.rank, len(samples), world.world_size)
+    todo = [k for k in mine if not cache.has(int(samples.indices[k]))]
+    for k in progress_bar(todo, desc="stage 2 graphs", enabled=progress and world.is_main):
+        s = samples[k]
+        refined = model.refine(s["volume"], device=world.device)
+        positions = np.asarray(
+            model.candidates(refined, float(s["sampling"])).positions, dtype=np.float64
+        ).reshape(-1, 3)
+        if len(positions) >= 2:
+            features = candidate_features(
+                refined, s["volume"], positions, float(s["sampling"]), cfg
+            )
+            labels = label_candidates(
+                positions, s["positions"], s["numbers"], list(cfg.classes), cfg.match_radius
+            )
+        else:
+            features, labels = np.zeros((len(positions), 0), np.float32), np.zeros(0, np.int64)
+        cache.write(int(s["index"]), positions, features, labels)
+
+
+def _graph(cache, index, mean, std, knn):
+    from models.species import build_graph
+
+    positions, features, labels = cache.read(index)
+    if len(positions) < 2:
+        return None
+    ei, ea = build_graph(torch.as_tensor(positions, dtype=torch.float32), k=knn)
+    x = torch.as_tensor((features - mean) / std, dtype=torch.float32)
+    return x, ei, ea, torch.as_tensor(labels)
 
 
 def train_stage2(
-    model: PannModel, train_samples, val_samples, run_dir: Path, *, progress=True
+    model: PannModel, train_samples, val_samples, run_dir: Path, *, world=None, progress=True
 ) -> dict:
-    from models.species import build_graph
+    """Fill the per-sample graph cache (sharded over ranks) and train stage 2 (on rank 0)."""
+    from models.data import GraphCache
+    from models.distributed import World, barrier
 
+    world = world or World()
     cfg = model.config
-    graphs = _stage2_graphs(model, train_samples, progress=progress)
-    val_graphs = _stage2_graphs(model, val_samples, progress=progress) if val_samples else []
-    if not graphs:
+    cache = GraphCache(Path(run_dir) / "stage2_cache" / _stage1_digest(model))
+    _fill_graph_cache(model, train_samples, cache, world, progress=progress)
+    if val_samples is not None:
+        _fill_graph_cache(model, val_samples, cache, world, progress=progress)
+    barrier(world)
+    history = {"stage2 loss": [], "stage2 val accuracy": []}
+    if not world.is_main:
+        return history
+    train_ids = [int(i) for i in train_samples.indices]
+    val_ids = [int(i) for i in val_samples.indices] if val_samples is not None else []
+    # Streaming statistics: one graph in memory at a time.
+    n, total, total_sq, counts, width = 0, 0.0, 0.0, np.zeros(len(cfg.classes)), None
+    for i in train_ids:
+        positions, features, labels = cache.read(i)
+        if len(positions) < 2:
+            continue
+        width = features.shape[1]
+        n += len(features)
+        total = total + features.sum(axis=0, dtype=np.float64)
+        total_sq = total_sq + (features.astype(np.float64) ** 2).sum(axis=0)
+        counts += np.bincount(labels, minlength=len(cfg.classes))
+    if n == 0:
         raise ValueError("data: stage 1 found no candidates in the training volumes")
-    all_features = np.concatenate([g[1] for g in graphs])
-    mean, std = all_features.mean(axis=0), all_features.std(axis=0) + 1e-6
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean**2, 0.0)) + 1e-6
     model.feature_mean, model.feature_std = mean.astype(np.float32), std.astype(np.float32)
-
-    def to_tensors(gs):
-        out = []
-        for positions, features, labels in gs:
-            ei, ea = build_graph(torch.as_tensor(positions, dtype=torch.float32), k=cfg.knn)
-            out.append(
-                (
-                    torch.as_tensor((features - mean) / std, dtype=torch.float32),
-                    ei,
-                    ea,
-                    torch.as_tensor(labels),
-                )
-            )
-        return out
-
-    train_t, val_t = to_tensors(graphs), to_tensors(val_graphs)
-    counts = np.bincount(np.concatenate([g[2] for g in graphs]), minlength=len(cfg.classes)).astype(
-        float
-    )
     weights = torch.as_tensor(
         np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(cfg.classes), 0.0),
         dtype=torch.float32,
-    )
-    weights = weights.clamp(max=10.0)
-    net = build_stage2(cfg, all_features.shape[1])
+    ).clamp(max=10.0)
+    net = build_stage2(cfg, width)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 2]))
-    history = {"stage2 loss": [], "stage2 val accuracy": []}
     best, best_state = -1.0, None
     for _epoch in progress_bar(range(cfg.stage2_epochs), desc="stage 2", enabled=progress):
         net.train()
-        total = 0.0
-        for i in rng.permutation(len(train_t)):
-            x, ei, ea, y = train_t[i]
+        loss_sum, graphs = 0.0, 0
+        for k in rng.permutation(len(train_ids)):
+            g = _graph(cache, train_ids[k], mean, std, cfg.knn)
+            if g is None:
+                continue
+            x, ei, ea, y = g
             loss = F.cross_entropy(net(x, ei, ea), y, weight=weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss)
-        history["stage2 loss"].append(total / len(train_t))
-        acc = _accuracy(net, val_t or train_t)
+            loss_sum, graphs = loss_sum + loss.item(), graphs + 1
+        history["stage2 loss"].append(loss_sum / max(graphs, 1))
+        acc = _accuracy(net, cache, val_ids or train_ids, mean, std, cfg.knn)
         history["stage2 val accuracy"].append(acc)
         if acc >= best:
             best, best_state = acc, {k: v.clone() for k, v in net.state_dict().items()}
@@ -291,127 +397,253 @@ def train_stage2(
     return history
 
 
-def _accuracy(net, graphs) -> float:
+def _accuracy(net, cache, ids, mean, std, knn) -> float:
     net.eval()
     correct = total = 0
     with torch.no_grad():
-        for x, ei, ea, y in graphs:
+        for i in ids:
+            g = _graph(cache, i, mean, std, knn)
+            if g is None:
+                continue
+            x, ei, ea, y = g
             correct += int((net(x, ei, ea).argmax(-1) == y).sum())
             total += len(y)
     return correct / max(total, 1)
 
 
 # ---------------------------------------------------------------------------- entry points
+def _write_config(run_dir: Path, config: dict, world, num_workers: int, **extra) -> None:
+    record = {
+        **config,
+        "world_size": world.world_size,
+        "global_batch": extra.pop("global_batch"),
+        "device": world.device.split(":")[0],
+        "num_workers": num_workers,
+        **extra,
+    }
+    write_text_atomic(run_dir / "config.json", json.dumps(record, indent=2))
+
+
+def _selection(store, split, limit):
+    from models.data import StoreSamples
+
+    try:
+        return StoreSamples(store, split, limit=limit)
+    except ValueError:
+        return None
+
+
 def train_pann(
-    store, run_dir, config: PannConfig | None = None, *, progress=True, limit=None
+    store,
+    run_dir,
+    config: PannConfig | None = None,
+    *,
+    progress=True,
+    limit=None,
+    device: str = "auto",
+    num_workers: int = 0,
 ) -> PannModel:
     """Train both PANN stages on the train split of ``store``; write ``run_dir/pann.pt``.
 
-    Rerunning with the same ``run_dir`` resumes stage 1 from its last checkpoint.
+    Rerunning with the same ``run_dir`` resumes stage 1 from its last checkpoint and stage 2
+    from its graph cache. Under ``torchrun`` each rank trains on its share of every global batch
+    (``config.batch_size`` draws per step over all ranks); rank 0 writes the files.
+
+    Args:
+        store: simgen store with a ``train`` (and optionally ``val``) split.
+        run_dir: Run directory.
+        config: Hyperparameters (default :class:`PannConfig`).
+        progress: Show progress bars (rank 0).
+        limit: Use at most this many samples per split.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        num_workers: DataLoader worker processes per rank (0 reads in the training process).
     """
-    run_dir = _open_run_dir(run_dir, "pann train")
-    samples = load_training_samples(store, "train", limit)
+    from models.data import StoreSamples
+    from models.distributed import barrier, setup, teardown
+
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers={num_workers!r}: expected a non-negative integer")
+    import torch.distributed as dist
+
+    joined = not dist.is_initialized()
+    world = setup(device)
     try:
-        val = load_training_samples(store, "val", limit)
-    except ValueError:
-        val = []
-    config = config or PannConfig()
-    if not config.elements:
-        config.elements = _elements_of(samples + val)
-    config.sampling = float(samples[0]["sampling"])
-    write_text_atomic(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
-    torch.manual_seed(config.seed)
-    model = PannModel(config)
-    t0 = time.perf_counter()
-    losses = train_stage1(model, samples, run_dir, progress=progress)
-    t1 = time.perf_counter()
-    history = train_stage2(model, samples, val, run_dir, progress=progress)
-    history["stage1 voxel MSE"] = losses
-    model.history = {
-        "stage1_seconds": t1 - t0,
-        "stage2_seconds": time.perf_counter() - t1,
-        "stage2_val_accuracy": max(history["stage2 val accuracy"]),
-        "n_train": len(samples),
-        "n_val": len(val),
-    }
-    model.save(run_dir)
-    _plot_curves(
-        {k: history[k] for k in ("stage1 voxel MSE", "stage2 loss", "stage2 val accuracy")},
-        run_dir / "loss_curves.png",
-        "PANN training",
-    )
-    return model
+        samples = StoreSamples(store, "train", limit=limit)
+        val = _selection(store, "val", limit)
+        config = config or PannConfig()
+        if config.batch_size % world.world_size:
+            raise ValueError(
+                f"batch_size={config.batch_size}: expected a multiple of the world size "
+                f"{world.world_size} (the global batch is split evenly over ranks)"
+            )
+        run_dir = _open_run_dir(run_dir, "pann train", world)
+        if not config.elements:
+            names = set(samples.elements()) | set(val.elements() if val is not None else ())
+            from ase.data import atomic_numbers
+
+            config.elements = tuple(sorted(names, key=atomic_numbers.get))
+        config.sampling = samples.sampling
+        if world.is_main:
+            _write_config(
+                run_dir, config.to_dict(), world, num_workers, global_batch=config.batch_size
+            )
+        torch.manual_seed(config.seed)
+        model = PannModel(config)
+        t0 = time.perf_counter()
+        losses = train_stage1(
+            model, samples, run_dir, world=world, progress=progress, num_workers=num_workers
+        )
+        t1 = time.perf_counter()
+        history = train_stage2(model, samples, val, run_dir, world=world, progress=progress)
+        if world.is_main:
+            history["stage1 voxel MSE"] = losses
+            model.history = {
+                "stage1_seconds": t1 - t0,
+                "stage2_seconds": time.perf_counter() - t1,
+                "stage2_val_accuracy": max(history["stage2 val accuracy"]),
+                "n_train": len(samples),
+                "n_val": len(val) if val is not None else 0,
+                "world_size": world.world_size,
+            }
+            model.save(run_dir)
+            _write_config(
+                run_dir, config.to_dict(), world, num_workers, global_batch=config.batch_size
+            )
+            _plot_curves(
+                {k: history[k] for k in ("stage1 voxel MSE", "stage2 loss", "stage2 val accuracy")},
+                run_dir / "loss_curves.png",
+                "PANN training",
+            )
+        barrier(world)
+        model.stage1.to("cpu")
+        return model
+    finally:
+        if joined:
+            teardown()
 
 
 def train_unet3d(
-    store, run_dir, *, steps=300, batch_size=4, patch=32, lr=2e-3, seed=0, progress=True, limit=None
+    store,
+    run_dir,
+    *,
+    steps=300,
+    batch_size=4,
+    patch=32,
+    lr=2e-3,
+    seed=0,
+    progress=True,
+    limit=None,
+    device: str = "auto",
+    num_workers: int = 0,
+    architecture: str = "lee2021",
 ):
-    """Train the Lee, Jeong & Yang (2021) 3D U-Net baseline (MSE, volume -> target); write ``unet3d.pt``.
+    """Train the 3D U-Net baseline (MSE, volume -> target); write ``unet3d.pt``.
 
-    The network is fully convolutional, so it trains on random ``patch``³ crops (8× cheaper than
-    whole 64³ volumes on a CPU) and is applied to whole volumes.
+    The network is fully convolutional, so it trains on random ``patch``³ crops and is applied to
+    whole volumes. ``architecture="lee2021"`` is the published network
+    (:class:`models.unet3d.Lee2021UNet3D`); ``"unet3d-v1"`` the earlier variant.
     """
-    from models.unet3d import UNet3D
+    import torch.distributed as dist
 
-    run_dir = _open_run_dir(run_dir, "pann train --model unet3d")
-    samples = load_training_samples(store, "train", limit)
-    torch.manual_seed(seed)
-    net = UNet3D()
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    ckpt = run_dir / "unet3d.ckpt"
-    start, losses = 0, []
-    if ckpt.exists():
-        state = load_checkpoint(ckpt, param="resume point")
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start, losses = state["step"], state["losses"]
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 3, start]))
-    net.train()
-    for step in progress_bar(
-        range(start, steps), total=steps, initial=start, desc="unet3d", enabled=progress
-    ):
-        xs, ts = [], []
-        for _ in range(batch_size):
-            s = samples[int(rng.integers(len(samples)))]
-            v, t, _series = _augment(s["volume"], s["target"], None, rng, s["angles"])
-            scale = volume_scale(v)
-            corner = [int(rng.integers(0, max(n - patch, 0) + 1)) for n in v.shape]
-            crop = tuple(slice(c, c + patch) for c in corner)
-            xs.append(v[crop] / scale)
-            ts.append(t[crop] / scale)
-        x = torch.as_tensor(np.stack(xs)[:, None], dtype=torch.float32)
-        t = torch.as_tensor(np.stack(ts)[:, None], dtype=torch.float32)
-        loss = F.mse_loss(net(x), t)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        if (step + 1) % 25 == 0 or step + 1 == steps:
-            _save_checkpoint(
-                ckpt,
-                model=net.state_dict(),
-                optimizer=opt.state_dict(),
-                step=step + 1,
-                losses=losses,
+    from models.data import CropDraws, StepBatches, StoreSamples
+    from models.distributed import mean_over_ranks, setup, teardown
+    from models.unet3d import build_unet3d
+
+    joined = not dist.is_initialized()
+    world = setup(device)
+    try:
+        if batch_size % world.world_size:
+            raise ValueError(
+                f"batch_size={batch_size}: expected a multiple of the world size {world.world_size}"
             )
-    payload = {
-        "version": 1,
-        "model": net.state_dict(),
-        "sampling": float(samples[0]["sampling"]),
-        "elements": list(_elements_of(samples)),
-        "steps": steps,
-        "patch": patch,
-        "batch_size": batch_size,
-        "losses": losses,
-    }
-    save_atomic(payload, run_dir / "unet3d.pt")
-    _plot_curves({"unet3d MSE": losses}, run_dir / "unet3d_loss.png", "3D U-Net baseline")
-    return net
+        samples = StoreSamples(store, "train", limit=limit)
+        run_dir = _open_run_dir(run_dir, "pann train --model unet3d", world)
+        torch.manual_seed(seed)
+        net = build_unet3d(architecture).to(world.device)
+        train_net = net
+        if world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            dev = torch.device(world.device)
+            train_net = DistributedDataParallel(
+                net, device_ids=[dev.index] if dev.type == "cuda" else None
+            )
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        ckpt = run_dir / "unet3d.ckpt"
+        start, losses = 0, []
+        if ckpt.exists():
+            state = load_checkpoint(ckpt, param="resume point", map_location=world.device)
+            net.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            start, losses = int(state["step"]), list(state["losses"])
+        if world.is_main:
+            _write_config(
+                run_dir,
+                {"model": "unet3d", "architecture": architecture, "steps": steps, "patch": patch},
+                world,
+                num_workers,
+                global_batch=batch_size,
+            )
+        draws = CropDraws(samples, patch=patch, total=steps * batch_size, seed=seed)
+        batches = StepBatches(start, steps, batch_size, world.rank, world.world_size)
+        autocast, scaler = _autocast(world.device)
+        net.train()
+        bar = progress_bar(
+            range(start, steps),
+            total=steps,
+            initial=start,
+            desc="unet3d",
+            enabled=progress and world.is_main,
+        )
+        for step, batch in zip(bar, _loader(draws, batches, num_workers)):
+            x, t = batch["x"].to(world.device), batch["t"].to(world.device)
+            with autocast():
+                out = train_net(x)
+            loss = F.mse_loss(out.float(), t)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            losses.append(mean_over_ranks(float(loss.detach()), world))
+            if world.is_main and ((step + 1) % CHECKPOINT_EVERY == 0 or step + 1 == steps):
+                save_atomic(
+                    {
+                        "model": net.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "step": step + 1,
+                        "losses": losses,
+                    },
+                    ckpt,
+                )
+        if world.is_main:
+            payload = {
+                "version": 2,
+                "architecture": architecture,
+                "model": net.state_dict(),
+                "sampling": samples.sampling,
+                "elements": list(samples.elements()),
+                "steps": steps,
+                "patch": patch,
+                "batch_size": batch_size,
+                "losses": losses,
+            }
+            save_atomic(payload, run_dir / "unet3d.pt")
+            _plot_curves({"unet3d MSE": losses}, run_dir / "unet3d_loss.png", "3D U-Net baseline")
+        net.to("cpu").eval()
+        return net
+    finally:
+        if joined:
+            teardown()
 
 
 def load_unet3d(weights=None):
-    """The trained 3D U-Net baseline and its metadata from a run directory or ``unet3d.pt``."""
-    from models.unet3d import UNet3D
+    """A 3D U-Net baseline and its metadata from a run directory, ``unet3d.pt`` or a published
+    Lee, Jeong & Yang (2021) state dict (``DL_aug_Pt_FCC_Bf5`` etc.)."""
+    from models.unet3d import build_unet3d, from_published_state
 
     path = Path(weights) if weights else DEFAULT_WEIGHTS
     if path.is_dir():
@@ -420,11 +652,16 @@ def load_unet3d(weights=None):
         raise FileNotFoundError(f"weights={str(weights or DEFAULT_WEIGHTS)!r}: no unet3d.pt found")
     payload = load_checkpoint(path, what="unet3d checkpoint")
     try:
-        net = UNet3D()
-        net.load_state_dict(payload["model"])
+        if "model" in payload:
+            net = build_unet3d(payload.get("architecture", "unet3d-v1"))
+            net.load_state_dict(payload["model"])
+            info = {k: v for k, v in payload.items() if k != "model"}
+            info.setdefault("architecture", "unet3d-v1")
+        else:
+            net, info = from_published_state(payload)
     except CHECKPOINT_ERRORS as exc:
         raise ValueError(
             f"weights={str(path)!r}: not a valid unet3d checkpoint ({type(exc).__name__})"
         ) from None
     net.eval()
-    return net, {k: v for k, v in payload.items() if k != "model"}
+    return net, info

@@ -698,7 +698,8 @@ def atom_descriptors(
     """Zernike invariants of the density in a ball of ``radius_A`` around each atom.
 
     Args:
-        volume: ``(Z, Y, X)`` reconstructed volume, voxel ``k`` centred at ``k * sampling``.
+        volume: ``(Z, Y, X)`` reconstructed volume, voxel ``k`` centred at ``k * sampling``; or a
+            list of such volumes (same atoms in each), described in one batched product.
         positions_A: ``(N, 3)`` atom positions in Å, ``(x, y, z)``.
         sampling: Voxel size in Å.
         radius_A: Ball radius in Å (``radius_A / sampling`` voxels).
@@ -709,7 +710,7 @@ def atom_descriptors(
         basis: A prebuilt :class:`ZernikeBasis` to reuse (must match radius and order).
 
     Returns:
-        ``(N, K)`` invariants.
+        ``(N, K)`` invariants (a list of them, one per volume, for a list of volumes).
     """
     if not np.isfinite(sampling) or sampling <= 0:
         raise ValueError(f"sampling={sampling!r}: expected a positive voxel size in Å")
@@ -722,17 +723,28 @@ def atom_descriptors(
         raise ValueError(
             f"basis={basis!r}: expected radius_voxels={radius_voxels:g} and order={order}"
         )
-    volume = np.asarray(volume)
-    if not np.all(np.isfinite(volume)):
-        raise ValueError("volume: expected finite values, found NaN or inf")
-    patches = extract_patches(
-        volume.astype(basis.dtype, copy=False),
-        radius_voxels=radius_voxels,
-        positions_A=positions_A,
-        sampling=sampling,
-        interpolation=interpolation,
+    volumes = volume if isinstance(volume, (list, tuple)) else [volume]
+    patches = []
+    for v in volumes:
+        v = np.asarray(v)
+        if not np.all(np.isfinite(v)):
+            raise ValueError("volume: expected finite values, found NaN or inf")
+        patches.append(
+            extract_patches(
+                v.astype(basis.dtype, copy=False),
+                radius_voxels=radius_voxels,
+                positions_A=positions_A,
+                sampling=sampling,
+                interpolation=interpolation,
+            )
+        )
+    # one matrix product for all volumes' patches
+    invariants = basis.invariants(
+        np.concatenate(patches) if len(patches) > 1 else patches[0], normalization=normalization
     )
-    return basis.invariants(patches, normalization=normalization)
+    if volumes is volume:
+        return list(np.split(invariants, len(volumes)))
+    return invariants
 
 
 @lru_cache(maxsize=8)

@@ -31,6 +31,15 @@ def phantom(size: int, rng: np.random.Generator, blobs: int = 60) -> np.ndarray:
     return volume
 
 
+def copy_bandwidth(n_bytes: int = 400_000_000, repeats: int = 5) -> float:
+    """Memory bandwidth (bytes/s, read + write) of a numpy copy of a large float32 array."""
+    source = np.ones(n_bytes // 4, dtype=np.float32)
+    target = np.empty_like(source)
+    np.copyto(target, source)
+    best = min(timed(lambda: np.copyto(target, source), 1)[0] for _ in range(repeats))
+    return 2 * source.nbytes / best
+
+
 def timed(function, repeats: int) -> tuple[float, np.ndarray]:
     times = []
     result = None
@@ -74,6 +83,14 @@ def main(argv: list[str] | None = None) -> None:
         lambda: reconstruct(tilt_series, angles, backend="astra", **kwargs), args.repeats
     )
     difference = float(np.linalg.norm(batched - looped) / np.linalg.norm(looped))
+    bandwidth = copy_bandwidth()
+    matrix, transpose = projection_matrix(args.size, angles)
+    nnz = matrix.nnz + transpose.nnz
+    columns = args.size  # y-slices solved together: one float32 per slice per voxel / ray
+    # streamed once per iteration: both CSR matrices (value + column index), the volume x read in
+    # the forward pass and read + written in the update, the data b and the residual r
+    streamed = nnz * 8 + 4 * columns * (3 * matrix.shape[1] + 3 * matrix.shape[0])
+    gathered = nnz * 4 * columns  # each stored entry reads one row of x or r (from cache)
 
     print(
         f"SIRT {args.size}³ voxels, {args.angles} angles, {args.iterations} iterations, "
@@ -86,6 +103,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"(projection matrix build, cached: {matrix_time:.2f} s; relative volume difference {difference:.2e})"
+    )
+    per_iteration = batched_time / args.iterations
+    print(
+        f"per iteration: {per_iteration * 1e3:.1f} ms; {streamed / 1e6:.0f} MB streamed "
+        f"(matrices + volume + data) = {streamed / per_iteration / 1e9:.1f} GB/s against a "
+        f"measured copy bandwidth of {bandwidth / 1e9:.1f} GB/s; {gathered / 1e9:.2f} GB of "
+        f"rows gathered from cache ({gathered / per_iteration / 1e9:.0f} GB/s)"
     )
 
 

@@ -35,9 +35,20 @@ def parse_tilt(text: str) -> tuple[float, ...]:
 
 def read_angles(path: str) -> tuple[float, ...]:
     """Angles file: N values, or N×3 Euler angles with the tilt in the second column."""
+    import numpy as np
+
     from simgen.importer import read_angles as _read
 
-    return tuple(float(a) for a in _read(path))
+    angles = np.asarray(_read(path), dtype=np.float64)
+    # A simulated holder tilts within ±90°; 100° is a typo or another convention (0..180°).
+    outside = np.flatnonzero(np.abs(angles) > 90.0)
+    if len(outside):
+        k = int(outside[0])
+        raise ValueError(
+            f"--angles={path!r}: angle {k + 1} is {angles[k]:g}°; expected tilt angles within "
+            "-90..90° (degrees)"
+        )
+    return tuple(float(a) for a in angles)
 
 
 def _positive(name):
@@ -85,15 +96,15 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--composition",
-        default="Pt",
-        help="composition for --particle, e.g. Pt, L10:FePt, core-shell:Pd@Pt "
-        "('simgen list compositions')",
+        default=None,
+        help="composition for --particle, e.g. Pt, L10:FePt, core-shell:Pd@Pt (default Pt; "
+        "'simgen list compositions')",
     )
     p.add_argument(
         "--size-nm",
         type=_positive("--size-nm"),
-        default=2.0,
-        help="particle diameter for --particle (nm)",
+        default=None,
+        help="particle diameter for --particle (nm, default 2.0)",
     )
     p.add_argument("--out", required=True, help="output Zarr store (directory)")
     p.add_argument(
@@ -258,6 +269,65 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Smallest volume side (voxels) of a simulated sample.
+MIN_SIZE = 8
+#: Bytes per voxel a simulation holds at once (volume, target, reconstruction work arrays; float32).
+_BYTES_PER_VOXEL = 6 * 4
+#: Bytes per tilt-series pixel (measured, expected and normalised series, FFT work; float32).
+_BYTES_PER_PIXEL = 8 * 4
+
+
+def _format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if n < 1024 or unit == "EiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} EiB"
+
+
+def _physical_memory() -> int | None:
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(size: int, n_angles: int, option: str, args=None) -> None:
+    """Refuse a volume whose simulation needs more memory than the machine has, before allocating.
+
+    ``option`` names the parameter that set ``size`` (``--size``, or ``--sampling`` when the size
+    was fitted to the particle).
+    """
+    need = _BYTES_PER_VOXEL * float(size) ** 3 + _BYTES_PER_PIXEL * float(n_angles) * size**2
+    have = _physical_memory()
+    if have is not None and need > have:
+        value = getattr(args, option.lstrip("-").replace("-", "_"), None) if args else None
+        raise ValueError(
+            f"{option}={value if value is not None else size}: a {size}³-voxel volume "
+            f"({n_angles} projections) needs about {_format_bytes(need)} of memory, this machine "
+            f"has {_format_bytes(have)}; expected a coarser --sampling or a smaller --size"
+        )
+
+
+def _check_sampling_resolves(atoms, sampling: float) -> None:
+    """Refuse a voxel size too coarse to separate neighbouring atoms (Nyquist: half their distance)."""
+    import numpy as np
+    from scipy.spatial import cKDTree
+
+    positions = atoms.get_positions()
+    if len(positions) < 2:
+        return
+    distances, _ = cKDTree(positions).query(positions, k=2)
+    spacing = float(np.median(distances[:, 1]))
+    if spacing > 0 and sampling > spacing / 2:
+        raise ValueError(
+            f"--sampling={sampling:g}: too coarse to resolve the atoms (typical nearest-neighbour "
+            f"distance {spacing:.2f} Å); expected at most {spacing / 2:.2f} Å (half of it)"
+        )
+
+
 def _default_size(atoms, sampling: float) -> int:
     import numpy as np
 
@@ -281,6 +351,19 @@ def _cmd_simulate(args) -> int:
     check_output(out, "store", overwrite=args.overwrite)  # before the expensive work
     if args.preview:
         check_output(args.preview, "file", overwrite=args.overwrite, param="--preview")
+    if args.atoms is not None:
+        for name in ("composition", "size_nm"):
+            if getattr(args, name) is not None:
+                option = "--" + name.replace("_", "-")
+                raise ValueError(
+                    f"{option}={getattr(args, name)}: applies to --particle only; the model file "
+                    f"{args.atoms!r} fixes the atoms (drop {option})"
+                )
+    if args.size is not None and args.size < MIN_SIZE:
+        raise ValueError(
+            f"--size={args.size}: expected at least {MIN_SIZE} voxels per side "
+            "(omit --size to fit the particle)"
+        )
     angles = read_angles(args.angles) if args.angles else parse_tilt(args.tilt)
     if args.iterations < 1:
         raise ValueError(f"--iterations={args.iterations}: expected a positive integer")
@@ -294,6 +377,8 @@ def _cmd_simulate(args) -> int:
         )
         orientation = args.orientation
     else:
+        args.composition = args.composition or "Pt"
+        args.size_nm = args.size_nm or 2.0
         atoms = structures.build_particle(
             args.particle,
             args.composition,
@@ -308,7 +393,9 @@ def _cmd_simulate(args) -> int:
             args.size_nm,
             "none",
         )
-    size = args.size or _default_size(atoms, args.sampling)
+    _check_sampling_resolves(atoms, args.sampling)
+    size = args.size if args.size is not None else _default_size(atoms, args.sampling)
+    check_memory(size, len(angles), "--size" if args.size is not None else "--sampling", args)
     spec = SampleSpec(
         index=0,
         morphology=morphology,
@@ -536,10 +623,19 @@ def quiet_dask_logging() -> None:
     set both in the environment (read at import, also by spawned workers) and on the loggers.
     """
     import os
+    import warnings
 
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     for name in ("distributed", "bokeh", "tornado"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # The scheduler's HTTP port is taken by another cluster: it picks a free one, nothing to do.
+    warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+    # Workers killed after Ctrl-C leave their semaphores to the resource tracker (a separate
+    # process, which reads its warning filters from the environment); it cleans them up.
+    tracker_filter = "ignore:resource_tracker:UserWarning"
+    current = os.environ.get("PYTHONWARNINGS", "")
+    if tracker_filter not in current:
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [current, tracker_filter]))
 
 
 def run_command(commands, parser, argv, prog) -> int:
@@ -559,6 +655,8 @@ def run_command(commands, parser, argv, prog) -> int:
     )
     if not args.debug:  # dask.distributed sets its own loggers to INFO: cluster start/stop chatter
         quiet_dask_logging()
+    if not args.debug:
+        _quiet_on_interrupt()
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, KeyError, OSError) as exc:
@@ -570,6 +668,32 @@ def run_command(commands, parser, argv, prog) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_on_interrupt() -> None:
+    """On Ctrl-C, silence the teardown of a Dask cluster so the user sees one line.
+
+    Interrupted, ``distributed`` kills its workers with warnings ("Worker process still alive
+    ..., killing"), and an interrupt while a ``LocalCluster`` is starting ends in a long
+    traceback when it closes the cluster at exit ("Exception ignored in atexit callback"). The
+    store is safe either way: a sample is marked complete only after it is written, so the same
+    command resumes. The handler quietens those loggers, routes exit-time errors to the debug log,
+    then raises ``KeyboardInterrupt`` as Python's default handler does.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    log = logging.getLogger("simgen.cli")
+
+    def on_interrupt(signum, frame):
+        for name in ("distributed", "tornado", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        sys.unraisablehook = lambda u: log.debug("ignored after an interrupt: %r", u.exc_value)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_interrupt)
 
 
 def _join_negative_values(argv):

@@ -21,6 +21,7 @@ import difflib
 import itertools
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -380,13 +381,16 @@ class DatasetSpec:
             order_rng = np.random.default_rng(np.random.SeedSequence([self.seed, _ORDER_TAG]))
             rows = [rows[k] for k in order_rng.permutation(len(rows))]
         share = bool(self.same_structure_across)
+        structure_seeds: dict[int, int] = {}  # one per particle (many rows share a particle)
         for index, row in enumerate(rows):
             row["index"] = index
             row["noise"] = noise[row["noise_model"]]
             row["dose_profile"] = self.dose_profile
             row["damage"] = dict(self.damage_models).get(row["damage_model"], ())
             row["seed"] = self.seed
-            row["structure_seed"] = _structure_seed(self.seed, row["particle"]) if share else None
+            if share and row["particle"] not in structure_seeds:
+                structure_seeds[row["particle"]] = _structure_seed(self.seed, row["particle"])
+            row["structure_seed"] = structure_seeds[row["particle"]] if share else None
         return rows
 
     def _assign_splits(self, rows: list[dict], particle_of: list[int]) -> list[str]:
@@ -909,9 +913,16 @@ def parse_lossy(codec: str, key: str = "lossy", where: _Where | None = None) -> 
     raise fail()
 
 
+#: A dataset name is also a file name (``<name>.zarr``): no separators, no '..', no leading dot.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
 def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{where.source}: dataset name {name!r}: expected a non-empty string")
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
+        raise ValueError(
+            f"{where.source}: dataset name {name!r}: expected a simple name (letters, digits, "
+            "'.', '_', '-'; starting with a letter or digit), usable as a file name"
+        )
     _check_keys(data, _DATASET_KEYS, where, "a dataset")
     for key in (
         "description",
@@ -1175,14 +1186,58 @@ def _check_compositions(compositions: Sequence[str], where: _Where) -> None:
 # Catalogue
 
 
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+_LOADER = None
+
+
+def _unique_key_loader():
+    """A ``yaml.SafeLoader`` that refuses a key given twice in one mapping, at any level.
+
+    PyYAML keeps the last of two equal keys silently, so a dataset pasted twice under one name
+    would replace the first without a word.
+    """
+    global _LOADER
+    if _LOADER is None:
+        import yaml
+
+        class UniqueKeyLoader(yaml.SafeLoader):
+            def construct_mapping(self, node, deep=False):
+                first_line: dict = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # '<<: *anchor' merges; explicit keys override merged ones
+                    key = self.construct_object(key_node, deep=True)
+                    line = key_node.start_mark.line + 1
+                    try:
+                        seen = key in first_line
+                    except TypeError:  # an unhashable key: SafeLoader reports it
+                        continue
+                    if seen:
+                        raise _DuplicateKeyError(
+                            f"line {line}: key {key!r} given twice (first at line "
+                            f"{first_line[key]}); expected each key once in a mapping"
+                        )
+                    first_line[key] = line
+                return super().construct_mapping(node, deep)
+
+        _LOADER = UniqueKeyLoader
+    return _LOADER
+
+
 def _read_yaml(path: Path) -> Mapping:
     import yaml
 
     with open(path, encoding="utf-8") as fh:
         try:
-            data = yaml.safe_load(fh)
+            data = yaml.load(fh, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader)
+        except _DuplicateKeyError as exc:
+            raise ValueError(f"{path}: {exc}") from None
         except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML ({exc})") from None
+            reason = " ".join(str(exc).split())
+            raise ValueError(f"{path}: not valid YAML ({reason})") from None
     if not isinstance(data, Mapping) or not isinstance(data.get("datasets"), Mapping):
         raise ValueError(f"{path}: expected a top-level mapping 'datasets: {{name: {{...}}}}'")
     extra = [k for k in data if k not in ("datasets", "defaults", "version")]

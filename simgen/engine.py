@@ -293,7 +293,7 @@ def generate(
     import zarr
 
     from simgen.progress import progress_bar
-    from simgen.store import consolidate
+    from simgen.store import consolidate, read_samples
 
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit={limit!r}: expected a positive integer")
@@ -323,7 +323,7 @@ def generate(
     )
     try:
         root = _open_or_create(spec, out, rows, overwrite)
-        complete = np.asarray(root["complete"][:], dtype=bool)
+        complete = np.asarray(read_samples(root["complete"]), dtype=bool)
         todo = [i for i in requested if not complete[i]]
         report.n_skipped = len(requested) - len(todo)
         logger.info(

@@ -11,9 +11,10 @@ Backends
 ``"matrix"`` (CPU default)
     ASTRA builds the 2D projection matrix ``W`` (``(A·P, P·P)``, ``linear`` projector) once; all
     y-slices are then solved together as sparse × dense products ``W @ X`` with ``X`` of shape
-    ``(P², P_y)``. The columns are split into blocks that run on a thread pool (scipy releases the
-    GIL). This is the same SIRT update as ASTRA's CPU ``SIRT`` (identical to float precision) but an
-    order of magnitude faster than looping ASTRA over slices (``scripts/bench_sirt.py``).
+    ``(P², P_y)``: fused numba kernels (:mod:`simgen._sparse`, float32, no allocation per
+    iteration) whose output rows are split over a thread pool, one range per core. This is the same
+    SIRT update as ASTRA's CPU ``SIRT`` (identical to float precision) but more than an order of
+    magnitude faster than looping ASTRA over slices (``scripts/bench_sirt.py``).
 ``"astra"``
     ASTRA's own 2D CPU algorithm run slice by slice (``SIRT``, ``CGLS``, ``FBP``, ``SART``).
 ``"cuda"``
@@ -24,6 +25,7 @@ Backends
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -32,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from simgen import _sparse
 from simgen.geometry import astra_angles
 from simgen.progress import progress_bar
 
@@ -41,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("sirt", "cgls", "fbp", "sart")
 BACKENDS = ("auto", "matrix", "astra", "cuda")
-_BLOCK_COLUMNS = 32  # y-slices per thread-pool task: keeps a block of X in cache (measured best)
+_CHUNKS_PER_THREAD = 4  # row ranges per thread and product (load balance on a busy machine)
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,10 +131,6 @@ def projection_matrix(size: int, angles_deg: Sequence[float], projector: str = "
     return _cached_matrix(int(size), angles, projector)
 
 
-def _column_blocks(n: int) -> list[slice]:
-    return [slice(k, min(k + _BLOCK_COLUMNS, n)) for k in range(0, n, _BLOCK_COLUMNS)]
-
-
 def _threads(threads: int | None) -> int:
     if threads is not None:
         if int(threads) < 1:
@@ -166,43 +165,96 @@ def _inverse_sums(matrix) -> tuple[np.ndarray, np.ndarray]:
     inv_col = np.zeros_like(col)
     np.divide(1.0, row, out=inv_row, where=row > 0)
     np.divide(1.0, col, out=inv_col, where=col > 0)
-    return inv_row.astype(np.float32)[:, None], inv_col.astype(np.float32)[:, None]
+    return inv_row.astype(np.float32), inv_col.astype(np.float32)
+
+
+class _RowPool:
+    """Runs a row kernel over row ranges of a CSR matrix on a few threads.
+
+    The rows are cut into ``_CHUNKS_PER_THREAD`` ranges per thread holding about the same number
+    of stored entries each; the threads take ranges from a queue, so a thread that the operating
+    system pauses (a busy machine) delays one small range, not half of every product. The kernels
+    release the GIL, so the threads run on separate cores. Row ranges are independent: the
+    result does not depend on the number of threads or ranges.
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor | None, threads: int):
+        self.pool = pool
+        self.threads = threads
+
+    def ranges(self, matrix) -> list[tuple[int, int]]:
+        n = matrix.shape[0]
+        pieces = 1 if self.pool is None else self.threads * _CHUNKS_PER_THREAD
+        targets = np.linspace(0, matrix.nnz, pieces + 1)[1:-1]
+        cuts = [0, *np.searchsorted(matrix.indptr, targets).tolist(), n]
+        return [(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]
+
+    def run(self, kernel, ranges, *args, scratch=None) -> None:
+        if self.pool is None or len(ranges) == 1:
+            for t, (lo, hi) in enumerate(ranges):
+                extra = () if scratch is None else (scratch[t],)
+                kernel(*args, *extra, lo, hi)
+            return
+        futures = [
+            self.pool.submit(kernel, *args, *(() if scratch is None else (scratch[t],)), lo, hi)
+            for t, (lo, hi) in enumerate(ranges)
+        ]
+        for future in futures:
+            future.result()
 
 
 def _sirt_block(
-    matrix, transpose, inv_row, inv_col, sinogram, iterations, relaxation, positivity, tick
+    matrix, transpose, inv_row, inv_col, sinogram, iterations, relaxation, positivity, rows, tick
 ):
-    """SIRT (ASTRA's update): x += λ C Wᵀ R (b − W x), clipped at 0 when positivity is on."""
-    x = np.zeros((matrix.shape[1], sinogram.shape[1]), dtype=np.float32)
-    step = (relaxation * inv_col).astype(np.float32)
+    """SIRT (ASTRA's update): x += λ C Wᵀ R (b − W x), clipped at 0 when positivity is on.
+
+    All y-slices (columns of ``sinogram``) at once; two fused kernel passes per iteration into
+    preallocated float32 arrays.
+    """
+    ny = sinogram.shape[1]
+    x = np.zeros((matrix.shape[1], ny), dtype=np.float32)
+    residual = np.empty_like(sinogram)
+    step = (np.float32(relaxation) * inv_col).astype(np.float32)
+    forward = rows.ranges(matrix)
+    backward = rows.ranges(transpose)
+    scratch = np.zeros((len(backward), ny), dtype=np.float32)
+    w = (matrix.indptr, matrix.indices, matrix.data)
+    wt = (transpose.indptr, transpose.indices, transpose.data)
     for _ in range(iterations):
-        residual = sinogram - matrix @ x
-        residual *= inv_row
-        update = transpose @ residual
-        update *= step
-        x += update
-        if positivity:
-            np.maximum(x, 0.0, out=x)
+        rows.run(_sparse.sirt_residual, forward, *w, x, sinogram, inv_row, residual)
+        rows.run(
+            _sparse.sirt_update, backward, *wt, residual, step, x, bool(positivity), scratch=scratch
+        )
         tick()
     return x
 
 
-def _cgls_block(matrix, transpose, sinogram, iterations, tick):
+def _cgls_block(matrix, transpose, sinogram, iterations, rows, tick):
     """CGLS (conjugate gradients on the normal equations), one independent solve per column."""
-    x = np.zeros((matrix.shape[1], sinogram.shape[1]), dtype=np.float32)
+    ny = sinogram.shape[1]
+    w = (matrix.indptr, matrix.indices, matrix.data)
+    wt = (transpose.indptr, transpose.indices, transpose.data)
+    forward = rows.ranges(matrix)
+    backward = rows.ranges(transpose)
+    volume_rows = [(lo, hi) for lo, hi in backward]
+    sino_rows = [(lo, hi) for lo, hi in forward]
+    x = np.zeros((matrix.shape[1], ny), dtype=np.float32)
     r = sinogram.astype(np.float32, copy=True)
-    p = transpose @ r
-    gamma = np.einsum("ij,ij->j", p, p, dtype=np.float64)
+    p = np.empty_like(x)
+    s = np.empty_like(x)
+    q = np.empty_like(r)
+    rows.run(_sparse.spmm_rows, backward, *wt, r, p)
+    gamma = _sparse.column_norms(p)
     for _ in range(iterations):
-        q = matrix @ p
-        qq = np.einsum("ij,ij->j", q, q, dtype=np.float64)
+        rows.run(_sparse.spmm_rows, forward, *w, p, q)
+        qq = _sparse.column_norms(q)
         alpha = np.divide(gamma, qq, out=np.zeros_like(gamma), where=qq > 0).astype(np.float32)
-        x += alpha * p
-        r -= alpha * q
-        s = transpose @ r
-        gamma_new = np.einsum("ij,ij->j", s, s, dtype=np.float64)
+        rows.run(_sparse.cgls_step, volume_rows, x, p, alpha)
+        rows.run(_sparse.cgls_step, sino_rows, r, q, -alpha)
+        rows.run(_sparse.spmm_rows, backward, *wt, r, s)
+        gamma_new = _sparse.column_norms(s)
         beta = np.divide(gamma_new, gamma, out=np.zeros_like(gamma), where=gamma > 0)
-        p = s + beta.astype(np.float32) * p
+        rows.run(_sparse.cgls_direction, volume_rows, p, s, beta.astype(np.float32))
         gamma = gamma_new
         tick()
     return x
@@ -213,33 +265,38 @@ def _reconstruct_matrix(
 ):
     n_angles, ny, nx = tilt_series.shape
     matrix, transpose = projection_matrix(nx, angles)
-    sinograms = _slices_to_columns(tilt_series)  # (A·P, P_y)
-    blocks = _column_blocks(ny)
-    inv_row, inv_col = _inverse_sums(matrix) if method == "sirt" else (None, None)
-
-    with progress_bar(
-        total=iterations * len(blocks), desc=f"{method} (batched)", unit="it", enabled=progress
-    ) as bar:
+    sinograms = _slices_to_columns(tilt_series)  # (A·P, P_y), one column per y-slice
+    n_threads = _threads(threads)
+    with (
+        progress_bar(
+            total=iterations, desc=f"{method} (batched)", unit="it", enabled=progress
+        ) as bar,
+        ThreadPoolExecutor(n_threads) if n_threads > 1 else contextlib.nullcontext() as pool,
+    ):
+        rows = _RowPool(pool, n_threads)
 
         def tick():
             bar.update(1)
 
-        def solve(block: slice) -> np.ndarray:
-            b = np.ascontiguousarray(sinograms[:, block])
-            if method == "sirt":
-                return _sirt_block(
-                    matrix, transpose, inv_row, inv_col, b, iterations, relaxation, positivity, tick
-                )
-            x = _cgls_block(matrix, transpose, b, iterations, tick)
-            return np.maximum(x, 0.0) if positivity else x
-
-        n_threads = min(_threads(threads), len(blocks))
-        if n_threads == 1:
-            parts = [solve(block) for block in blocks]
+        if method == "sirt":
+            inv_row, inv_col = _inverse_sums(matrix)
+            x = _sirt_block(
+                matrix,
+                transpose,
+                inv_row,
+                inv_col,
+                sinograms,
+                iterations,
+                relaxation,
+                positivity,
+                rows,
+                tick,
+            )
         else:
-            with ThreadPoolExecutor(n_threads) as pool:
-                parts = list(pool.map(solve, blocks))
-    return _columns_to_slices(np.concatenate(parts, axis=1), nx, nx)
+            x = _cgls_block(matrix, transpose, sinograms, iterations, rows, tick)
+            if positivity:
+                np.maximum(x, 0.0, out=x)
+    return _columns_to_slices(x, nx, nx)
 
 
 # --------------------------------------------------------------------------------------------

@@ -111,9 +111,15 @@ def test_imported_predictions_are_written_in_the_users_frame(tmp_path):
     """--tilt-axis x swaps axes in the store; predictions come back in the input model's frame."""
     from simgen.importer import to_input_frame
 
-    rng = np.random.default_rng(1)
-    np.save(tmp_path / "series.npy", rng.poisson(5.0, size=(3, 16, 16)).astype(np.float32))
-    (tmp_path / "angles.txt").write_text("-30\n0\n30\n")
+    # A simulated particle's tilt series (tilt axis along y), turned so the axis runs along x:
+    # real atoms to predict, since pure noise yields none.
+    particle = tmp_path / "particle.zarr"
+    simulate = ["simulate", "--particle", "cuboctahedron", "--size-nm", "0.8", "--size", "24"]
+    simulate += ["--tilt=-60:60:13", "--iterations", "20", "--out", str(particle)]
+    assert simgen_main(simulate) == 0
+    simulated = open_dataset(particle)[0]
+    np.save(tmp_path / "series.npy", np.swapaxes(simulated["tilt_series"], 1, 2))
+    np.savetxt(tmp_path / "angles.txt", simulated["angles"])
     truth = np.array([[1.0, -2.0, 0.5], [-1.5, 0.5, 2.0], [0.0, 2.5, -1.0]])
     (tmp_path / "truth.xyz").write_text(
         "3\nuser model\n" + "".join(f"Pt {x} {y} {z}\n" for x, y, z in truth)
@@ -121,7 +127,7 @@ def test_imported_predictions_are_written_in_the_users_frame(tmp_path):
     store = tmp_path / "imp.zarr"
     args = ["import", str(tmp_path / "series.npy"), "--angles", str(tmp_path / "angles.txt")]
     args += ["--sampling", "0.4", "--tilt-axis", "x", "--truth", str(tmp_path / "truth.xyz")]
-    assert simgen_main([*args, "--iterations", "2", "--out", str(store)]) == 0
+    assert simgen_main([*args, "--iterations", "20", "--out", str(store)]) == 0
     ds = open_dataset(store)
     frame = ds.attrs["input_frame"]
     stored = ds[0]["positions"]

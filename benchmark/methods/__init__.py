@@ -23,6 +23,7 @@ METHOD_MODULES: dict[str, str] = {
     "classical": "benchmark.methods.classical",
     "unet3d": "benchmark.methods.unet3d",
     "pann": "benchmark.methods.pann",
+    "torch": "benchmark.methods.torch_model",
 }
 
 _REGISTRY: dict[str, type[Method]] = {}

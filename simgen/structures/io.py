@@ -123,8 +123,8 @@ def _check_finite(atoms, path):
     if not finite.all():
         first = int(np.flatnonzero(~finite)[0])
         raise ValueError(
-            f"path={str(path)!r}: {int((~finite).sum())} atoms have non-finite coordinates "
-            f"(first: atom {first}, {atoms.positions[first].tolist()}); expected finite positions in Å"
+            f"path={str(path)!r}: atom {first + 1} (of {int((~finite).sum())} such) has a NaN or "
+            "infinite coordinate; expected finite positions in Å"
         )
     return atoms
 

@@ -110,3 +110,29 @@ def test_claim_verdict_hand_computed():
     assert "**fails**" in lines[3]
     assert lines[4].endswith("| holds |")
     assert "does not hold" in text
+
+
+def test_aggregate_never_merges_records_that_mean_different_things():
+    from benchmark.leaderboard import group_fields
+
+    base = {"dataset": "d", "method": "a", "dose": 100.0, "radius": 1.0, "truth": "initial"}
+    records = [
+        {**base, "index": 0, "recovery_rate": 0.2},
+        {**base, "index": 1, "recovery_rate": 0.4},
+        {**base, "index": 0, "recovery_rate": 0.9, "radius": 0.5},
+        {**base, "index": 0, "recovery_rate": 0.6, "truth": "final"},
+        {**base, "index": 0, "recovery_rate": 0.8, "dataset": "e"},
+    ]
+    assert group_fields(records) == ("method", "dose", "dataset", "truth", "radius")
+    rows = aggregate(records)
+    assert len(rows) == 4
+    merged = next(r for r in rows if r["n"] == 2)
+    assert (merged["dataset"], merged["truth"], merged["radius"]) == ("d", "initial", 1.0)
+    assert merged["recovery_rate"] == pytest.approx(30.0)
+
+
+def test_aggregate_refuses_a_sample_twice_in_one_group():
+    record = {"dataset": "d", "index": 3, "method": "a", "dose": 1.0, "recovery_rate": 0.5}
+    with pytest.raises(ValueError, match="sample 3 of dataset 'd' appears twice"):
+        aggregate([record, dict(record)])
+    assert aggregate([record, {**record, "truth": "final"}])[0]["n"] == 1  # another truth: fine

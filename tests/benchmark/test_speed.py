@@ -67,6 +67,9 @@ def test_quick_table_rows(quick_table):
         "PANN on CPU",
         "3D U-Net baseline forward",
         "PANN stage-1 refine (A) / 3D U-Net",
+        "PANN predict, shipped weights",
+        "PANN stage-1 training step on CPU",
+        *["projected stage-1 epoch over the pann-benchmark train split"] * 3,
     ]
     assert len(whats) == len(expected_starts), whats
     for what, start in zip(whats, expected_starts):
@@ -85,3 +88,7 @@ def test_quick_table_rows(quick_table):
     # projected time falls as workers are added
     hours = [_number(cells[4]) for cells in body[6:11]]
     assert hours[1:] == sorted(hours[1:], reverse=True) and hours[-1] < hours[0]
+    # the projected training epoch: ideal data parallel, so 8 and 64 workers divide the time
+    epoch = [_number(cells[4]) for cells in body[-3:]]
+    assert epoch[0] / epoch[1] == pytest.approx(8, rel=0.02)
+    assert epoch[0] / epoch[2] == pytest.approx(64, rel=0.05)

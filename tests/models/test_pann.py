@@ -38,6 +38,15 @@ def test_training_writes_weights_config_and_curves(trained):
     )
     assert set(model.config.elements) == {"Fe", "Pt"}
     assert model.config.classes[-1] == "none"
+    import json
+
+    record = json.loads((run / "config.json").read_text())
+    assert record["world_size"] == 1 and record["global_batch"] == 2
+    assert record["match_radius"] == 0.5
+    # stage 2's inputs are cached per training sample (resumable), one .npz each
+    (cache,) = (run / "stage2_cache").iterdir()
+    assert len(list(cache.glob("*.npz"))) == model.history["n_train"]
+    assert not list(cache.glob(".*tmp*"))
 
 
 @pytest.mark.slow  # trains PANN (module fixture)
@@ -139,6 +148,24 @@ def test_predict_bad_input_clear_error_nothing_written(tmp_path, capsys, array, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--num-workers", "-1"], "--num-workers=-1"),
+        (["--batch-size", "0"], "--batch-size=0"),
+        (["--limit", "0"], "--limit=0"),
+    ],
+)
+def test_train_bad_input_clear_error_nothing_written(
+    smoke_store, tmp_path, capsys, extra, fragment
+):
+    out = tmp_path / "run"
+    code = pann_main(["train", "--data", str(smoke_store), "--out", str(out), *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and fragment in err
+    assert not out.exists()
+
+
 def test_corrupted_checkpoint(tmp_path, capsys):
     (tmp_path / "pann.pt").write_bytes(b"not a checkpoint")
     vol = tmp_path / "vol.npy"
@@ -158,3 +185,31 @@ def test_corrupted_checkpoint(tmp_path, capsys):
     )
     assert code == 2 and "checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "o.xyz").exists()
+
+
+def test_predict_uses_the_exact_resampled_spacing(trained, monkeypatch):
+    """Issue 13: after zoom the spacing is sampling·(n−1)/(m−1), not the weights' sampling."""
+    from scipy.ndimage import zoom
+
+    _, model = trained
+    n, sampling = 28, 0.45  # zoom 0.9 -> 25 voxels of 0.50625 Å, not 0.5 Å
+    truth = np.array([[9.0, 6.3, 7.2], [4.1, 8.2, 5.0]])  # (x, y, z) Å
+    z, y, x = np.mgrid[:n, :n, :n] * sampling
+    volume = sum(
+        np.exp(-((x - p[0]) ** 2 + (y - p[1]) ** 2 + (z - p[2]) ** 2) / (2 * 0.35**2))
+        for p in truth
+    ).astype(np.float32)
+    monkeypatch.setattr(model, "refine", lambda v, **kw: v)  # geometry only
+    monkeypatch.setattr(
+        model,
+        "classify",
+        lambda refined, raw, positions, s, elements=None: np.eye(len(model.config.classes))[
+            np.zeros(len(positions), dtype=int)
+        ],
+    )
+    assert zoom(volume, sampling / model.config.sampling, order=1).shape[0] == 25
+    pred = model.predict(volume, sampling, keep_refined=False)
+    order = np.argsort(pred.positions[:, 0])
+    assert len(pred.positions) == 2
+    # The bug put the first atom 9.0 * (1 - 0.5 / 0.50625) = 0.11 Å off; now the fit error is left.
+    np.testing.assert_allclose(pred.positions[order], truth[::-1], atol=0.04)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.tracing import default_min_distance, otsu_threshold, trace_atoms
+from models.tracing import default_min_distance, noise_level, otsu_threshold, trace_atoms
 
 
 def blobs(positions, size, sampling, sigma=0.4, amplitudes=None):
@@ -123,6 +123,7 @@ def test_empty_volume_gives_no_candidates():
         ({"sampling": 0.0}, "sampling"),
         ({"refine": "spline"}, "refine"),
         ({"min_distance": -1.0}, "min_distance"),
+        ({"significance": -1.0}, "significance"),
     ],
 )
 def test_bad_input_is_rejected_with_the_parameter_named(kwargs, match):
@@ -131,3 +132,45 @@ def test_bad_input_is_rejected_with_the_parameter_named(kwargs, match):
         trace_atoms(np.zeros((8, 8, 8)), **args)
     with pytest.raises(ValueError, match="volume"):
         trace_atoms(np.zeros((8, 8)), 0.3)
+
+
+def test_noise_level_is_median_and_gaussian_sigma():
+    rng = np.random.default_rng(3)
+    background, sigma = noise_level(rng.normal(2.0, 0.5, (40, 40, 40)))
+    assert background == pytest.approx(2.0, abs=0.005) and sigma == pytest.approx(0.5, rel=0.01)
+    clipped = np.zeros((20, 20, 20))
+    clipped[5:8, 5:8, 5:8] = 1.0  # most voxels exactly at the background: no noise estimate
+    assert noise_level(clipped) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("value", [0.0, 3.5])
+def test_constant_volume_has_no_atoms_even_with_a_relative_threshold(value):
+    volume = np.full((16, 16, 16), value)
+    assert len(trace_atoms(volume, 0.4, threshold=0.05 * value)) == 0
+    assert len(trace_atoms(volume, 0.4)) == 0
+
+
+def _fcc_particle(radius, centre, a=3.92):
+    cells = np.arange(-3, 4)
+    grid = np.array(np.meshgrid(cells, cells, cells, indexing="ij")).reshape(3, -1).T
+    basis = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    points = (grid[:, None, :] + basis[None]).reshape(-1, 3) * a
+    return points[np.linalg.norm(points, axis=1) <= radius] + centre
+
+
+def test_gaussian_noise_gives_no_atoms_while_a_particle_keeps_every_atom():
+    rng = np.random.default_rng(0)
+    sampling, size = 0.4, 48
+    noise = rng.normal(0.0, 1.0, (size,) * 3)
+    relative = 0.05 * np.percentile(noise, 99.9)  # PANN's threshold: a fraction of the maximum
+    assert len(trace_atoms(noise, sampling, threshold=relative, significance=None)) > 100
+    assert len(trace_atoms(noise, sampling, threshold=relative)) <= 1
+    assert len(trace_atoms(noise, sampling)) <= 1
+
+    truth = _fcc_particle(5.0, centre=np.full(3, size * sampling / 2))
+    volume = blobs(truth, size, sampling, sigma=0.45) + 0.05 * noise  # peaks ~ 20 σ
+    for significance in (None, 5.0):
+        found = trace_atoms(volume, sampling, elements=["Pt"], significance=significance)
+        distance = np.linalg.norm(found.positions[None] - truth[:, None], axis=2).min(axis=1)
+        assert np.all(distance < 0.3), significance  # every atom recovered
+    assert len(found) == len(truth)  # and nothing else

@@ -1,8 +1,10 @@
-"""Tests of models/unet3d.py: the Lee, Jeong & Yang (2021) 3D U-Net baseline."""
+"""Tests of models/unet3d.py: the published Lee, Jeong & Yang (2021) 3D U-Net (and its loading of
+the authors' weight files) and the suite's earlier variant."""
 
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -10,7 +12,13 @@ import torch
 from torch import nn
 
 from models.resunet import sliding_window_predict
-from models.unet3d import UNet3D
+from models.unet3d import (
+    _PUBLISHED_LAYERS,
+    _PUBLISHED_NAMES,
+    Lee2021UNet3D,
+    UNet3D,
+    from_published_state,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +29,7 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-def test_defaults_are_the_published_architecture():
+def test_v1_variant_defaults():
     torch.manual_seed(0)
     net = UNet3D()
     convs = [m for m in net.encoder.modules() if isinstance(m, nn.Conv3d)]
@@ -103,3 +111,72 @@ def test_state_dict_round_trip_and_sliding_window():
         net, volume.numpy(), patch_size=(12, 28, 12), margin=10, overlap=0.5
     )
     np.testing.assert_allclose(sw, full.numpy(), atol=1e-5)
+
+
+def test_lee2021_is_the_published_layout():
+    """24/48/96 channels, /16 by stride-2 convs + max pooling, BN, LeakyReLU 0.2, Dropout3d 0.2."""
+    torch.manual_seed(0)
+    net = Lee2021UNet3D().eval()
+    assert [net.enc1.conv.out_channels, net.enc2.conv.out_channels] == [24, 48]
+    assert net.bottom.conv.out_channels == 96
+    assert net.enc1.conv.stride == net.enc2.conv.stride == (2, 2, 2)
+    seen = {}
+    net.bottom.register_forward_hook(lambda m, i, o: seen.update(bottom=o.shape))
+    x = torch.rand(1, 1, 32, 48, 16)
+    out = net(x)
+    assert out.shape == x.shape and float(out.min()) >= 0.0  # ReLU output, cropped back
+    assert tuple(seen["bottom"][2:]) == (2, 3, 1)  # downsampled by 16
+    slopes = {m.negative_slope for m in net.modules() if isinstance(m, nn.LeakyReLU)}
+    drops = [m.p for m in net.modules() if isinstance(m, nn.Dropout3d)]
+    assert slopes == {0.2} and drops == [0.2, 0.2, 0.2]
+    assert sum(isinstance(m, nn.BatchNorm3d) for m in net.modules()) == 8  # all but the output
+    assert sum(p.numel() for p in net.parameters()) == 764_641  # as the published files
+    torch.jit.script(Lee2021UNet3D(num_filter=2))  # exportable for the ``torch`` method
+    with pytest.raises(ValueError, match="x.shape"):
+        net(torch.zeros(1, 2, 16, 16, 16))
+
+
+def _as_published(state: dict) -> dict:
+    names = {v: k for k, v in _PUBLISHED_NAMES.items()}
+    layers = {v: k for k, v in _PUBLISHED_LAYERS.items()}
+    out = {}
+    for name, value in state.items():
+        block, layer, rest = name.split(".", 2)
+        out[f"{names[block]}.{layers[layer]}.{rest}"] = value
+    return out
+
+
+def test_published_state_dict_names_map_onto_the_network():
+    torch.manual_seed(0)
+    net = Lee2021UNet3D().eval()
+    names = {n.split(".")[0] for n in _as_published(net.state_dict())}
+    assert names == {
+        "down_1",
+        "down_2",
+        "bridge",
+        "trans_up_11",
+        "up_1",
+        "trans_up_12",
+        "trans_up_21",
+        "up_2",
+        "out",
+    }  # the authors' DL_aug.py module names
+    clone, info = from_published_state(_as_published(net.state_dict()))
+    x = torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(clone(x), net(x))
+    assert info["sampling"] == 0.357 and info["input_scale"] == 13.0
+    with pytest.raises(KeyError):
+        from_published_state({"encoder.0.weight": torch.zeros(1)})
+
+
+@pytest.mark.skipif(
+    not os.environ.get("AET_LEE2021_WEIGHTS"),
+    reason="set AET_LEE2021_WEIGHTS to a published weight file (MDAIL-KAIST/DL-augmentation)",
+)
+def test_published_weight_file_loads_safely_and_runs():
+    state = torch.load(os.environ["AET_LEE2021_WEIGHTS"], map_location="cpu", weights_only=True)
+    net, _ = from_published_state(state)
+    with torch.no_grad():
+        out = net(torch.rand(1, 1, 32, 32, 32))
+    assert out.shape == (1, 1, 32, 32, 32) and float(out.max()) > 0

@@ -172,3 +172,38 @@ def test_catalog_errors_and_validation(tmp_path, raw):
     )
     path.write_text(yaml.safe_dump({"datasets": {"smoke": raw["smoke"]}}))
     assert validate_catalog(path) == []
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        (
+            "datasets:\n  a: {seed: 1}\n  a: {seed: 2}\n",
+            "line 3: key 'a' given twice (first at line 2)",
+        ),
+        ("datasets:\n  a:\n    seed: 1\n    seed: 2\n", "line 4: key 'seed' given twice"),
+        ("datasets:\n  a: {seed: 1, seed: 2}\n", "key 'seed' given twice"),
+    ],
+)
+def test_a_key_given_twice_at_any_level_is_an_error(tmp_path, text, fragment):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        load_catalog(path)
+    with pytest.raises(ValueError, match="given twice"):
+        get_dataset("a", path)
+
+
+def test_anchors_and_merge_keys_are_not_duplicates(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("x: &m {energy: 200}\ny:\n  <<: *m\n  energy: 300\ndatasets: {}\n")
+    from simgen.config import _read_yaml
+
+    with pytest.raises(ValueError, match="top-level key 'x'"):  # read fine, then schema
+        _read_yaml(path)
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", "", "a b", "x" * 101])
+def test_dataset_names_must_be_simple_file_names(raw, name):
+    with pytest.raises(ValueError, match="simple name"):
+        DatasetSpec.from_dict(name, raw["smoke"])

@@ -16,6 +16,7 @@ from simgen.store import (
     format_inspection,
     inspect_store,
     open_dataset,
+    read_samples,
     verify_store,
     write_sample,
     write_single_sample_store,
@@ -116,6 +117,37 @@ def test_filter_views(tmp_path):
     assert [s["index"] for s in view] == [1, 3] and view[-1]["morphology"] == "decahedron"
     with pytest.raises(ValueError, match="field='colour'"):
         ds.filter(colour="red")
+
+
+def test_read_samples_reads_only_written_chunks_with_the_same_values(tmp_path):
+    import zarr
+
+    path = _store(tmp_path / "s.zarr", written=[1, 3])
+    root = zarr.open_group(str(path), mode="r")
+    for name in ("complete", "checksums", "meta/n_atoms", "angles", "failed", "meta/dose"):
+        np.testing.assert_array_equal(read_samples(root[name]), root[name][:])
+    assert read_samples(root["complete"]).tolist() == [False, True, False, True]
+    assert read_samples(root["meta/n_atoms"]).tolist() == [0, 4, 0, 6]  # 3 + i atoms
+
+
+def test_planned_metadata_types_match_the_value_by_value_rule(tmp_path):
+    # the bulk type decision keeps the per-value rule: bools mixed with ints are stored as text
+    meta = {
+        "flag": [True, False, np.True_, False],
+        "count": [1, np.int32(2), 3, 4],
+        "dose": [1, 2.5, np.float32(3), 4],
+        "mixed": [True, 1, 2, 3],
+        "name": ["a", None, "c", 4],
+    }
+    root = create_store(
+        tmp_path / "m.zarr", {"name": "x"}, N, n_angles=A, size=V, sampling=0.5, meta=meta
+    )
+    stored = {name: root["meta"][name][:] for name in meta}
+    assert stored["flag"].dtype == np.bool_ and stored["flag"].tolist() == [1, 0, 1, 0]
+    assert stored["count"].dtype == np.int64 and stored["count"].tolist() == [1, 2, 3, 4]
+    assert stored["dose"].dtype == np.float64 and stored["dose"].tolist() == [1.0, 2.5, 3.0, 4.0]
+    assert stored["mixed"].tolist() == ["True", "1", "2", "3"]
+    assert stored["name"].tolist() == ["a", "None", "c", "4"]
 
 
 def test_bitround_and_float16_errors():

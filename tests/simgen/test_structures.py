@@ -789,7 +789,7 @@ def test_nan_coordinates_are_refused(tmp_path, name):
     else:
         path.write_text("2\n\nPt 0 0 0\nPt nan 1 1\n")
     with pytest.raises(
-        ValueError, match=rf"{name}.*1 atoms have non-finite coordinates \(first: atom 1"
+        ValueError, match=rf"{name}.*atom 2 \(of 1 such\) has a NaN or infinite coordinate"
     ):
         load_model(path, elements=["Pt"])
 
