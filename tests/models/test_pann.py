@@ -187,6 +187,7 @@ def test_corrupted_checkpoint(tmp_path, capsys):
     assert not (tmp_path / "o.xyz").exists()
 
 
+@pytest.mark.slow  # trains PANN (module fixture)
 def test_predict_uses_the_exact_resampled_spacing(trained, monkeypatch):
     """Issue 13: after zoom the spacing is sampling·(n−1)/(m−1), not the weights' sampling."""
     from scipy.ndimage import zoom
