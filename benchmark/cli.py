@@ -95,6 +95,20 @@ def _build_parser() -> argparse.ArgumentParser:
         help="sweep folder (new, empty, or an earlier sweep: resumed and its tables refreshed)",
     )
 
+    p = sub.add_parser(
+        "crlb",
+        help="Cramér–Rao lower bound of the atom positions of each sample of a store (pm)",
+    )
+    p.add_argument("store", metavar="STORE")
+    p.add_argument(
+        "--neighbours",
+        action="store_true",
+        help="joint bound with the neighbouring atoms as nuisance parameters (slower); "
+        "default: isolated atoms",
+    )
+    p.add_argument("--limit", type=int, help="only the first N complete samples")
+    p.add_argument("--split", help="only this split")
+
     p = sub.add_parser("speed", help="measure speed ratios (printed as a table)")
     p.add_argument("--quick", action="store_true", help="smaller cases (for a smoke run)")
     p.add_argument(
@@ -243,6 +257,49 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+def _cmd_crlb(args) -> int:
+    from benchmark.crlb import crlb_of_sample, rms_by_element
+    from simgen.store import open_dataset
+
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit={args.limit}: expected a positive integer")
+    ds = open_dataset(args.store)
+    view = ds.filter(split=args.split) if args.split else ds
+    if len(view) == 0:
+        raise ValueError(
+            f"STORE={args.store!r}: no complete samples"
+            + (f" in split {args.split!r}" if args.split else "")
+        )
+    spec = dict(ds.attrs).get("spec") or {}
+    n = len(view) if args.limit is None else min(args.limit, len(view))
+    kind = "joint (neighbours as nuisance)" if args.neighbours else "isolated atom"
+    print(f"Cramér–Rao bound of the atom positions, 3D RMS in pm ({kind})")
+    print(
+        f"{'sample':>6s} {'dose':>9s} {'noise':>12s} {'atoms':>5s}  bound per element (RMS over atoms)"
+    )
+    summary: dict[tuple, list] = {}
+    for k in range(n):
+        sample = view[k]
+        bound = crlb_of_sample(sample, spec, neighbours=args.neighbours)
+        per = rms_by_element(bound, sample["numbers"])
+        text = "  ".join(f"{el} {v:.2f}" for el, v in per.items())
+        print(
+            f"{sample['index']:6d} {float(sample.get('dose', float('nan'))):9.3g} "
+            f"{str(sample.get('noise_model', '')):>12s} {len(bound):5d}  {text}"
+        )
+        for el, v in per.items():
+            summary.setdefault((float(sample.get("dose", float("nan"))), el), []).append(v)
+    print()
+    print("mean over samples per dose and element:")
+    for (dose, el), values in sorted(
+        summary.items(), key=lambda kv: (kv[0][0], kv[0][1] != "all", kv[0][1])
+    ):
+        print(
+            f"  dose {dose:9.3g}  {el:>4s}  {sum(values) / len(values):7.2f} pm  ({len(values)} samples)"
+        )
+    return 0
+
+
 def _cmd_speed(args) -> int:
     from benchmark.speed import run_speed
 
@@ -256,6 +313,7 @@ _COMMANDS = {
     "leaderboard": _cmd_leaderboard,
     "sweep": _cmd_sweep,
     "speed": _cmd_speed,
+    "crlb": _cmd_crlb,
 }
 
 

@@ -22,6 +22,8 @@ __all__ = [
     "write_rows_csv",
     "write_leaderboard",
     "plot_against_dose",
+    "efficiency_rows",
+    "bound_by_dose",
     "METRIC_LABELS",
 ]
 
@@ -31,7 +33,10 @@ METRIC_LABELS = {
     "recovery_rate_species": "recovery with element (%)",
     "precision": "precision (%)",
     "species_accuracy": "species accuracy (%)",
+    "crlb_pm": "Cramér–Rao bound (pm)",
 }
+#: The record key of the Cramér–Rao bound (RMS over a sample's true atoms, pm; benchmark.crlb).
+BOUND_KEY = "crlb_pm"
 _PERCENT = {"recovery_rate", "recovery_rate_species", "precision", "species_accuracy"}
 
 
@@ -177,7 +182,8 @@ def write_leaderboard(
     if not records:
         raise ValueError("results: no records to rank")
     check_output(out_dir, "report", overwrite=overwrite, param=param)
-    rows = aggregate(records)  # refuses duplicates before anything is written
+    # refuses duplicates before anything is written
+    rows = aggregate(records, metrics=(*METRIC_KEYS, BOUND_KEY))
     final_dir = Path(out_dir)
     with staged_output(
         final_dir, "report", overwrite=overwrite, param=param, command="aet-bench leaderboard"
@@ -203,9 +209,12 @@ def _write_leaderboard_files(records, rows, out_dir: Path, title: str) -> None:
     compare_within = [k for k in keys if k not in ("method", "method_version")]
     metrics = list(METRIC_KEYS)
     best = {m: _best(rows, m, compare_within) for m in metrics}
+    has_bound = any(np.isfinite(r[BOUND_KEY]) for r in rows)
     header = (
         [_COLUMN_LABELS.get(k, k) for k in columns] + ["n"] + [METRIC_LABELS[m] for m in metrics]
     )
+    if has_bound:
+        header += [METRIC_LABELS[BOUND_KEY], "efficiency (bound / error)"]
     setting = "; ".join(f"{_COLUMN_LABELS.get(k, k)} {v}" for k, v in shared.items())
 
     md = [
@@ -220,7 +229,25 @@ def _write_leaderboard_files(records, rows, out_dir: Path, title: str) -> None:
     for i, row in enumerate(rows):
         cells = [_cell(k, row.get(k, records[0].get(k))) for k in columns] + [str(row["n"])]
         cells += [f"**{_fmt(row, m)}**" if i in best[m] else _fmt(row, m) for m in metrics]
+        if has_bound:
+            cells += [_fmt(row, BOUND_KEY), _efficiency_text(row)]
         md.append("| " + " | ".join(cells) + " |")
+    element_rows = efficiency_rows(records)
+    if element_rows:
+        md += [
+            "",
+            "Per element: coordinate error over each method's matched atoms, the isolated-atom "
+            "Cramér–Rao bound of the same samples' true atoms (RMS, pm) and the efficiency "
+            "bound / error (1 = at the physical limit).",
+            "",
+            "| method | dose (e/Å²) | element | error (pm) | bound (pm) | efficiency |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in element_rows:
+            md.append(
+                f"| {r['method']} | {r['dose']:.3g} | {r['element']} | {r['error_pm']:.1f} | "
+                f"{r['bound_pm']:.1f} | {r['efficiency']:.2f} |"
+            )
     paths = {
         "md": out_dir / "leaderboard.md",
         "html": out_dir / "leaderboard.html",
@@ -248,12 +275,68 @@ def _write_leaderboard_files(records, rows, out_dir: Path, title: str) -> None:
             f"<td class='best'>{_fmt(row, m)}</td>" if i in best[m] else f"<td>{_fmt(row, m)}</td>"
             for m in metrics
         ]
+        if has_bound:
+            cells += [f"<td>{_fmt(row, BOUND_KEY)}</td><td>{_efficiency_text(row)}</td>"]
         h.append("<tr>" + "".join(cells) + "</tr>")
     h.append("</table><p><img src='leaderboard.png' style='max-width:100%'></p></body></html>")
     paths["html"].write_text("\n".join(h))
 
-    write_rows_csv(rows, paths["csv"], metrics=metrics)
-    plot_against_dose(rows, out_dir / "leaderboard.png", title=title)
+    write_rows_csv(rows, paths["csv"], metrics=metrics + ([BOUND_KEY] if has_bound else []))
+    plot_against_dose(rows, out_dir / "leaderboard.png", title=title, bound=bound_by_dose(rows))
+
+
+def _efficiency_text(row) -> str:
+    error, bound = row.get("coordinate_error_pm", math.nan), row.get(BOUND_KEY, math.nan)
+    if not (np.isfinite(error) and np.isfinite(bound)) or error <= 0:
+        return "–"
+    return f"{bound / error:.2f}"
+
+
+def bound_by_dose(rows) -> dict[float, float]:
+    """Mean Cramér–Rao bound (pm) per dose from :func:`aggregate` rows that carry it."""
+    out: dict[float, float] = {}
+    for row in rows:
+        value = row.get(BOUND_KEY, math.nan)
+        if value is not None and np.isfinite(value) and row["dose"] not in out:
+            out[row["dose"]] = float(value)
+    return out
+
+
+def efficiency_rows(records) -> list[dict]:
+    """Per (method and other settings, dose, element): mean error, mean bound (pm) and
+    efficiency = bound / error.
+
+    Uses the per-element keys ``coordinate_error_pm_<El>`` and ``crlb_pm_<El>`` of the records
+    (means over samples); empty when the records carry no bound.
+    """
+    by = [k for k in group_fields(records) if k != "dose"]
+    groups = defaultdict(list)
+    elements = set()
+    for r in records:
+        label = ", ".join(str(_hashable(r.get(k))) for k in by)
+        groups[(label, r.get("dose"))].append(r)
+        elements |= {k[len("crlb_pm_") :] for k in r if k.startswith("crlb_pm_")}
+    rows = []
+    for (method, dose), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        for element in sorted(elements):
+            err = [r.get(f"coordinate_error_pm_{element}") for r in group]
+            bnd = [r.get(f"crlb_pm_{element}") for r in group]
+            err = np.array([np.nan if v is None else v for v in err], dtype=float)
+            bnd = np.array([np.nan if v is None else v for v in bnd], dtype=float)
+            if not np.isfinite(bnd).any() or not np.isfinite(err).any():
+                continue
+            error, bound = float(np.nanmean(err)), float(np.nanmean(bnd))
+            rows.append(
+                {
+                    "method": method,
+                    "dose": dose,
+                    "element": element,
+                    "error_pm": error,
+                    "bound_pm": bound,
+                    "efficiency": bound / error if error > 0 else math.nan,
+                }
+            )
+    return rows
 
 
 def plot_against_dose(
@@ -262,8 +345,13 @@ def plot_against_dose(
     *,
     title="",
     metrics=("coordinate_error_pm", "recovery_rate_species", "species_accuracy", "precision"),
+    bound: dict | None = None,
 ) -> Path:
-    """Curves of each metric against dose (log axis) per method, with ±std error bars."""
+    """Curves of each metric against dose (log axis) per method, with ±std error bars.
+
+    ``bound`` (``{dose: pm}``, e.g. :func:`bound_by_dose`) is drawn as a black dashed line, the
+    Cramér–Rao bound, on every coordinate-error panel.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -291,11 +379,19 @@ def plot_against_dose(
                 ms=5,
                 label=", ".join(label),
             )
+        if bound and m.startswith("coordinate_error"):
+            doses = sorted(bound)
+            ax.plot(
+                doses, [bound[d] for d in doses], "k--", lw=1.4, label="Cramér–Rao bound (isolated)"
+            )
+            ax.set_yscale("log")
         ax.set_xscale("log")
         ax.set_xlabel("dose per projection (e/Å²)")
         ax.set_ylabel(METRIC_LABELS[m])
         ax.grid(alpha=0.3, which="both")
-    np.atleast_1d(axes)[0].legend(frameon=False)
+        if bound and m.startswith("coordinate_error"):
+            ax.legend(frameon=False, fontsize=8)
+    np.atleast_1d(axes)[0].legend(frameon=False, fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -15,8 +15,17 @@ differs). From the matching:
 - ``species_accuracy``: right elements among matched pairs, overall and per true element
   (``species_accuracy_<El>``).
 
-The main keys are also given at a matching radius of 0.5 Å with the suffix ``_r05``. Quantities
-undefined for an empty set (an error with no pairs, a precision with no prediction) are NaN.
+The main keys are also given at a matching radius of 0.5 Å with the suffix ``_r05``, and the
+coordinate error per true element (``coordinate_error_pm_<El>``). Quantities undefined for an
+empty set (an error with no pairs, a precision with no prediction) are NaN. ``score(...,
+per_atom=True)`` also returns the pairs themselves (``matches``), for paired comparisons.
+
+Paired comparisons (DESIGN.md, metrics contract): methods that recover different atoms cannot be
+compared by their errors over their own matched sets (a method that recovers more hard atoms
+looks worse). :func:`paired_errors` scores every method on the true atoms that *all* of them
+recovered, per particle and per element, in the AET convention (each particle's mean
+displacement over those atoms, a rigid offset, removed) and at the 1.0 and 0.5 Å radii;
+:func:`bootstrap_ci` gives confidence intervals over particles.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import numpy as np
 from simgen.matching import align as align_models
 from simgen.matching import match_atoms
 
-__all__ = ["score", "element_symbols"]
+__all__ = ["score", "element_symbols", "paired_errors", "bootstrap_ci", "paired_difference"]
 
 _R05_KEYS = (
     "n_matched",
@@ -75,6 +84,14 @@ def _score_at(pred, pred_el, true, true_el, radius: float) -> dict:
                 np.sqrt(np.mean(displacement[:, axis] ** 2))
             )
         result["coordinate_error_aet_pm"] = 100.0 * float(np.sqrt(displacement.var(axis=0).sum()))
+        matched_el = true_el[matching.true_idx]
+        for element in sorted(set(true_el)):
+            of_element = matched_el == element
+            result[f"coordinate_error_pm_{element}"] = (
+                100.0 * float(np.sqrt(np.mean((displacement[of_element] ** 2).sum(axis=1))))
+                if of_element.any()
+                else float("nan")
+            )
     else:
         for key in (
             "coordinate_error_pm",
@@ -107,6 +124,7 @@ def score(
     radius: float = 1.0,
     align: bool = False,
     align_iterations: int = 50,
+    per_atom: bool = False,
 ) -> dict:
     """Score a predicted atomic model against the truth.
 
@@ -124,6 +142,9 @@ def score(
         pairs within ``radius``); the shift (Å) is reported as ``shift_{x,y,z}``.
     align_iterations : int
         Largest number of mean-shift steps.
+    per_atom : bool
+        Also return ``matches``: ``{"true_index": (K,) int, "element": (K,) str,
+        "displacement_pm": (K, 3)}`` of the pairs at ``radius`` (predicted − true, pm).
 
     Returns
     -------
@@ -152,6 +173,121 @@ def score(
         pred, shift = align_models(pred, true, radius, iterations=align_iterations)
         result.update({f"shift_{label}": float(value) for label, value in zip("xyz", shift)})
     result.update(_score_at(pred, pred_el, true, true_el, radius))
+    if per_atom:
+        matching = match_atoms(pred, true, radius)
+        result["matches"] = {
+            "true_index": np.asarray(matching.true_idx, dtype=int),
+            "element": np.asarray(true_el[matching.true_idx], dtype=str),
+            "displacement_pm": 100.0 * (pred[matching.pred_idx] - true[matching.true_idx]),
+        }
     at_r05 = _score_at(pred, pred_el, true, true_el, 0.5)
     result.update({f"{key}_r05": at_r05[key] for key in _R05_KEYS})
     return result
+
+
+def bootstrap_ci(
+    values, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0, statistic=np.mean
+) -> tuple[float, float, float]:
+    """``(statistic, low, high)`` of ``values`` with a percentile bootstrap interval.
+
+    ``values`` are one number per particle (NaNs dropped); resampling is over particles with a
+    fixed seed, so the interval is reproducible. Fewer than two values give ``(value, nan, nan)``.
+    """
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return (float("nan"),) * 3
+    point = float(statistic(values))
+    if len(values) < 2:
+        return point, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(values), size=(n_boot, len(values)))
+    stats = np.array([statistic(values[d]) for d in draws])
+    alpha = (1.0 - level) / 2
+    return point, float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))
+
+
+def _rms(displacement: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((displacement**2).sum(axis=1)))) if len(displacement) else np.nan
+
+
+def paired_errors(matches: dict, *, radius: float | None = None, aet: bool = True) -> dict:
+    """Coordinate errors of several methods on the same true atoms of one particle.
+
+    Parameters
+    ----------
+    matches
+        ``{method: score(..., per_atom=True)["matches"]}`` for one particle (the same truth).
+    radius
+        Keep only atoms that every method placed within ``radius`` Å (e.g. 0.5); ``None``: every
+        atom that every method matched.
+    aet
+        Remove each method's mean displacement over the paired atoms (a rigid offset) first.
+
+    Returns
+    -------
+    dict
+        ``{"n_paired": K, "n_paired_<El>": ..., "true_index": (K,), "element": (K,),
+        method: {"all": pm, "<El>": pm}}``: RMS errors in pm over the paired atoms, overall and
+        per true element.
+    """
+    methods = sorted(matches)
+    if not methods:
+        raise ValueError("matches: expected at least one method")
+    tables = {}
+    for method in methods:
+        m = matches[method]
+        index = np.asarray(m["true_index"], dtype=int)
+        displacement = np.asarray(m["displacement_pm"], dtype=float).reshape(-1, 3)
+        elements = np.asarray(m["element"], dtype=str)
+        if radius is not None:
+            keep = np.sqrt((displacement**2).sum(axis=1)) <= 100.0 * radius
+            index, displacement, elements = index[keep], displacement[keep], elements[keep]
+        tables[method] = dict(zip(index.tolist(), zip(displacement, elements)))
+    common = sorted(set.intersection(*(set(t) for t in tables.values())))
+    elements = np.array([tables[methods[0]][i][1] for i in common], dtype=str)
+    out: dict = {
+        "n_paired": len(common),
+        "true_index": np.asarray(common, dtype=int),
+        "element": elements,
+    }
+    for element in sorted(set(elements.tolist())):
+        out[f"n_paired_{element}"] = int(np.count_nonzero(elements == element))
+    for method in methods:
+        displacement = np.array([tables[method][i][0] for i in common], dtype=float).reshape(-1, 3)
+        if aet and len(displacement):
+            displacement = displacement - displacement.mean(axis=0)
+        row = {"all": _rms(displacement)}
+        for element in sorted(set(elements.tolist())):
+            row[element] = _rms(displacement[elements == element])
+        out[method] = row
+    return out
+
+
+def paired_difference(
+    method_values, baseline_values, *, relative: bool = False, seed: int = 0, n_boot: int = 2000
+) -> tuple[float, float, float]:
+    """Mean per-particle difference ``method − baseline`` with a bootstrap CI over particles.
+
+    The two sequences hold one value per particle, in the same particle order (NaN pairs are
+    dropped). With ``relative``, the statistic is ``mean(method − baseline) / mean(baseline)``,
+    resampled jointly.
+    """
+    a = np.asarray(method_values, dtype=float)
+    b = np.asarray(baseline_values, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(
+            f"method_values: {a.shape} values, expected one per particle like baseline {b.shape}"
+        )
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    if len(a) == 0:
+        return (float("nan"),) * 3
+    pairs = np.arange(len(a))
+
+    def statistic(idx):
+        idx = np.asarray(idx, dtype=int)
+        diff = a[idx] - b[idx]
+        return diff.mean() / b[idx].mean() if relative else diff.mean()
+
+    return bootstrap_ci(pairs, statistic=statistic, seed=seed, n_boot=n_boot)

@@ -44,8 +44,11 @@ def _elements_of(sample) -> list[str]:
     return sorted({chemical_symbols[int(z)] for z in np.unique(sample["numbers"])})
 
 
-def score_sample(prediction, sample, *, radius=1.0, align=False) -> dict:
-    """Metrics of one prediction against the sample's true atoms (DESIGN.md metrics contract)."""
+def score_sample(prediction, sample, *, radius=1.0, align=False, per_atom=False) -> dict:
+    """Metrics of one prediction against the sample's true atoms (DESIGN.md metrics contract).
+
+    ``per_atom`` adds ``matches`` (true index, element, displacement of each pair) for paired
+    comparisons between methods (:func:`benchmark.metrics.paired_errors`)."""
     from ase.data import chemical_symbols
 
     from benchmark.metrics import score
@@ -58,6 +61,7 @@ def score_sample(prediction, sample, *, radius=1.0, align=False) -> dict:
         true_elements,
         radius=radius,
         align=align,
+        per_atom=per_atom,
     )
 
 
@@ -185,7 +189,8 @@ def _run_one(method, view, position, models_dir, radius, align, dataset_name, tr
         if truth != truths[0]:
             positions, numbers = view.truth_atoms(index, truth)
             sample = {**sample, "positions": positions, "numbers": numbers}
-        metrics = score_sample(prediction, sample, radius=radius, align=align)
+        metrics = score_sample(prediction, sample, radius=radius, align=align, per_atom=True)
+        metrics.update(_bound(sample, view))
         record = {
             "dataset": dataset_name,
             "index": index,
@@ -206,6 +211,23 @@ def _run_one(method, view, position, models_dir, radius, align, dataset_name, tr
         }
         records.append(_json_safe(record))
     return records
+
+
+def _bound(sample, view) -> dict:
+    """The isolated-atom Cramér–Rao bound of the sample's true atoms (benchmark.crlb), pm."""
+    from benchmark.crlb import crlb_of_sample, rms_by_element
+
+    if sample.get("angles_true") is None or not len(sample.get("positions", ())):
+        return {}
+    try:
+        bound = crlb_of_sample(sample, dict(view.attrs).get("spec") or {})
+    except (ValueError, KeyError) as exc:  # e.g. imported data without a dose
+        logger.info("no Cramér–Rao bound for sample %s: %s", sample.get("index"), exc)
+        return {}
+    out = {"crlb_atoms_pm": bound}
+    for key, value in rms_by_element(bound, sample["numbers"]).items():
+        out["crlb_pm" if key == "all" else f"crlb_pm_{key}"] = value
+    return out
 
 
 def run_method(

@@ -267,7 +267,9 @@ def _cmd_predict(args) -> int:
     with staged_output(out, "predictions", overwrite=args.overwrite, command="pann predict") as tmp:
         for i in progress_bar(range(len(ds)), desc="pann predict", unit="volume"):
             s = ds[i]
-            pred = model.predict(s["volume"], float(s["sampling"]), list(s["elements"]))
+            pred = model.predict(
+                s["volume"], float(s["sampling"]), list(s["elements"]), measurement=s
+            )
             info = {"sample": int(s["index"])}
             positions = pred.positions
             if input_frame:

@@ -65,6 +65,8 @@ class PannConfig:
         trace_threshold: Candidate threshold as a fraction of the volume's robust maximum (kept
             low: stage 2 removes the false peaks).
         match_radius: Radius (Å) within which a candidate is labelled with a true atom.
+        refine: Last step: refine the atoms against the measured tilt series
+            (:mod:`models.refine`) whenever :meth:`PannModel.predict` is given one.
         seed: Seed of initialisation and sampling.
     """
 
@@ -87,6 +89,7 @@ class PannConfig:
     stage2_epochs: int = 40
     trace_threshold: float = 0.05
     match_radius: float = 0.5
+    refine: bool = True
     seed: int = 0
 
     @property
@@ -284,7 +287,13 @@ class PannModel:
 
     # ------------------------------------------------------------------ full pipeline
     def predict(
-        self, volume: np.ndarray, sampling: float, elements=None, *, keep_refined=True
+        self,
+        volume: np.ndarray,
+        sampling: float,
+        elements=None,
+        *,
+        keep_refined=True,
+        measurement: dict | None = None,
     ) -> PannPrediction:
         """Predict atoms (positions in Å, elements, class probabilities) in a reconstruction.
 
@@ -292,6 +301,9 @@ class PannModel:
             volume: Reconstruction ``[z, y, x]`` (any intensity scale).
             sampling: Its voxel size in Å; rescaled to the training sampling when they differ.
             elements: Elements present (a subset of the model's); ``None`` allows all.
+            measurement: The measured data (a store sample: ``tilt_series``, ``angles``, ``dose``,
+                ``sampling``, optional ``shifts``/``angles_estimated``); with ``config.refine`` the
+                atoms are refined against it (:func:`models.refine.refine_sample`).
         """
         volume = _check_volume(volume)
         if not (np.isfinite(sampling) and sampling > 0):
@@ -338,13 +350,25 @@ class PannModel:
         classes = self.config.classes
         labels = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
         keep = np.array([classes[i] != NOT_AN_ATOM for i in labels], dtype=bool)
+        positions, symbols = positions[keep], [classes[i] for i in labels[keep]]
+        extra = {"n_candidates": int(len(probs)), "n_rejected": int((~keep).sum())}
+        if self.config.refine and len(positions):
+            from models.refine import missing_measurement, refine_sample
+
+            missing = ["tilt_series"] if measurement is None else missing_measurement(measurement)
+            if missing:
+                logger.info("no %s given: atoms not refined against the measurement", missing)
+            else:
+                result = refine_sample(measurement, positions, symbols)
+                positions = result.positions
+                extra["cross_sections"] = result.cross_sections
         return PannPrediction(
-            positions=positions[keep],
-            elements=[classes[i] for i in labels[keep]],
+            positions=positions,
+            elements=symbols,
             probabilities=probs[keep],
             classes=classes,
             refined=refined if keep_refined else None,
-            extra={"n_candidates": int(len(positions)), "n_rejected": int((~keep).sum())},
+            extra=extra,
         )
 
     # ------------------------------------------------------------------ persistence

@@ -151,6 +151,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "--iterations", type=int, default=50, help="reconstruction iterations (default 50)"
     )
     p.add_argument(
+        "--align",
+        choices=["auto", "none", "com", "cross_correlation", "projection_matching"],
+        default="auto",
+        help="alignment before reconstruction (auto: projection matching when the noise has "
+        "geometric errors, else none)",
+    )
+    p.add_argument(
         "--orientation",
         default="none",
         choices=["none", "random"],
@@ -341,6 +348,7 @@ def _cmd_simulate(args) -> int:
     import numpy as np
 
     from simgen import store, structures
+    from simgen.config import resolve_align
     from simgen.sample import SampleSpec, simulate_sample
 
     if (args.atoms is None) == (args.particle is None):
@@ -411,6 +419,7 @@ def _cmd_simulate(args) -> int:
         orientation=orientation,
         recon=args.recon,
         iterations=args.iterations,
+        align=resolve_align(args.align, args.noise or ["poisson"]),
         thermal_sigma=0.0 if args.particle else args.thermal_sigma,
         split="test",
     )

@@ -39,12 +39,19 @@ __all__ = [
     "default_catalog_path",
     "sample_rng",
     "GRID_AXES",
+    "ALIGN_CHOICES",
+    "resolve_align",
 ]
 
 logger = logging.getLogger(__name__)
 
 MODES = ("linear", "multislice", "prism")
 RECON_METHODS = ("sirt", "cgls", "fbp", "sart")
+#: ``reconstruction.align``: a method of :mod:`simgen.alignment` or ``"auto"`` (projection
+#: matching with tilt-angle refinement for a noise model with geometric errors, else none).
+ALIGN_CHOICES = ("auto", "none", "com", "cross_correlation", "projection_matching")
+#: Noise models whose errors an alignment estimates (``reconstruction.align: auto``).
+GEOMETRIC_NOISE = ("misalignment", "drift", "rotation", "tilt_error")
 SPLIT_NAMES = ("train", "val", "test")
 GRID_AXES = (
     "morphology",
@@ -235,6 +242,7 @@ class DatasetSpec:
     mode: str = "linear"
     recon: str = "sirt"
     iterations: int = 50
+    align: str = "auto"
     target_sigma: float = 0.35
     grid_axes: tuple[str, ...] = ("morphology", "composition", "dose", "noise_model")
     replicas: int = 0
@@ -439,6 +447,7 @@ class DatasetSpec:
                     orientation=row["orientation"],
                     recon=self.recon,
                     iterations=self.iterations,
+                    align=resolve_align(self.align, row["noise"]),
                     target_sigma=self.target_sigma,
                     split=row["split"],
                     structure_seed=row["structure_seed"],
@@ -472,7 +481,11 @@ class DatasetSpec:
             },
             "doses": list(self.doses),
             "noise_models": {n: list(s) for n, s in self.noise_models},
-            "reconstruction": {"method": self.recon, "iterations": self.iterations},
+            "reconstruction": {
+                "method": self.recon,
+                "iterations": self.iterations,
+                "align": self.align,
+            },
             "target": {"sigma": self.target_sigma},
             "split": self.split.to_yaml(),
             "samples": {},
@@ -510,7 +523,8 @@ class DatasetSpec:
             f"seed: {self.seed}",
             f"volume: {self.size}³ voxels at {self.sampling:g} Å ({self.size * self.sampling:.1f} Å side)",
             f"tilt: {len(angles)} angles from {angles.min():g}° to {angles.max():g}°",
-            f"mode: {self.mode}; reconstruction: {self.recon} × {self.iterations}",
+            f"mode: {self.mode}; reconstruction: {self.recon} × {self.iterations}, "
+            f"align: {self.align}",
             "microscope: " + ", ".join(f"{k}={v:g}" for k, v in self.microscope),
         ]
         if self.replicas:
@@ -579,6 +593,15 @@ class _Where:
         return ValueError(
             f"{self.source}: dataset {self.dataset!r}: {self.key(key)}={value!r}: expected {expected}"
         )
+
+
+def resolve_align(align: str, noise: Sequence[str]) -> str:
+    """The alignment a sample gets: ``"auto"`` → ``"projection_matching"`` when ``noise`` (spec
+    strings) includes a geometric error (:data:`GEOMETRIC_NOISE`), else ``"none"``."""
+    if align != "auto":
+        return align
+    names = {str(spec).partition(":")[0].strip() for spec in noise}
+    return "projection_matching" if names & set(GEOMETRIC_NOISE) else "none"
 
 
 def _check_keys(data, allowed: Sequence[str], where: _Where, what: str) -> None:
@@ -1023,7 +1046,9 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
     damage_models = _damage_models(data.get("damage_models"), where, microscope["energy"])
 
     recon_in = data.get("reconstruction", {}) or {}
-    _check_keys(recon_in, ("method", "iterations"), where.sub("reconstruction"), "reconstruction")
+    _check_keys(
+        recon_in, ("method", "iterations", "align"), where.sub("reconstruction"), "reconstruction"
+    )
     recon = recon_in.get("method", "sirt")
     if recon not in RECON_METHODS:
         raise where.error("reconstruction.method", recon, f"one of {', '.join(RECON_METHODS)}")
@@ -1035,6 +1060,11 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
         minimum=1,
         exclusive=False,
     )
+    align = recon_in.get("align", "auto")
+    if align not in ALIGN_CHOICES:
+        close = difflib.get_close_matches(str(align), ALIGN_CHOICES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise where.error("reconstruction.align", align, f"one of {', '.join(ALIGN_CHOICES)}{hint}")
     target_in = data.get("target", {}) or {}
     _check_keys(target_in, ("sigma",), where.sub("target"), "target")
     target_sigma = _number(target_in.get("sigma", 0.35), where, "target.sigma", minimum=0)
@@ -1153,6 +1183,7 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
         mode=mode,
         recon=recon,
         iterations=iterations,
+        align=align,
         target_sigma=target_sigma,
         grid_axes=grid_axes,
         order=order,

@@ -312,7 +312,8 @@ def import_tilt_series(
     method, iterations
         Reconstruction (:func:`simgen.reconstruct.reconstruct`).
     align
-        Align the projections first (:func:`simgen.reconstruct.align_tilt_series`).
+        Align the projections first (:func:`simgen.alignment.align_tilt_series`, cross-correlation
+        along the tilt axis, centre of mass across it).
     progress
         Show a progress bar for the reconstruction (default:
         :func:`simgen.progress.progress_enabled`, off with ``AET_PROGRESS=0``).
@@ -363,11 +364,9 @@ def import_tilt_series(
         normalised = (counts - background) / max(float(np.mean(sums)), 1e-30) * counts.shape[1]
     normalised = normalised.astype(np.float32)
     if align:
-        from simgen.reconstruct import align_tilt_series
+        from simgen.alignment import align_tilt_series
 
-        normalised = align_tilt_series(normalised, angles_deg)
-        if isinstance(normalised, tuple):
-            normalised = normalised[0]
+        normalised = align_tilt_series(normalised, angles_deg, "cross_correlation").aligned
     volume = reconstruct(
         normalised, angles_deg, method=method, iterations=iterations, progress=progress
     )

@@ -56,6 +56,7 @@ __all__ = [
     "Gain",
     "ReadNoise",
     "NoNoise",
+    "fourier_shift",
 ]
 
 logger = logging.getLogger(__name__)
@@ -72,14 +73,49 @@ def _param(
     )
 
 
-def _shift_images(images: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
-    """Translate each image (y, x) by ``shifts_px[k] = (dy, dx)`` pixels; linear, zero outside."""
-    from scipy import ndimage
+def fourier_shift(images: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
+    """Translate each image (y, x) by ``shifts_px[k] = (dy, dx)`` pixels, exactly (Fourier).
 
-    out = np.empty_like(images)
-    for k in range(images.shape[0]):
-        out[k] = ndimage.shift(images[k], shifts_px[k], order=1, mode="constant", cval=0.0)
-    return out
+    The shift theorem: the spectrum is multiplied by ``exp(−2πi (k_y dy + k_x dx))``, so an integer
+    shift is an exact (periodic) roll, any shift conserves the sum of the image, and no
+    interpolation blur is added. The field of view is periodic (what leaves one edge enters at the
+    other); the particle must keep a margin of empty pixels, as every simulated one does. For an
+    even number of pixels the Nyquist row/column is multiplied by ``cos(π d)`` to keep the result
+    real (exact for integer shifts; band-limited images are unaffected).
+
+    Parameters
+    ----------
+    images
+        ``(A, P_y, P_x)`` images.
+    shifts_px
+        ``(A, 2)`` shifts (dy, dx) in pixels; positive moves the content towards larger indices.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(A, P_y, P_x)`` shifted images, float32 for float32 input, else float64.
+    """
+    images = np.asarray(images)
+    shifts = np.asarray(shifts_px, dtype=np.float64)
+    if images.ndim != 3 or shifts.shape != (images.shape[0], 2):
+        raise ValueError(
+            f"shifts_px.shape={shifts.shape}: expected (A, 2) for images of shape {images.shape}"
+        )
+    if not np.all(np.isfinite(shifts)):
+        raise ValueError("shifts_px: expected finite shifts in pixels")
+    ny, nx = images.shape[1:]
+    ky = np.fft.fftfreq(ny)  # cycles per pixel
+    kx = np.fft.fftfreq(nx)
+    phase_y = np.exp(-2j * np.pi * shifts[:, 0, None] * ky[None, :])  # (A, P_y)
+    phase_x = np.exp(-2j * np.pi * shifts[:, 1, None] * kx[None, :])
+    if ny % 2 == 0:
+        phase_y[:, ny // 2] = np.cos(np.pi * shifts[:, 0])
+    if nx % 2 == 0:
+        phase_x[:, nx // 2] = np.cos(np.pi * shifts[:, 1])
+    spectrum = np.fft.fft2(images.astype(np.float64, copy=False))
+    spectrum *= phase_y[:, :, None] * phase_x[:, None, :]
+    out = np.fft.ifft2(spectrum).real
+    return out.astype(np.float32) if images.dtype == np.float32 else out
 
 
 @dataclass(frozen=True)
@@ -120,6 +156,16 @@ class NoiseModel:
     def background(self, dose: float, sampling: float | None = None) -> float:
         """Expected constant counts per pixel this model adds (0 for all but ``background``)."""
         return 0.0
+
+    def apply_recorded(
+        self, counts: np.ndarray, rng: np.random.Generator, *, sampling: float, dose: float
+    ) -> tuple[np.ndarray, dict]:
+        """Like calling the model, and also return what it drew that a pipeline may estimate.
+
+        The record maps names to arrays (e.g. ``"shifts"``: the (A, 2) translations in Å); the
+        draws are exactly those of a plain call.
+        """
+        return self(counts, rng, sampling=sampling, dose=dose), {}
 
     # --- records ---------------------------------------------------------------------------------
 
@@ -185,7 +231,8 @@ class TiltError(NoiseModel):
 class Misalignment(NoiseModel):
     """Per-projection rigid translation, (dy, dx) ~ N(0, ``sigma``²) Å each.
 
-    Draws ``rng.normal(0, sigma, (A, 2))`` — columns (dy, dx) — see :meth:`draw`.
+    Applied exactly, as a sub-pixel Fourier shift (:func:`fourier_shift`): a stage shift moves the
+    image, it does not blur it. Draws ``rng.normal(0, sigma, (A, 2))`` — columns (dy, dx) — see :meth:`draw`.
     """
 
     name: ClassVar[str] = "misalignment"
@@ -198,8 +245,11 @@ class Misalignment(NoiseModel):
         return rng.normal(0.0, self.sigma, size=(n_angles, 2))
 
     def __call__(self, counts, rng, *, sampling, dose):
+        return self.apply_recorded(counts, rng, sampling=sampling, dose=dose)[0]
+
+    def apply_recorded(self, counts, rng, *, sampling, dose):
         shifts = self.draw(counts.shape[0], rng)
-        return _shift_images(counts, shifts / sampling)
+        return fourier_shift(counts, shifts / sampling), {"shifts": shifts}
 
 
 @dataclass(frozen=True)
@@ -252,11 +302,16 @@ class Drift(NoiseModel):
         return rng.normal(0.0, 1.0, size=(n_angles, 2, 2)) * (self.amplitude / math.sqrt(2.0))
 
     def __call__(self, counts, rng, *, sampling, dose):
+        return self.apply_recorded(counts, rng, sampling=sampling, dose=dose)[0]
+
+    def apply_recorded(self, counts, rng, *, sampling, dose):
+        """The drifted images, and ``"shifts"``: each frame's mean displacement (A, 2) Å (dy, dx)."""
         from scipy import ndimage
 
         coefficients = self.draw(counts.shape[0], rng)
         n_rows, n_cols = counts.shape[1:]
         t = np.arange(n_rows) / max(n_rows - 1, 1)
+        mean_shift = coefficients[:, 0] * t.mean() + coefficients[:, 1] * (t**2).mean()
         rows, cols = np.meshgrid(
             np.arange(n_rows, dtype=np.float64), np.arange(n_cols, dtype=np.float64), indexing="ij"
         )
@@ -270,7 +325,7 @@ class Drift(NoiseModel):
             out[k] = ndimage.map_coordinates(
                 counts[k], coordinates, order=1, mode="constant", cval=0.0
             )
-        return out
+        return out, {"shifts": mean_shift}
 
 
 @dataclass(frozen=True)
@@ -541,9 +596,20 @@ class NoiseChain:
         return angles
 
     def apply(
-        self, expected_counts, rng: np.random.Generator, *, sampling: float, dose: float
+        self,
+        expected_counts,
+        rng: np.random.Generator,
+        *,
+        sampling: float,
+        dose: float,
+        record: dict | None = None,
     ) -> np.ndarray:
         """Measured counts from expected counts ``(A, P, P)``; returns float32.
+
+        ``record``, when given, receives what the geometric models drew, for comparison with what
+        an alignment estimates: ``record["shifts"]`` the (A, 2) rigid translation (dy, dx) in Å of
+        each projection (``misalignment`` plus the mean displacement of ``drift``), zeros when
+        neither is in the chain. The draws are the same with or without it.
 
         Slightly negative expected counts (ringing of an FFT image model) are accepted: the
         ``expected`` stage clips at 0 after each model and ``poisson`` draws from ``max(λ, 0)``.
@@ -567,12 +633,19 @@ class NoiseChain:
         if not (isinstance(dose, (int, float, np.floating)) and np.isfinite(dose) and dose > 0):
             raise ValueError(f"dose={dose!r}: expected a positive dose in e/Å² per projection")
         counts = np.array(counts, dtype=np.float32, copy=True)
+        shifts = np.zeros((counts.shape[0], 2))
         for model in self.models:
             if model.stage == "angles":
                 continue
-            counts = model(counts, rng, sampling=float(sampling), dose=float(dose))
+            counts, drawn = model.apply_recorded(
+                counts, rng, sampling=float(sampling), dose=float(dose)
+            )
+            if "shifts" in drawn:
+                shifts = shifts + drawn["shifts"]
             if model.stage == "expected":
                 np.maximum(counts, 0.0, out=counts)  # interpolation never makes counts negative
+        if record is not None:
+            record["shifts"] = shifts
         return counts.astype(np.float32, copy=False)
 
     def background(self, dose: float, sampling: float | None = None) -> float:

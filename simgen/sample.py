@@ -3,7 +3,12 @@
 ``simulate_sample(spec, rng)`` runs the whole per-sample chain of DESIGN.md::
 
     structure -> (angle errors) -> acquisition (order, doses) -> beam damage
-              -> clean tilt series -> noise -> reconstruction -> target
+              -> clean tilt series -> noise -> alignment -> reconstruction -> target
+
+The alignment (:mod:`simgen.alignment`, ``spec.align``) estimates each projection's shift (and,
+for projection matching, its tilt angle) from the measured data alone, as a real pipeline does;
+the volume is reconstructed from the aligned series at the estimated angles. The ideal target
+is built from the true atoms and does not depend on it.
 
 Every random step draws from the one ``numpy.random.Generator`` passed in, in a fixed order, so a
 sample is a pure function of its spec and its generator. Beam damage (:mod:`simgen.damage`) draws
@@ -49,6 +54,7 @@ class SampleSpec:
     orientation: str = "random"
     recon: str = "sirt"
     iterations: int = 50
+    align: str = "none"  # simgen.alignment.METHODS (resolved from the dataset's "auto")
     target_sigma: float = 0.35
     split: str = "train"
     structure_seed: int | None = None  # when set, the particle is built from its own generator
@@ -88,6 +94,9 @@ class Sample:
     meta: dict
     acquisition: object | None = None  # simgen.acquisition.Acquisition (order, per-projection dose)
     history: object | None = None  # simgen.damage.DamageHistory when the spec names damage models
+    shifts: np.ndarray | None = None  # (A, 2) estimated (dy, dx) translation per projection, Å
+    shifts_true: np.ndarray | None = None  # (A, 2) translation the noise models applied, Å
+    angles_estimated: np.ndarray | None = None  # (A,) angles the volume was reconstructed at
 
 
 def normalise_tilt_series(tilt_series: np.ndarray, dose, background: float = 0.0) -> np.ndarray:
@@ -128,7 +137,7 @@ def simulate_sample(
     progress
         Show progress bars for the imaging and the reconstruction (``simgen simulate``).
     """
-    from simgen import acquisition, imaging, noise, reconstruct, structures, targets
+    from simgen import acquisition, alignment, imaging, noise, reconstruct, structures, targets
 
     if atoms is None:
         # A structure_seed makes the particle independent of the sample's generator, so the same
@@ -184,15 +193,29 @@ def simulate_sample(
     # background) and the normalisation divides each projection by its own dose.
     dose = spec.dose if uniform else acq.dose
     expected = clean * spec.dose if uniform else clean * acq.dose[:, None, None]
-    measured = chain.apply(expected, rng, sampling=spec.sampling, dose=spec.dose)
+    drawn: dict = {}
+    measured = chain.apply(expected, rng, sampling=spec.sampling, dose=spec.dose, record=drawn)
     if not np.all(np.isfinite(measured)):
         raise ValueError("tilt_series: simulation produced non-finite values")
 
     normalised = normalise_tilt_series(
         measured, dose, background=chain.background(spec.dose, sampling=spec.sampling)
     )
+    aligned = alignment.align_tilt_series(
+        normalised,
+        nominal,
+        spec.align,
+        refine_angles=spec.align == "projection_matching",
+    )
+    errors = alignment.alignment_errors(
+        aligned.shifts * spec.sampling, drawn["shifts"], true_angles, aligned.angles, true_angles
+    )
     volume = reconstruct.reconstruct(
-        normalised, nominal, method=spec.recon, iterations=spec.iterations, progress=progress
+        aligned.aligned,
+        aligned.angles,
+        method=spec.recon,
+        iterations=spec.iterations,
+        progress=progress,
     )
     target = targets.ideal_volume(
         atoms, spec.size, spec.sampling, microscope=spec.microscope, sigma=spec.target_sigma
@@ -208,6 +231,9 @@ def simulate_sample(
         "split": spec.split,
         "n_atoms": len(atoms),
         "mode": spec.mode,
+        "align": spec.align,
+        "align_shift_error_pm": 100.0 * errors["shift_error"],
+        "align_angle_error_deg": errors["angle_error"],
     }
     if "ordering" in atoms.info:  # the chemical order made (a twinned L1₀ particle is an alloy)
         meta["ordering"] = atoms.info["ordering"]
@@ -232,6 +258,9 @@ def simulate_sample(
         meta=meta,
         acquisition=acq,
         history=history,
+        shifts=(aligned.shifts * spec.sampling).astype(np.float32),
+        shifts_true=np.asarray(drawn["shifts"], dtype=np.float32),
+        angles_estimated=np.asarray(aligned.angles, dtype=np.float32),
     )
 
 

@@ -9,6 +9,11 @@ Layout (DESIGN.md, contract; N samples, A angles, P = V voxels)::
     /angles_true       float32 (N, A)        true angles, degrees
     /volume            float32 (N, V, V, V)  reconstruction, Å² per voxel
     /target            float32 (N, V, V, V)  ideal volume, Å² per voxel
+    /alignment/shifts       float32 (N, A, 2)  estimated (dy, dx) translation of each projection, Å
+    /alignment/shifts_true  float32 (N, A, 2)  the translation the noise models applied, Å
+    /alignment/angles       float32 (N, A)     tilt angles used for the reconstruction, degrees
+                                               (schema 2; meta: align, align_shift_error_pm,
+                                               align_angle_error_deg, see simgen.alignment)
     /atoms/positions   float32 (M, 3)        ragged: sample i owns rows offsets[i]:offsets[i+1]
     /atoms/numbers     uint8   (M,)
     /atoms/offsets     int64   (N + 1,)
@@ -90,7 +95,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Schema versions this reader opens: 1 (before alignment was recorded) and 2.
+READABLE_SCHEMAS = (1, 2)
 SAMPLE_ARRAYS = ("tilt_series", "angles", "angles_true", "volume", "target")
 CHECKSUMMED_ARRAYS = (*SAMPLE_ARRAYS, "atoms_positions", "atoms_numbers")
 ACQUISITION_ARRAYS = ("index", "dose", "cumulative_dose")
@@ -118,6 +125,16 @@ _DAMAGE_DTYPES = {
 }
 #: Ground truths a reader can choose (``open_dataset(truth=...)``).
 TRUTHS = ("initial", "final", "mean")
+#: Per-projection alignment arrays (schema 2): name -> (dtype, trailing shape, fill).
+ALIGNMENT_ARRAYS = ("shifts", "shifts_true", "angles")
+#: Extra checksummed arrays of stores that record the alignment.
+ALIGNED_ARRAYS = tuple(f"alignment_{name}" for name in ALIGNMENT_ARRAYS)
+#: Per-sample meta fields of the alignment (written by the workers).
+ALIGNMENT_META = {
+    "align": (str, ""),
+    "align_shift_error_pm": (np.float64, np.nan),
+    "align_angle_error_deg": (np.float64, np.nan),
+}
 LOCK_NAME = ".generate.lock"
 MANIFEST_NAME = "manifest.json"
 
@@ -303,6 +320,7 @@ def create_store(
     attrs: Mapping | None = None,
     acquisition: bool | None = None,
     max_events: int | None = None,
+    alignment: bool = True,
 ):
     """Create an empty store for ``n_samples`` samples and write the plan's metadata.
 
@@ -334,6 +352,8 @@ def create_store(
         ``tracks_acquisition`` (datasets with a tilt scheme, dose profile or damage models).
     max_events
         Padded damage-event capacity per sample (default 8 × ``max_atoms``).
+    alignment
+        Record each sample's estimated and true per-projection shifts and angles (schema 2).
 
     Returns
     -------
@@ -372,6 +392,8 @@ def create_store(
         acquisition = bool(getattr(spec, "tracks_acquisition", False))
     max_events = int(max_events or 8 * max_atoms)
     checksummed = (*CHECKSUMMED_ARRAYS, *TRACKED_ARRAYS) if acquisition else CHECKSUMMED_ARRAYS
+    if alignment:
+        checksummed = (*checksummed, *ALIGNED_ARRAYS)
     compressors = ZstdCodec(level=int(compression_level))
     root = zarr.open_group(str(path), mode="a")
 
@@ -480,6 +502,26 @@ def create_store(
         for name, (dtype, fill) in ACQUISITION_META.items():
             if name not in (meta or {}):
                 per_sample(name, (), dtype, fill, group=meta_group)
+    if alignment:
+        group = root.create_group("alignment")
+        for name in ALIGNMENT_ARRAYS:
+            shape, names = (
+                ((a, 2), ("sample", "angle", "axis"))
+                if "shifts" in name
+                else ((a,), ("sample", "angle"))
+            )
+            per_sample(name, shape, np.float32, np.nan, group=group, dimension_names=names)
+        group.attrs.update(
+            {
+                "shifts": "estimated (dy, dx) translation of each projection in Å (positive: "
+                "content moved to larger indices); the series was shifted back by -shifts",
+                "shifts_true": "(dy, dx) translation applied by the noise models, Å",
+                "angles": "tilt angles the volume was reconstructed with (estimated), degrees",
+            }
+        )
+        for name, (dtype, fill) in ALIGNMENT_META.items():
+            if name not in (meta or {}):
+                per_sample(name, (), dtype, fill, group=meta_group)
     for array in lossy:
         per_sample(f"{array}_max_error", (), np.float64, group=meta_group)
         per_sample(f"{array}_rms_error", (), np.float64, group=meta_group)
@@ -569,6 +611,8 @@ def write_sample(store, index: int, sample) -> str:
     stored["atoms_positions"], stored["atoms_numbers"] = positions, numbers
     if "acquisition" in root:
         stored.update(_write_acquisition(root, index, sample))
+    if "alignment" in root:
+        stored.update(_write_alignment(root, index, sample))
 
     names = list(root.attrs.get("checksummed_arrays", CHECKSUMMED_ARRAYS))
     digests = sample_digests(stored, names)
@@ -624,6 +668,30 @@ def _write_acquisition(root, index: int, sample) -> dict[str, np.ndarray]:
         array = root["meta"][name]
         if array.chunks == (1,):  # per-sample fields; plan fields were written by create_store
             array[index] = value
+    return stored
+
+
+def _write_alignment(root, index: int, sample) -> dict[str, np.ndarray]:
+    """Write a sample's alignment arrays (NaN where it has none) and meta; return them."""
+    n_angles = root["alignment"]["angles"].shape[1]
+    stored = {}
+    for name in ALIGNMENT_ARRAYS:
+        shape = (n_angles, 2) if "shifts" in name else (n_angles,)
+        value = getattr(sample, name if name != "angles" else "angles_estimated", None)
+        values = (
+            np.full(shape, np.nan, dtype=np.float32)
+            if value is None
+            else np.asarray(value, dtype=np.float32)
+        )
+        if values.shape != shape:
+            raise ValueError(f"alignment {name}.shape={values.shape}: expected {shape}")
+        root["alignment"][name][index] = values
+        stored[f"alignment_{name}"] = values
+    meta = dict(getattr(sample, "meta", None) or {})
+    for name, (_dtype, fill) in ALIGNMENT_META.items():
+        array = root["meta"][name]
+        if array.chunks == (1,):
+            array[index] = meta.get(name, fill)
     return stored
 
 
@@ -943,6 +1011,11 @@ class Dataset:
             out["truth"] = truth
             if truth != "initial" and int(src.meta["n_events"][index]) > 0:
                 positions, numbers = self.truth_atoms(index, truth)
+        if "alignment" in src.root:
+            group = src.root["alignment"]
+            out["shifts"] = np.asarray(group["shifts"][index], dtype=np.float32)
+            out["shifts_true"] = np.asarray(group["shifts_true"][index], dtype=np.float32)
+            out["angles_estimated"] = np.asarray(group["angles"][index], dtype=np.float32)
         out["positions"], out["numbers"] = positions, numbers
         out["atoms"] = {"positions": positions, "numbers": numbers}
         out["elements"] = tuple(sorted({chemical_symbols[int(z)] for z in np.unique(numbers)}))
@@ -1114,9 +1187,10 @@ def open_dataset(
     path = Path(path)
     root = _open(path, "r")
     version = root.attrs.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_SCHEMAS:
         raise ValueError(
-            f"store={str(path)!r}: schema_version={version!r}: expected {SCHEMA_VERSION}"
+            f"store={str(path)!r}: schema_version={version!r}: expected one of "
+            f"{list(READABLE_SCHEMAS)}"
         )
     meta = {name: read_samples(arr) for name, arr in root["meta"].arrays()}
     complete = np.asarray(read_samples(root["complete"]), dtype=bool)
@@ -1181,6 +1255,7 @@ def inspect_store(path: str | Path) -> dict:
         "noise_model",
         "tilt_scheme",
         "damage_model",
+        "align",
     ):
         if field_name not in meta:
             continue
@@ -1191,6 +1266,26 @@ def inspect_store(path: str | Path) -> dict:
         }
     raw = sum(int(np.prod(root[name].shape[1:])) * 4 for name in SAMPLE_ARRAYS if name in root)
     runs = list(root.attrs.get("runs", []))
+    alignment = {}
+    if "align" in meta and "align_shift_error_pm" in meta:
+        for method in np.unique(meta["align"][complete]):
+            if not str(method):  # samples without an alignment record (imported data)
+                continue
+            chosen = complete & (meta["align"] == method)
+            shift = meta["align_shift_error_pm"][chosen]
+            angle = meta["align_angle_error_deg"][chosen]
+            alignment[str(method)] = {
+                "n": int(chosen.sum()),
+                "shift_error_pm_median": float(np.nanmedian(shift))
+                if np.isfinite(shift).any()
+                else float("nan"),
+                "shift_error_pm_max": float(np.nanmax(shift))
+                if np.isfinite(shift).any()
+                else float("nan"),
+                "angle_error_deg_median": float(np.nanmedian(angle))
+                if np.isfinite(angle).any()
+                else float("nan"),
+            }
     return {
         "path": str(path),
         "dataset": root.attrs.get("dataset", ""),
@@ -1215,6 +1310,7 @@ def inspect_store(path: str | Path) -> dict:
         "dataset_sha256": root.attrs.get("dataset_sha256", ""),
         "created": dict(root.attrs.get("created", {})),
         "runs": runs,
+        "alignment": alignment,
     }
 
 
@@ -1253,6 +1349,13 @@ def format_inspection(info: Mapping) -> str:
         )
     else:
         lines.append(f"size on disk: {_human_bytes(info['size_on_disk'])}")
+    if info.get("alignment"):
+        lines.append("alignment  samples  shift error (pm, median / max)  angle error (°, median)")
+        for method, row in info["alignment"].items():
+            lines.append(
+                f"  {method:<22} {row['n']:>4}  {row['shift_error_pm_median']:>8.1f} / "
+                f"{row['shift_error_pm_max']:<8.1f}  {row['angle_error_deg_median']:>10.3f}"
+            )
     for name, lossy in info["lossy"].items():
         if lossy.get("max_abs_error") is not None:
             lines.append(
@@ -1294,6 +1397,9 @@ def _read_stored(root, index: int, padded: bool, offsets: np.ndarray | None) -> 
             offsets = np.asarray(damage["offsets"][index : index + 2], dtype=np.int64)
             for name in _DAMAGE_DTYPES:
                 out[f"damage_{name}"] = np.asarray(damage[name][int(offsets[0]) : int(offsets[1])])
+    if "alignment" in root:
+        for name in ALIGNMENT_ARRAYS:
+            out[f"alignment_{name}"] = np.asarray(root["alignment"][name][index])
     return out
 
 
@@ -1365,7 +1471,7 @@ def verify_store(path: str | Path, *, require_complete: bool = False) -> list[st
 
 
 def _read_stored_one(root, name: str, index: int, padded: bool, offsets) -> None:
-    if name in TRACKED_ARRAYS:
+    if name in TRACKED_ARRAYS or name in ALIGNED_ARRAYS:
         _read_stored(root, index, padded, offsets)
         return
     if name in SAMPLE_ARRAYS:

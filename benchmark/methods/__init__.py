@@ -5,6 +5,8 @@ the ``@register(name)`` decorator when their module is imported; :data:`METHOD_M
 module that defines each built-in method so it is imported only when asked for (``pann`` and
 ``unet3d`` need torch through ``models``; ``classical`` does not). Third-party methods
 can register through the ``aet_suite.methods`` entry-point group (``name = "pkg.module:Class"``).
+Every method ``X`` also exists as ``X+refine`` (:mod:`benchmark.methods.refine`): its atoms refined
+against the measured tilt series.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ METHOD_MODULES: dict[str, str] = {
     "unet3d": "benchmark.methods.unet3d",
     "pann": "benchmark.methods.pann",
     "torch": "benchmark.methods.torch_model",
+    # any method followed by refinement against the tilt series; other "<name>+refine" resolve too
+    "classical+refine": "benchmark.methods.refine",
+    "unet3d+refine": "benchmark.methods.refine",
+    "pann+refine": "benchmark.methods.refine",
 }
 
 _REGISTRY: dict[str, type[Method]] = {}
@@ -64,6 +70,11 @@ def _load(name: str) -> type[Method]:
     if name in _REGISTRY:
         return _REGISTRY[name]
     target = METHOD_MODULES.get(name) or _entry_points().get(name)
+    if target is None and name.endswith("+refine") and name != "+refine":
+        _load(name[: -len("+refine")])  # fails with the base method's error if it is unknown
+        from benchmark.methods.refine import refined_method
+
+        return refined_method(name[: -len("+refine")])
     if target is None:
         raise ValueError(f"method={name!r}: expected one of {available_methods()}")
     module_name, _, attribute = target.partition(":")

@@ -32,7 +32,11 @@ class PannMethod(Method):
             e for e in sample.get("elements") or [] if e in self.model.config.elements
         ] or None
         pred = self.model.predict(
-            sample["volume"], float(sample["sampling"]), elements, keep_refined=False
+            sample["volume"],
+            float(sample["sampling"]),
+            elements,
+            keep_refined=False,
+            measurement=sample,
         )
         return Prediction(
             pred.positions,

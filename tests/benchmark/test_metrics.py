@@ -122,3 +122,66 @@ def test_bad_input():
         score(TRUE, ELEMENTS, np.zeros((0, 3)), [])
     with pytest.raises(ValueError, match="pred_elements"):
         score(TRUE, ["Pt"], TRUE, ELEMENTS)
+
+
+def test_per_element_error_and_per_atom_matches():
+    displacement = np.array([[0.1, 0, 0], [0, 0.3, 0], [0, 0, 0.2], [0, 0, 0.0]])
+    r = score(TRUE + displacement, ELEMENTS, TRUE, ELEMENTS, per_atom=True)
+    assert r["coordinate_error_pm_Pt"] == pytest.approx(100 * math.sqrt((0.01 + 0.09) / 2))
+    assert r["coordinate_error_pm_Fe"] == pytest.approx(100 * math.sqrt(0.04 / 2))
+    matches = r["matches"]
+    order = np.argsort(matches["true_index"])
+    np.testing.assert_array_equal(matches["true_index"][order], [0, 1, 2, 3])
+    np.testing.assert_allclose(matches["displacement_pm"][order], 100 * displacement)
+    assert list(matches["element"][order]) == ELEMENTS
+
+
+def _matches(indices, displacements_pm, elements=ELEMENTS):
+    return {
+        "true_index": np.array(indices),
+        "element": np.array([elements[i] for i in indices]),
+        "displacement_pm": np.array(displacements_pm, dtype=float),
+    }
+
+
+def test_paired_errors_use_only_atoms_every_method_recovered():
+    from benchmark.metrics import paired_errors
+
+    # method a recovers all four atoms, b misses atom 3 (a hard one a got 90 pm wrong)
+    a = _matches([0, 1, 2, 3], [[10, 0, 0], [0, 10, 0], [0, 0, 20], [90, 0, 0]])
+    b = _matches([0, 1, 2], [[0, 30, 0], [0, 0, 30], [40, 0, 0]])
+    out = paired_errors({"a": a, "b": b}, aet=False)
+    assert out["n_paired"] == 3 and out["n_paired_Pt"] == 2 and out["n_paired_Fe"] == 1
+    assert out["a"]["all"] == pytest.approx(math.sqrt((100 + 100 + 400) / 3))
+    assert out["b"]["all"] == pytest.approx(math.sqrt((900 + 900 + 1600) / 3))
+    assert out["a"]["Pt"] == pytest.approx(10.0) and out["b"]["Fe"] == pytest.approx(40.0)
+    # unpaired, a would look worse than its paired error: its own set includes the 90 pm atom
+    assert math.sqrt((100 + 100 + 400 + 8100) / 4) > out["a"]["all"]
+    # a 0.45 Å limit keeps the same three; 0.35 Å drops atom 2 (b is 40 pm off), 0.25 Å all
+    assert paired_errors({"a": a, "b": b}, radius=0.45, aet=False)["n_paired"] == 3
+    tight = paired_errors({"a": a, "b": b}, radius=0.35, aet=False)
+    assert tight["n_paired"] == 2 and "n_paired_Fe" not in tight
+    assert tight["b"]["all"] == pytest.approx(30.0)
+    assert paired_errors({"a": a, "b": b}, radius=0.25, aet=False)["n_paired"] == 0
+
+
+def test_paired_errors_in_the_aet_convention_ignore_a_rigid_offset():
+    from benchmark.metrics import paired_errors
+
+    shifted = _matches([0, 1, 2, 3], [[30, 0, 0]] * 4)
+    out = paired_errors({"a": shifted}, aet=True)
+    assert out["a"]["all"] == pytest.approx(0.0, abs=1e-12)
+    assert paired_errors({"a": shifted}, aet=False)["a"]["all"] == pytest.approx(30.0)
+
+
+def test_paired_difference_and_bootstrap_interval():
+    from benchmark.metrics import bootstrap_ci, paired_difference
+
+    # identical per-particle improvement of exactly 5 pm: zero-width interval at -5
+    point, low, high = paired_difference([15, 25, 35, 45], [20, 30, 40, 50])
+    assert (point, low, high) == pytest.approx((-5.0, -5.0, -5.0))
+    rel = paired_difference([15, 25, 35, 45], [20, 30, 40, 50], relative=True)
+    assert rel[0] == pytest.approx(-20 / 140)
+    point, low, high = bootstrap_ci([1.0, 2.0, 3.0, 4.0, np.nan])
+    assert point == pytest.approx(2.5) and 1.0 <= low < 2.5 < high <= 4.0
+    assert math.isnan(bootstrap_ci([3.0])[1])

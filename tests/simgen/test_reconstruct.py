@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from simgen.geometry import rotate_positions, volume_center
-from simgen.reconstruct import align_tilt_series, project, projection_matrix, reconstruct
+from simgen.reconstruct import project, projection_matrix, reconstruct
 
 SIZE = 32
 SAMPLING = 0.5  # Å
@@ -243,30 +243,6 @@ def test_threaded_kernels_equal_the_scipy_reference():
     assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 1e-5
 
 
-@pytest.mark.parametrize("method", ["com", "xcorr"])
-def test_alignment_removes_translations(method):
-    from scipy import ndimage
-
-    angles = np.linspace(-60.0, 60.0, 9)
-    atoms = np.array([[15.5, 15.5, 15.5], [19.0, 12.0, 14.0], [12.0, 18.0, 17.0]]) * SAMPLING
-    clean = blob_tilt_series(atoms, angles, width=1.2)
-    rng = np.random.default_rng(10)
-    applied = rng.uniform(-2.0, 2.0, size=(len(angles), 2))
-    applied[np.argmin(np.abs(angles))] = 0.0  # xcorr keeps the 0° projection fixed
-    shifted = np.stack([ndimage.shift(img, s, order=1) for img, s in zip(clean, applied)])
-    aligned, shifts = align_tilt_series(shifted, method, angles_deg=angles)
-    assert aligned.shape == shifted.shape and shifts.shape == (len(angles), 2)
-    # the recovered shifts undo the applied ones up to one common translation
-    error = shifts + applied
-    error -= error.mean(axis=0)
-    assert np.abs(error).max() < 0.35
-    before = np.linalg.norm(shifted - clean)
-    after = np.linalg.norm(
-        ndimage.shift(aligned, (0, *(-(shifts + applied).mean(axis=0))), order=1) - clean
-    )
-    assert after < 0.5 * before
-
-
 @pytest.mark.parametrize(
     ("tilt_series", "angles", "match"),
     [
@@ -295,10 +271,6 @@ def test_bad_option_errors():
         reconstruct(series, angles, backend="gpu")
     with pytest.raises(ValueError, match=r"volume\.shape=\(4, 4\): expected a non-empty 3D"):
         project(np.ones((4, 4)), angles)
-    with pytest.raises(ValueError, match=r"method='fft': expected 'com' or 'xcorr'"):
-        align_tilt_series(series, "fft")
-    with pytest.raises(ValueError, match=r"angles_deg=None: expected the tilt angles"):
-        align_tilt_series(series, "xcorr")
 
 
 def test_cuda_backend_is_refused_without_cuda():
@@ -320,15 +292,3 @@ def test_cuda_reconstruction_agrees_with_cpu():
     tilt_series = blob_tilt_series(ATOM, angles)
     gpu = reconstruct(tilt_series, angles, iterations=60, backend="cuda")
     assert argmax_voxel(gpu) == EXPECTED_VOXEL
-
-
-def test_com_alignment_keep_offset_leaves_an_aligned_off_axis_particle_alone():
-    angles = np.linspace(-60.0, 60.0, 13)
-    clean = blob_tilt_series(ATOM, angles)  # off-axis atom, perfectly aligned series
-    _, shifts = align_tilt_series(clean, "com", angles_deg=angles, keep_offset=True)
-    assert np.abs(shifts).max() < 0.05
-    # the default centres it on the tilt axis instead: the x shifts follow the atom's track
-    _, centred = align_tilt_series(clean, "com")
-    centre = (SIZE - 1) / 2
-    track = rotate_positions(ATOM, 0.0, 0.0)[0, 0] / SAMPLING - centre
-    assert abs(centred[np.argmin(np.abs(angles)), 1] + track) < 0.05

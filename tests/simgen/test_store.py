@@ -84,7 +84,7 @@ def test_round_trip_and_ragged_atoms(tmp_path):
         root["atoms"]["positions"].shape == (18, 3) and root["atoms"]["numbers"].dtype == np.uint8
     )
     assert root["tilt_series"].chunks == (1, A, V, V) and root["volume"].chunks == (1, V, V, V)
-    assert root.attrs["schema_version"] == 1 and root.attrs["spec"]["note"] == "test"
+    assert root.attrs["schema_version"] == 2 and root.attrs["spec"]["note"] == "test"
     assert verify_store(path) == []
 
 
@@ -265,3 +265,50 @@ def test_single_sample_store_is_atomic(tmp_path):
     sample = open_dataset(tmp_path / "imp.zarr")[0]
     assert sample["target"] is None and sample["positions"].shape == (0, 3)
     assert sample["elements"] == ("Fe", "Pt") and verify_store(tmp_path / "imp.zarr") == []
+
+
+def test_alignment_arrays_round_trip_and_show_in_inspect(tmp_path):
+    path = tmp_path / "a.zarr"
+    create_store(path, {"name": "unit"}, 2, n_angles=A, size=V, sampling=0.5, meta={})
+    aligned = _sample(0)
+    aligned.shifts = np.arange(2 * A, dtype=np.float32).reshape(A, 2) / 10
+    aligned.shifts_true = aligned.shifts + np.float32(0.01)
+    aligned.angles_estimated = aligned.angles + np.float32(0.05)
+    aligned.meta = {
+        "align": "projection_matching",
+        "align_shift_error_pm": 2.5,
+        "align_angle_error_deg": 0.125,
+    }
+    write_sample(path, 0, aligned)
+    write_sample(path, 1, _sample(1))  # a sample without alignment: NaN, method ""
+    consolidate(path)
+    ds = open_dataset(path)
+    np.testing.assert_array_equal(ds[0]["shifts"], aligned.shifts)
+    np.testing.assert_array_equal(ds[0]["shifts_true"], aligned.shifts_true)
+    np.testing.assert_array_equal(ds[0]["angles_estimated"], aligned.angles_estimated)
+    assert ds[0]["align"] == "projection_matching" and ds[0]["align_shift_error_pm"] == 2.5
+    assert np.all(np.isnan(ds[1]["shifts"]))
+    assert verify_store(path) == []
+    info = inspect_store(path)
+    assert info["alignment"]["projection_matching"]["shift_error_pm_median"] == 2.5
+    text = format_inspection(info)
+    assert "alignment" in text and "projection_matching" in text and "2.5" in text
+
+
+def test_reader_still_opens_a_schema_1_store(tmp_path):
+    import zarr
+
+    path = tmp_path / "old.zarr"
+    create_store(
+        path, {"name": "old"}, 1, n_angles=A, size=V, sampling=0.5, meta={}, alignment=False
+    )
+    write_sample(path, 0, _sample(0))
+    consolidate(path)
+    zarr.open_group(str(path), mode="r+").attrs["schema_version"] = 1
+    ds = open_dataset(path)
+    assert len(ds) == 1 and "shifts" not in ds[0]
+    np.testing.assert_array_equal(ds[0]["tilt_series"], _sample(0).tilt_series)
+    assert verify_store(path) == []
+    zarr.open_group(str(path), mode="r+").attrs["schema_version"] = 99
+    with pytest.raises(ValueError, match=r"schema_version=99: expected one of \[1, 2\]"):
+        open_dataset(path)

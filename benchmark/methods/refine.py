@@ -1,0 +1,117 @@
+"""``X+refine``: any method's atoms refined against the measured tilt series.
+
+The base method ``X`` (``classical``, ``unet3d``, ``pann``, ...) predicts atoms from the
+reconstruction; :func:`models.refine.refine_sample` then maximises the likelihood of the measured
+tilt series over the atom positions, the per-projection shifts and tilt-angle corrections, the
+beam current and a per-element intensity scale, under the calibrated linear forward model. Elements
+are kept; the refined per-atom cross-sections are reported in ``Prediction.extra``.
+
+Options of ``X+refine`` are the base method's options plus any field of
+:class:`models.refine.RefineConfig` (``iterations``, ``shift_model``, ``position_prior``, ...).
+A sample without a tilt series is returned unrefined (with a log line).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from benchmark.methods import get_method, register
+from benchmark.methods.base import Method, Prediction
+
+__all__ = ["RefinedMethod", "refined_method", "REFINE_OPTIONS"]
+
+logger = logging.getLogger(__name__)
+
+
+def _refine_fields() -> tuple[str, ...]:
+    from models.refine import RefineConfig
+
+    return tuple(f.name for f in dataclasses.fields(RefineConfig))
+
+
+#: Option names that configure the refinement (the rest go to the base method).
+REFINE_OPTIONS = _refine_fields()
+
+
+class RefinedMethod(Method):
+    """A base method followed by maximum-likelihood refinement against the tilt series.
+
+    Parameters
+    ----------
+    **options
+        Options of the base method, plus fields of :class:`models.refine.RefineConfig`.
+    """
+
+    base: str = ""
+    version = "1"
+
+    def __init__(self, **options):
+        from models.refine import RefineConfig
+
+        super().__init__(**options)
+        refine_options = {k: v for k, v in options.items() if k in REFINE_OPTIONS}
+        base_options = {k: v for k, v in options.items() if k not in REFINE_OPTIONS}
+        self.config = RefineConfig(**refine_options)
+        self.base_method = get_method(self.base, **base_options)
+
+    def predict(self, sample: dict) -> Prediction:
+        from models.refine import missing_measurement, refine_sample
+
+        prediction = self.base_method.predict(sample)
+        missing = missing_measurement(sample)
+        if missing or len(prediction) == 0:
+            logger.info("%s: no %s (or no atoms); atoms left unrefined", self.name, missing)
+            return prediction
+        elements = list(prediction.elements)
+        config = self.config
+        if "unknown" in elements:
+            # No element known: render those atoms as the heaviest element present and let each
+            # atom's amplitude float, so their brightness comes from the data.
+            from ase.data import atomic_numbers
+
+            present = [e for e in sample.get("elements") or [] if e in atomic_numbers]
+            if not present:
+                logger.info("%s: atoms without elements; left unrefined", self.name)
+                return prediction
+            heaviest = max(present, key=lambda e: atomic_numbers[e])
+            elements = [heaviest if e == "unknown" else e for e in elements]
+            config = dataclasses.replace(config, fit_amplitudes=True)
+        result = refine_sample(sample, prediction.positions, elements, config=config)
+        extra = dict(prediction.extra)
+        extra.update(
+            {
+                "refine_element_scales": result.element_scales,
+                "refine_background": result.background,
+                "refine_read_noise": result.read_noise,
+                "refine_mean_displacement_pm": float(np.mean(result.displacement) * 100.0),
+                "cross_sections": result.cross_sections,
+            }
+        )
+        return Prediction(
+            positions=result.positions,
+            elements=list(prediction.elements),
+            confidence=prediction.confidence,
+            extra=extra,
+        )
+
+
+def refined_method(base: str) -> type[RefinedMethod]:
+    """Register (once) and return the ``<base>+refine`` method class."""
+    from benchmark.methods import _REGISTRY
+
+    name = f"{base}+refine"
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    cls = type(
+        f"Refined{base.title().replace('_', '').replace('-', '')}Method",
+        (RefinedMethod,),
+        {"base": base, "__doc__": f"``{base}`` followed by refinement against the tilt series."},
+    )
+    return register(name)(cls)
+
+
+for _base in ("classical", "unet3d", "pann"):
+    refined_method(_base)
