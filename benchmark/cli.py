@@ -99,7 +99,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "crlb",
         help="Cramér–Rao lower bound of the atom positions of each sample of a store (pm)",
     )
-    p.add_argument("store", metavar="STORE")
+    p.add_argument("store", metavar="STORE", help="simgen Zarr store")
     p.add_argument(
         "--neighbours",
         action="store_true",
