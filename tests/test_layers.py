@@ -25,13 +25,7 @@ LAYER = {"simgen": 0, "models": 1, "benchmark": 2}
 # Third-party packages a layer must never import.
 FORBIDDEN_THIRD_PARTY = {"simgen": ("torch", "torch_geometric")}
 # Cycles known and owned by another branch, each with the reason; empty when there are none.
-KNOWN_CYCLES: list[frozenset[str]] = [
-    # The method registry (benchmark/methods/__init__.py) resolves "X+refine" by importing
-    # benchmark.methods.refine, which registers through the registry. To remove: move register/
-    # _REGISTRY into a lower benchmark/methods/registry.py that both import (came with main's
-    # refine merge; left for that branch's owner).
-    frozenset({"benchmark.methods", "benchmark.methods.refine"}),
-]
+KNOWN_CYCLES: list[frozenset[str]] = []
 
 
 def _module_name(path: Path) -> str:
