@@ -1,11 +1,12 @@
-# Two entry points: `make demo` (the main job) and `make test` (the test suite).
+# Two entry points: `make demo` (the main job) and `make test` (the whole test suite);
+# `make test-fast` skips the tests marked slow.
 # Both create .venv and install everything on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -23,6 +24,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check simgen models benchmark tests scripts
 	AET_PROGRESS=0 $(BIN)/python -m pytest -q -x --durations=15
+
+# The minute-scale loop: everything but the tests marked slow (abTEM multislice, Dask clusters,
+# SIGKILL, training, aet-bench speed, end-to-end generation).
+test-fast: $(STAMP)
+	$(BIN)/ruff check simgen models benchmark tests scripts
+	AET_PROGRESS=0 $(BIN)/python -m pytest -q -x -m "not slow" --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check simgen models benchmark tests

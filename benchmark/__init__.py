@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "score": "benchmark.metrics",
-    "match_atoms": "benchmark.matching",
+    "match_atoms": "simgen.matching",
     "get_method": "benchmark.methods",
     "available_methods": "benchmark.methods",
     "run_method": "benchmark.runner",

@@ -29,8 +29,8 @@ def _build_parser() -> argparse.ArgumentParser:
         help="replace existing results (and --models) written by aet-bench (never other files)",
     )
     p.add_argument("--models", help="directory for the predicted models (<index>.xyz)")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--limit", type=int, help="run on at most N samples")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
     p.add_argument("--radius", type=float, default=1.0, help="matching radius (Å)")
     p.add_argument(
         "--align", action="store_true", help="centre + mean-shift alignment before matching"
@@ -49,24 +49,30 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("score", help="score a predicted model file against a true one")
-    p.add_argument("pred", metavar="PRED")
-    p.add_argument("--truth", required=True, metavar="MODEL")
+    p.add_argument("pred", metavar="PRED", help="predicted atomic model (xyz, extxyz, ...)")
+    p.add_argument("--truth", required=True, metavar="MODEL", help="true atomic model")
     p.add_argument("--radius", type=float, default=1.0, help="matching radius (Å)")
-    p.add_argument("--align", action="store_true")
+    p.add_argument(
+        "--align", action="store_true", help="centre + mean-shift alignment before matching"
+    )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
     p = sub.add_parser("leaderboard", help="method × dose tables (Markdown, HTML, CSV) and plots")
-    p.add_argument("results", nargs="+", metavar="RESULTS")
+    p.add_argument(
+        "results", nargs="+", metavar="RESULTS", help="RESULTS.jsonl files of aet-bench run"
+    )
     p.add_argument("--out", required=True, help="folder for leaderboard.md/.html/.csv/.png")
     p.add_argument(
         "--overwrite", action="store_true", help="replace a leaderboard folder written before"
     )
-    p.add_argument("--title", default="AET leaderboard")
+    p.add_argument("--title", default="AET leaderboard", help="title of the tables and plots")
 
     p = sub.add_parser(
         "sweep", help="dose sweep: generate or reuse data, run methods, plot against dose"
     )
-    p.add_argument("--dataset", default="dose-sweep")
+    p.add_argument(
+        "--dataset", default="dose-sweep", help="dataset of the catalogue (default dose-sweep)"
+    )
     p.add_argument(
         "--config",
         default=None,
@@ -77,8 +83,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--store", help="reuse this store instead of generating OUT/<dataset>.zarr")
     p.add_argument("--split", help="only this split")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--workers", type=int)
+    p.add_argument("--limit", type=int, help="use at most N samples")
+    p.add_argument("--workers", type=int, help="Dask workers for generating the data")
     p.add_argument(
         "--truth",
         help="for damage datasets: initial, final, mean (comma-separated; default initial,final)",
@@ -93,7 +99,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "crlb",
         help="Cramér–Rao lower bound of the atom positions of each sample of a store (pm)",
     )
-    p.add_argument("store", metavar="STORE")
+    p.add_argument("store", metavar="STORE", help="simgen Zarr store")
     p.add_argument(
         "--neighbours",
         action="store_true",

@@ -1,7 +1,7 @@
 """Scores of a predicted atomic model against the ground truth (DESIGN.md, metrics contract).
 
-Predicted and true atoms are matched one-to-one within a radius (:func:`benchmark.matching.match_atoms`),
-optionally after a rigid alignment (:func:`benchmark.matching.align`, for external data whose frame
+Predicted and true atoms are matched one-to-one within a radius (:func:`simgen.matching.match_atoms`),
+optionally after a rigid alignment (:func:`simgen.matching.align`, for external data whose frame
 differs). From the matching:
 
 - ``coordinate_error_pm``: root-mean-square distance of matched pairs, pm; per axis
@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.matching import align as align_models
-from benchmark.matching import match_atoms
+from simgen.matching import align as align_models
+from simgen.matching import match_atoms
 
 __all__ = ["score", "element_symbols", "paired_errors", "bootstrap_ci", "paired_difference"]
 

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from models.io import write_prediction
 from models.weights import DEFAULT_WEIGHTS
 
 __all__ = ["main", "DEFAULT_WEIGHTS", "write_prediction", "header_voxel_size", "volume_sampling"]
@@ -24,12 +25,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", required=True, help="run directory (weights, config, loss curves); rerun to resume"
     )
-    p.add_argument("--model", choices=["pann", "unet3d"], default="pann")
+    p.add_argument(
+        "--model", choices=["pann", "unet3d"], default="pann", help="what to train (default pann)"
+    )
     p.add_argument("--steps", type=int, help="stage-1 (or unet3d) optimiser steps")
     p.add_argument("--epochs", type=int, help="stage-2 epochs")
     p.add_argument("--physics-weight", type=float, help="weight of the re-projection term")
     p.add_argument("--limit", type=int, help="use at most N samples per split")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
         "--batch-size",
         type=int,
@@ -82,28 +85,6 @@ def _build_parser() -> argparse.ArgumentParser:
         help="replace an existing output of pann predict (never any other folder or file)",
     )
     return parser
-
-
-def write_prediction(
-    path: Path, positions, elements, probabilities=None, classes=None, info=None
-) -> None:
-    """Extended XYZ: positions (Å) and elements, with per-atom class probabilities as ``prob_<class>``."""
-    import ase
-    import ase.io
-    import numpy as np
-
-    atoms = ase.Atoms(
-        symbols=[e if e != "unknown" else "X" for e in elements],
-        positions=np.asarray(positions).reshape(-1, 3),
-    )
-    if probabilities is not None and classes is not None and len(atoms):
-        for j, name in enumerate(classes):
-            atoms.new_array(f"prob_{name}", np.asarray(probabilities)[:, j].astype(float))
-    atoms.info.update(info or {})
-    from simgen.outputs import atomic_path
-
-    with atomic_path(path) as tmp:
-        ase.io.write(tmp, atoms, format="extxyz")
 
 
 _MRC_SUFFIXES = (".mrc", ".mrcs", ".rec", ".map", ".st", ".ali")

@@ -270,7 +270,7 @@ def label_candidates(
     """Class index of each candidate: its matched true atom's element, else "not an atom"."""
     from ase.data import chemical_symbols
 
-    from benchmark.matching import match_atoms
+    from simgen.matching import match_atoms
 
     labels = np.full(len(candidates), classes.index(NOT_AN_ATOM), dtype=np.int64)
     if len(candidates) and len(true_positions):

@@ -32,6 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from simgen.microscope import (
+    CALIBRATION_PATH,
+    Microscope,
+    load_calibration,
+    max_scattering_angle,
+    wavelength,
+)
 from simgen.outputs import write_text_atomic
 
 __all__ = [
@@ -48,8 +55,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-CALIBRATION_PATH = Path(__file__).resolve().parent / "data" / "calibration.json"
 
 #: Default RMS thermal displacement (Å, per axis) folded into the PSF. Room-temperature
 #: Debye–Waller factors of fcc metals give B ≈ 0.3–0.6 Å², i.e. u = sqrt(B / 8π²) ≈ 0.06–0.09 Å.
@@ -68,21 +73,6 @@ CALIBRATION_SCAN_STEP = 0.4
 CALIBRATION_CELL = 8.0
 #: Potential sampling (Å) unless the detector needs finer.
 CALIBRATION_POTENTIAL_SAMPLING = 0.035
-
-
-def wavelength(energy: float) -> float:
-    """Relativistic electron wavelength (Å) at an accelerating voltage ``energy`` (eV)."""
-    m0c2 = 510998.95  # electron rest energy, eV
-    hc = 12398.419843  # eV·Å
-    return hc / math.sqrt(energy * (2.0 * m0c2 + energy))
-
-
-def max_scattering_angle(energy: float, potential_sampling: float) -> float:
-    """Largest scattering angle (mrad) a multislice at ``potential_sampling`` (Å) resolves.
-
-    abTEM band-limits the wave to 2/3 of the Nyquist frequency 1/(2·sampling).
-    """
-    return wavelength(energy) / (2.0 * potential_sampling) * (2.0 / 3.0) * 1e3
 
 
 def _potential_sampling_for(microscope, requested: float = CALIBRATION_POTENTIAL_SAMPLING) -> float:
@@ -133,8 +123,6 @@ def compute_cross_section(
     import abtem
     from ase import Atoms
 
-    from simgen.imaging import Microscope
-
     microscope = Microscope() if microscope is None else microscope
     sampling = _potential_sampling_for(microscope, potential_sampling)
     atoms = Atoms([element], positions=[(cell / 2, cell / 2, 1.0)], cell=[cell, cell, 2.0])
@@ -164,8 +152,6 @@ def compute_probe_transfer(microscope=None, *, sampling: float = 0.025, gpts: in
         ``k`` (Å⁻¹) and ``transfer`` (FT of the probe intensity, 1 at k = 0) along a radius, and
         ``r`` (Å) and ``intensity`` (Å⁻², unit 2D integral) along a radius.
     """
-    from simgen.imaging import Microscope
-
     microscope = Microscope() if microscope is None else microscope
     probe = _probe(microscope, gpts=gpts, sampling=sampling)
     wave = probe.build(scan=(0.0, 0.0), lazy=False)
@@ -190,17 +176,6 @@ def compute_probe_transfer(microscope=None, *, sampling: float = 0.025, gpts: in
     }
 
 
-def load_calibration(path: str | Path | None = None) -> dict:
-    """Read a calibration JSON (the package data by default)."""
-    path = CALIBRATION_PATH if path is None else Path(path)
-    if not path.is_file():
-        raise ValueError(
-            f"path={str(path)!r}: expected a calibration JSON; regenerate it with `python -m simgen.calibration`"
-        )
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
 def interpolate_log_log(z: np.ndarray, sigma: np.ndarray, z_new: np.ndarray) -> np.ndarray:
     """σ at atomic numbers ``z_new`` by piecewise-linear interpolation of log σ against log Z."""
     order = np.argsort(z)
@@ -221,7 +196,6 @@ def calibrate(
     import abtem
     from ase.data import atomic_numbers, chemical_symbols
 
-    from simgen.imaging import Microscope
     from simgen.progress import progress_bar
 
     microscope = Microscope() if microscope is None else microscope
@@ -285,8 +259,6 @@ def calibrate(
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m simgen.calibration [--elements H,He,...] [--out PATH]``."""
-    from simgen.imaging import Microscope
-
     parser = argparse.ArgumentParser(
         prog="python -m simgen.calibration", description=__doc__.splitlines()[0]
     )

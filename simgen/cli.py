@@ -66,6 +66,7 @@ def _positive(name):
     return convert
 
 
+_LIST_TOPICS = ("morphologies", "compositions", "noise", "damage")
 _CATALOG_HELP = (
     "dataset catalogue (YAML); default: ./datasets.yaml if present, "
     "else the one shipped with simgen (simgen/data/datasets.yaml)"
@@ -89,12 +90,15 @@ def _build_parser() -> argparse.ArgumentParser:
         help="atomic model (xyz, extxyz, cif, AET .npy/.mat/.txt)",
     )
     p.add_argument(
-        "--particle", metavar="MORPHOLOGY", help="build a particle instead of reading ATOMS_FILE"
+        "--particle",
+        metavar="MORPHOLOGY",
+        help="build a particle instead of reading ATOMS_FILE ('simgen list morphologies')",
     )
     p.add_argument(
         "--composition",
         default=None,
-        help="composition for --particle, e.g. Pt, L10:FePt, core-shell:Pd@Pt (default Pt)",
+        help="composition for --particle, e.g. Pt, L10:FePt, core-shell:Pd@Pt (default Pt; "
+        "'simgen list compositions')",
     )
     p.add_argument(
         "--size-nm",
@@ -103,7 +107,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="particle diameter for --particle (nm, default 2.0)",
     )
     p.add_argument("--out", required=True, help="output Zarr store (directory)")
-    p.add_argument("--mode", choices=["linear", "multislice", "prism"], default="linear")
+    p.add_argument(
+        "--mode",
+        choices=["linear", "multislice", "prism"],
+        default="linear",
+        help="imaging: calibrated linear HAADF (fast) or abTEM multislice/PRISM (default linear)",
+    )
     p.add_argument(
         "--dose",
         type=_positive("--dose"),
@@ -129,10 +138,18 @@ def _build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="NAME[:k=v,...]",
-        help="noise model (repeatable); default poisson; 'none' for expected counts",
+        help="noise model (repeatable); default poisson; 'none' for expected counts; "
+        "'simgen list noise' shows the models and their parameters",
     )
-    p.add_argument("--recon", choices=["sirt", "cgls", "fbp", "sart"], default="sirt")
-    p.add_argument("--iterations", type=int, default=50)
+    p.add_argument(
+        "--recon",
+        choices=["sirt", "cgls", "fbp", "sart"],
+        default="sirt",
+        help="ASTRA reconstruction algorithm (default sirt)",
+    )
+    p.add_argument(
+        "--iterations", type=int, default=50, help="reconstruction iterations (default 50)"
+    )
     p.add_argument(
         "--align",
         choices=["auto", "none", "com", "cross_correlation", "projection_matching"],
@@ -149,7 +166,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--thermal-sigma", type=float, default=0.0, help="thermal displacement σ per axis (Å)"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--preview", metavar="PNG", help="also write a preview image")
     p.add_argument(
         "--overwrite",
@@ -160,7 +177,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "generate", help="generate a named dataset of datasets.yaml on a Dask cluster"
     )
-    p.add_argument("name")
+    p.add_argument("name", help="dataset name in the catalogue (see 'simgen validate')")
     p.add_argument("--config", default=None, help=_CATALOG_HELP)
     p.add_argument("--out", help="output Zarr store (required unless --dry-run)")
     g = p.add_mutually_exclusive_group()
@@ -179,16 +196,26 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", default=None, help=_CATALOG_HELP)
 
     p = sub.add_parser("inspect", help="summarise a store: counts, completeness, size on disk")
-    p.add_argument("store")
+    p.add_argument("store", help="Zarr store (directory)")
 
     p = sub.add_parser("verify", help="check every sample against the store's checksum manifest")
-    p.add_argument("store")
+    p.add_argument("store", help="Zarr store (directory)")
 
     p = sub.add_parser("preview", help="PNG montage of one sample: projections, slices, atoms")
-    p.add_argument("store")
-    p.add_argument("--sample", type=int, default=0)
+    p.add_argument("store", help="Zarr store (directory)")
+    p.add_argument("--sample", type=int, default=0, help="sample index (default 0)")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+
+    p = sub.add_parser(
+        "list", help="list morphologies, composition syntax, noise models and damage models"
+    )
+    p.add_argument(
+        "topic",
+        nargs="?",
+        choices=_LIST_TOPICS,
+        help="only this list (default: all of them)",
+    )
 
     p = sub.add_parser(
         "import",
@@ -231,8 +258,15 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--align", action="store_true", help="pre-align the projections (centre of mass)"
     )
-    p.add_argument("--recon", choices=["sirt", "cgls", "fbp", "sart"], default="sirt")
-    p.add_argument("--iterations", type=int, default=100)
+    p.add_argument(
+        "--recon",
+        choices=["sirt", "cgls", "fbp", "sart"],
+        default="sirt",
+        help="ASTRA reconstruction algorithm (default sirt)",
+    )
+    p.add_argument(
+        "--iterations", type=int, default=100, help="reconstruction iterations (default 100)"
+    )
     p.add_argument("--out", required=True, help="output Zarr store (directory)")
     p.add_argument(
         "--overwrite",
@@ -524,6 +558,61 @@ def _cmd_import(args) -> int:
     return 0
 
 
+def _cmd_list(args) -> int:
+    """Print the registries: what ``--particle``, ``--composition``, ``--noise`` and damage accept."""
+    topics = [args.topic] if args.topic else list(_LIST_TOPICS)
+    blocks = []
+    if "morphologies" in topics:
+        from simgen.structures import MORPHOLOGY_REGISTRY
+
+        lines = [
+            "morphologies (--particle; datasets.yaml particles.morphology), with their options "
+            "(keyword arguments of simgen.structures.build_particle):"
+        ]
+        for morphology in MORPHOLOGY_REGISTRY.values():
+            options = ", ".join(
+                f"{p.name}: {p.annotation} = {p.default!r}" for p in morphology.options.values()
+            )
+            lines += [f"  {morphology.name}({options})", f"      {morphology.summary}"]
+        blocks.append("\n".join(lines))
+    if "compositions" in topics:
+        import inspect
+
+        from simgen.structures import compositions
+
+        doc = inspect.getdoc(compositions) or ""
+        syntax = " ".join(doc.split("\n\n", 1)[1].split()) if "\n\n" in doc else doc
+        blocks.append(
+            "compositions (--composition; datasets.yaml particles.composition):\n  "
+            + syntax.replace("``", "").replace("; ", ";\n  ")
+        )
+    if "noise" in topics:
+        from simgen.noise import NOISE_MODELS, describe_models
+
+        lines = ["noise models (--noise NAME[:k=v,...], repeatable; datasets.yaml noise_models):"]
+        for name, params in describe_models().items():
+            summary = (NOISE_MODELS[name].__doc__ or "").strip().splitlines()[0]
+            lines.append(f"  {name}: {summary}")
+            for key, info in params.items():
+                unit = f" {info['unit']}" if info["unit"] else ""
+                lines.append(f"      {key}={info['default']!r}{unit}: {info['doc']}")
+        blocks.append("\n".join(lines))
+    if "damage" in topics:
+        from simgen.damage import DAMAGE_MODELS, describe_models
+
+        lines = ["damage models (datasets.yaml damage_models: lists of NAME[:k=v,...]):"]
+        for name, params in describe_models().items():
+            summary = (DAMAGE_MODELS[name].__doc__ or "").strip().splitlines()[0]
+            lines.append(f"  {name}: {summary}")
+            for key, info in params.items():
+                if key == "thresholds":
+                    key = "threshold_<Element>"
+                lines.append(f"      {key}={info['default']!r}: {info['doc']}")
+        blocks.append("\n".join(lines))
+    print("\n\n".join(blocks))
+    return 0
+
+
 _COMMANDS = {
     "simulate": _cmd_simulate,
     "generate": _cmd_generate,
@@ -532,6 +621,7 @@ _COMMANDS = {
     "verify": _cmd_verify,
     "preview": _cmd_preview,
     "import": _cmd_import,
+    "list": _cmd_list,
 }
 
 
@@ -558,8 +648,16 @@ def quiet_dask_logging() -> None:
 
 
 def run_command(commands, parser, argv, prog) -> int:
-    """Parse, dispatch, and turn bad input into a one-line error (shared by the three CLIs)."""
+    """Parse, dispatch, and turn bad input into a one-line error (shared by the three CLIs).
+
+    ``--debug`` is accepted anywhere before a ``--`` separator, after the subcommand too.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end]
+    argv = [a for i, a in enumerate(argv) if i >= end or a != "--debug"]
     args = parser.parse_args(argv)
+    args.debug = args.debug or debug
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

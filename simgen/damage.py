@@ -50,16 +50,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import ClassVar
 
 import numpy as np
 
 from simgen.acquisition import Acquisition
+from simgen.specs import parameter_docs, split_spec
 
 __all__ = [
     "DISPLACEMENT_THRESHOLDS",
     "DAMAGE_MODELS",
+    "describe_models",
     "max_transferred_energy",
     "threshold_beam_energy",
     "mckinley_feshbach_cross_section",
@@ -609,6 +611,19 @@ def _model_spec(model) -> str:
     return f"{model.name}:{','.join(parts)}"
 
 
+def describe_models() -> dict[str, dict[str, dict]]:
+    """``{name: {param: {"default", "doc"}}}`` of the damage models, for help texts and docs."""
+    described = {}
+    for name, cls in DAMAGE_MODELS.items():
+        docs = parameter_docs(cls)
+        params = {}
+        for f in fields(cls):
+            default = f.default if f.default_factory is MISSING else f.default_factory()
+            params[f.name] = {"default": default, "doc": docs.get(f.name, "")}
+        described[name] = params
+    return described
+
+
 def parse_damage(text: str, **defaults) -> KnockOn | SurfaceDiffusion:
     """Build a damage model from ``"name"`` or ``"name:key=value,key=value"``.
 
@@ -621,8 +636,7 @@ def parse_damage(text: str, **defaults) -> KnockOn | SurfaceDiffusion:
         raise ValueError(
             f"damage={text!r}: expected 'name' or 'name:key=value,...' with name in {list(DAMAGE_MODELS)}"
         )
-    name, _, rest = text.strip().partition(":")
-    name = name.strip()
+    name, items = split_spec(text)
     if name not in DAMAGE_MODELS:
         raise ValueError(
             f"damage={text!r}: unknown model {name!r}, expected one of {', '.join(DAMAGE_MODELS)}"
@@ -631,10 +645,9 @@ def parse_damage(text: str, **defaults) -> KnockOn | SurfaceDiffusion:
     names = {f.name: f for f in fields(cls)}
     kwargs: dict = {}
     thresholds: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
-        key, sep, raw = item.partition("=")
-        key, raw = key.strip(), raw.strip()
+    for key, sep, raw in items:
         if not sep or not raw:
+            item = f"{key}={raw}" if sep else key
             raise ValueError(f"damage={text!r}: expected key=value, got {item!r}")
         if key in names and key != "thresholds":
             target = kwargs

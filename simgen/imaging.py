@@ -23,12 +23,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, astuple, dataclass, fields
+from dataclasses import astuple, fields
 from functools import lru_cache
 
 import numpy as np
 
 from simgen.geometry import rotate_positions, volume_center
+from simgen.microscope import Microscope, load_calibration, max_scattering_angle
 
 __all__ = [
     "Microscope",
@@ -43,50 +44,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Microscope:
-    """STEM settings (energy in eV, angles in mrad, defocus and Cs in Å, abTEM sign convention)."""
-
-    energy: float = 200e3
-    semiangle_cutoff: float = 25.0
-    detector_inner: float = 60.0
-    detector_outer: float = 200.0
-    defocus: float = 0.0
-    cs: float = 0.0
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-            ):
-                raise ValueError(f"{f.name}={value!r}: expected a finite number")
-        for name in ("energy", "semiangle_cutoff", "detector_outer"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}={getattr(self, name)!r}: expected a positive number")
-        if self.detector_inner < 0:
-            raise ValueError(f"detector_inner={self.detector_inner!r}: expected >= 0 mrad")
-        if self.detector_outer <= self.detector_inner:
-            raise ValueError(
-                f"detector_outer={self.detector_outer!r}: expected > detector_inner={self.detector_inner!r} mrad"
-            )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Microscope:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(
-                f"microscope={data!r}: unknown keys {sorted(unknown)}, expected a subset of {sorted(known)}"
-            )
-        return cls(**{k: float(v) for k, v in data.items()})
-
-
 #: Probe settings that fix the PSF; the detector angles additionally fix σ(Z).
 _PROBE_FIELDS = ("energy", "semiangle_cutoff", "defocus", "cs")
 _MODES = ("linear", "multislice", "prism")
@@ -99,8 +56,6 @@ _PROBE_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 @lru_cache(maxsize=1)
 def _calibration() -> dict:
-    from simgen.calibration import load_calibration
-
     return load_calibration()
 
 
@@ -495,7 +450,6 @@ def _abtem_tilt_series(
     device: str = "cpu",
     parametrization: str = "lobato",
 ) -> np.ndarray:
-    from simgen.calibration import max_scattering_angle
 
     if potential_sampling is None:
         potential_sampling = default_potential_sampling(microscope)

@@ -42,28 +42,10 @@ _SUFFIXES = (".npy", ".mrc", ".mrcs", ".st", ".ali", ".tif", ".tiff", ".mat")
 
 
 def _mat_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Numeric arrays of a MATLAB file, v5 (scipy) or v7.3 (HDF5, h5py)."""
-    try:
-        from scipy.io import loadmat
+    """Numeric arrays of a MATLAB file in MATLAB's own shape (the one ``.mat`` reader, v5 or v7.3)."""
+    from simgen.structures.io import read_mat
 
-        content = loadmat(path)
-        return {
-            k: np.asarray(v)
-            for k, v in content.items()
-            if not k.startswith("__") and isinstance(v, np.ndarray) and v.dtype.kind in "biuf"
-        }
-    except NotImplementedError:  # v7.3: HDF5; MATLAB stores arrays transposed (column-major)
-        import h5py
-
-        arrays: dict[str, np.ndarray] = {}
-        with h5py.File(path, "r") as handle:
-
-            def visit(name, obj):
-                if isinstance(obj, h5py.Dataset) and obj.dtype.kind in "biuf":
-                    arrays[name] = np.asarray(obj[()]).T
-
-            handle.visititems(visit)
-        return arrays
+    return {k: v for k, v in read_mat(path).items() if v.dtype.kind in "biuf"}
 
 
 def read_array(path: str | Path, *, key: str | None = None, ndim: int | None = 3) -> np.ndarray:

@@ -37,6 +37,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from simgen.specs import split_spec
+
 __all__ = [
     "NOISE_MODELS",
     "STAGES",
@@ -514,8 +516,7 @@ def parse_noise(spec: str) -> NoiseModel:
         raise ValueError(
             f"noise={spec!r}: expected 'name' or 'name:key=value,...' with name in {sorted(NOISE_MODELS)}"
         )
-    name, _, rest = spec.strip().partition(":")
-    name = name.strip()
+    name, items = split_spec(spec)
     if name not in NOISE_MODELS:
         raise ValueError(
             f"noise={spec!r}: unknown model {name!r}, expected one of {sorted(NOISE_MODELS)}"
@@ -523,8 +524,7 @@ def parse_noise(spec: str) -> NoiseModel:
     cls = NOISE_MODELS[name]
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
-        key, sep, text = (s.strip() for s in item.partition("="))
+    for key, sep, text in items:
         if key not in fields:
             allowed = sorted(fields) or "no parameters"
             raise ValueError(f"noise {name!r}: unknown key {key!r} in {spec!r}, expected {allowed}")

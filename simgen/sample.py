@@ -235,6 +235,8 @@ def simulate_sample(
         "align_shift_error_pm": 100.0 * errors["shift_error"],
         "align_angle_error_deg": errors["angle_error"],
     }
+    if "ordering" in atoms.info:  # the chemical order made (a twinned L1₀ particle is an alloy)
+        meta["ordering"] = atoms.info["ordering"]
     if spec.tracks_acquisition:
         meta.update(
             {

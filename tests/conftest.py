@@ -12,11 +12,61 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def smoke_store(tmp_path_factory):
-    """The ``smoke`` dataset, generated once per test session (one local Dask worker)."""
+    """The ``smoke`` dataset, generated once per test session.
+
+    In-process (Dask's synchronous scheduler): the store is the same whatever the scheduler
+    (tests/simgen/test_engine.py proves that on real clusters), and the fast suite starts none.
+    """
     from simgen.config import get_dataset
     from simgen.engine import generate
 
     out = tmp_path_factory.mktemp("smoke") / "smoke.zarr"
-    report = generate(get_dataset("smoke", REPO / "datasets.yaml"), out, workers=1, progress=False)
+    report = generate(
+        get_dataset("smoke", REPO / "datasets.yaml"), out, scheduler="synchronous", progress=False
+    )
     assert not report.failed
     return out
+
+
+def write_tiny_store(
+    path,
+    samples,
+    *,
+    written=None,
+    name: str = "tiny",
+    sampling: float = 0.5,
+    meta=None,
+    consolidated: bool = True,
+    **create_options,
+):
+    """A store of hand-made :class:`simgen.sample.Sample` objects, as the engine would write it.
+
+    ``samples`` fixes the number of samples and the array shapes (all share the first one's
+    angles and volume size); only the indices in ``written`` (default all) are written.
+    ``create_options`` go to :func:`simgen.store.create_store` (``lossy``, ``max_atoms``,
+    ``acquisition``, ...).
+    """
+    from simgen.store import consolidate, create_store, write_sample
+
+    first = samples[0]
+    create_store(
+        path,
+        {"name": name, **create_options.pop("spec", {})},
+        len(samples),
+        n_angles=len(first.angles),
+        size=first.volume.shape[0],
+        sampling=sampling,
+        meta=meta,
+        **create_options,
+    )
+    for index in range(len(samples)) if written is None else written:
+        write_sample(path, index, samples[index])
+    if consolidated:
+        consolidate(path)
+    return path
+
+
+@pytest.fixture()
+def make_store():
+    """The tiny-store writer :func:`write_tiny_store`, for tests that build stores by hand."""
+    return write_tiny_store

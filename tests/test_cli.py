@@ -73,3 +73,92 @@ def test_bad_input_one_line_error_nothing_written(tmp_path, capsys, argv, fragme
     assert err.startswith("simgen: error:") and len(err.splitlines()) == 1
     assert fragment in err
     assert not (tmp_path / "s.zarr").exists()
+
+
+def _all_parsers():
+    """Every (sub)parser of the three CLIs, with its program name."""
+    import argparse
+
+    from benchmark.cli import _build_parser as bench_parser
+    from models.cli import _build_parser as pann_parser
+    from simgen.cli import _build_parser as simgen_parser
+
+    for build in (simgen_parser, pann_parser, bench_parser):
+        parser = build()
+        yield parser.prog, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield f"{parser.prog} {name}", sub
+
+
+def test_every_option_has_a_line_of_help():
+    import argparse
+
+    missing = [
+        f"{prog}: {'/'.join(action.option_strings) or action.dest}"
+        for prog, parser in _all_parsers()
+        for action in parser._actions
+        if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction))
+        and not action.help
+    ]
+    assert not missing, "options without help:\n" + "\n".join(missing)
+
+
+def test_simgen_list_prints_every_registry(capsys):
+    from simgen.damage import DAMAGE_MODELS
+    from simgen.noise import NOISE_MODELS
+    from simgen.structures import MORPHOLOGY_REGISTRY
+
+    assert simgen_main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name, morphology in MORPHOLOGY_REGISTRY.items():
+        assert f"  {name}(" in out
+        for option in morphology.options:
+            assert f"{option}:" in out
+    for name in [*NOISE_MODELS, *DAMAGE_MODELS]:
+        assert f"  {name}: " in out
+    assert "sigma=1.0 counts per pixel" in out  # read noise: default and unit from the registry
+    assert "L10:FePt" in out and "core-shell:Ni@Pt" in out
+    assert simgen_main(["list", "noise"]) == 0
+    only_noise = capsys.readouterr().out
+    assert "poisson" in only_noise and "cuboctahedron" not in only_noise
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_works_before_and_after_the_subcommand(tmp_path, capsys, where):
+    missing = str(tmp_path / "missing.zarr")
+    argv = ["--debug", "inspect", missing] if where == "before" else ["inspect", missing, "--debug"]
+    with pytest.raises((ValueError, OSError)):  # --debug: the traceback, not the one-line error
+        simgen_main(argv)
+    assert simgen_main(["inspect", missing]) == 2
+    assert capsys.readouterr().err.startswith("simgen: error:")
+
+
+def test_ordered_phase_on_a_twinned_particle_is_recorded_in_the_store(
+    tmp_path, caplog, monkeypatch
+):
+    from simgen.store import open_dataset
+    from simgen.structures import ordering
+
+    monkeypatch.setattr(ordering, "_WARNED", set())  # the warning is logged once per process
+
+    out = tmp_path / "ico.zarr"
+    argv = ["simulate", "--particle", "icosahedron", "--composition", "L10:FePt"]
+    argv += ["--size-nm", "0.8", "--tilt", "-60:60:5", "--sampling", "0.5", "--iterations", "3"]
+    assert simgen_main([*argv, "--out", str(out)]) == 0
+    sample = open_dataset(out)[0]
+    assert sample["composition"] == "L10:FePt" and sample["ordering"] == "alloy"
+    assert "made a random alloy" in caplog.text  # a warning: shown on the terminal too
+
+
+def test_generated_store_records_the_ordering_of_each_sample(smoke_store):
+    from simgen.store import open_dataset
+    from simgen.structures import realised_ordering
+
+    ds = open_dataset(smoke_store)
+    for i in range(len(ds)):
+        sample = ds[i]
+        expected = realised_ordering(sample["morphology"], sample["composition"])
+        assert sample["ordering"] == expected
+        assert expected == ("L10" if sample["composition"] == "L10:FePt" else "element")

@@ -217,6 +217,7 @@ def test_pann_predict_output_policy(tiny_store, capsys):
     assert (tmp_path / "mine.xyz").read_text() == "user model\n"
 
 
+@pytest.mark.slow  # end-to-end: simulate, then PANN inference twice
 def test_pann_predict_reads_a_zarr_volume(tiny_store, tmp_path, capsys):
     import zarr
 

@@ -93,6 +93,7 @@ def test_abtem_modes_run_from_the_cli_with_defaults(tmp_path, mode):
     assert np.all(sums > 0) and sums[0] == pytest.approx(sums[1], rel=1e-3)
 
 
+@pytest.mark.slow  # end-to-end CLI runs in subprocesses
 def test_progress_bars_on_simulate_and_switch_off(tmp_path):
     model = tmp_path / "pt2.xyz"
     model.write_text("2\ntwo Pt atoms\nPt 0 0 0\nPt 2.7 0 0\n")
@@ -105,6 +106,7 @@ def test_progress_bars_on_simulate_and_switch_off(tmp_path):
     assert off.stderr == ""
 
 
+@pytest.mark.slow  # end-to-end CLI runs in subprocesses
 def test_imported_predictions_are_written_in_the_users_frame(tmp_path):
     """--tilt-axis x swaps axes in the store; predictions come back in the input model's frame."""
     from simgen.importer import to_input_frame

@@ -26,11 +26,10 @@ METHOD_MODULES: dict[str, str] = {
     "unet3d": "benchmark.methods.unet3d",
     "pann": "benchmark.methods.pann",
     "torch": "benchmark.methods.torch_model",
-    # any method followed by refinement against the tilt series; other "<name>+refine" resolve too
-    "classical+refine": "benchmark.methods.refine",
-    "unet3d+refine": "benchmark.methods.refine",
-    "pann+refine": "benchmark.methods.refine",
 }
+
+#: Listed by :func:`available_methods`; any other ``"<name>+refine"`` resolves too.
+REFINED_METHODS = ("classical+refine", "unet3d+refine", "pann+refine")
 
 _REGISTRY: dict[str, type[Method]] = {}
 
@@ -71,10 +70,11 @@ def _load(name: str) -> type[Method]:
         return _REGISTRY[name]
     target = METHOD_MODULES.get(name) or _entry_points().get(name)
     if target is None and name.endswith("+refine") and name != "+refine":
-        _load(name[: -len("+refine")])  # fails with the base method's error if it is unknown
+        base = name[: -len("+refine")]
+        base_cls = _load(base)  # fails with the base method's error if it is unknown
         from benchmark.methods.refine import refined_method
 
-        return refined_method(name[: -len("+refine")])
+        return register(name)(refined_method(base, base_cls))
     if target is None:
         raise ValueError(f"method={name!r}: expected one of {available_methods()}")
     module_name, _, attribute = target.partition(":")
@@ -93,4 +93,6 @@ def get_method(name: str, **options) -> Method:
 
 def available_methods() -> list[str]:
     """Names of all known methods (registered, built-in and entry points), sorted."""
-    return sorted(set(_REGISTRY) | set(METHOD_MODULES) | set(_entry_points()))
+    return sorted(
+        set(_REGISTRY) | set(METHOD_MODULES) | set(REFINED_METHODS) | set(_entry_points())
+    )

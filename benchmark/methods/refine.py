@@ -18,7 +18,6 @@ import logging
 
 import numpy as np
 
-from benchmark.methods import get_method, register
 from benchmark.methods.base import Method, Prediction
 
 __all__ = ["RefinedMethod", "refined_method", "REFINE_OPTIONS"]
@@ -46,6 +45,7 @@ class RefinedMethod(Method):
     """
 
     base: str = ""
+    base_class: type[Method] = Method
     version = "1"
 
     def __init__(self, **options):
@@ -55,7 +55,7 @@ class RefinedMethod(Method):
         refine_options = {k: v for k, v in options.items() if k in REFINE_OPTIONS}
         base_options = {k: v for k, v in options.items() if k not in REFINE_OPTIONS}
         self.config = RefineConfig(**refine_options)
-        self.base_method = get_method(self.base, **base_options)
+        self.base_method = self.base_class(**base_options)
 
     def predict(self, sample: dict) -> Prediction:
         from models.refine import missing_measurement, refine_sample
@@ -98,20 +98,22 @@ class RefinedMethod(Method):
         )
 
 
-def refined_method(base: str) -> type[RefinedMethod]:
-    """Register (once) and return the ``<base>+refine`` method class."""
-    from benchmark.methods import _REGISTRY
+def refined_method(base: str, base_class: type[Method]) -> type[RefinedMethod]:
+    """The ``<base>+refine`` method class (the registry in :mod:`benchmark.methods` registers it).
 
-    name = f"{base}+refine"
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    cls = type(
+    Parameters
+    ----------
+    base
+        Name of the base method.
+    base_class
+        The base method's registered class.
+    """
+    return type(
         f"Refined{base.title().replace('_', '').replace('-', '')}Method",
         (RefinedMethod,),
-        {"base": base, "__doc__": f"``{base}`` followed by refinement against the tilt series."},
+        {
+            "base": base,
+            "base_class": base_class,
+            "__doc__": f"``{base}`` followed by refinement against the tilt series.",
+        },
     )
-    return register(name)(cls)
-
-
-for _base in ("classical", "unet3d", "pann"):
-    refined_method(_base)

@@ -7,6 +7,7 @@ from benchmark.methods import available_methods, get_method
 from benchmark.runner import run_method
 
 
+@pytest.mark.slow  # refines every smoke sample (minutes on a loaded 2-core machine)
 def test_classical_refine_runs_through_the_runner_and_lowers_the_error(smoke_store, tmp_path):
     base = run_method("classical", smoke_store, tmp_path / "c.jsonl", split=None)
     refined = run_method("classical+refine", smoke_store, tmp_path / "r.jsonl", split=None)

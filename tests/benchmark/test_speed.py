@@ -48,6 +48,7 @@ def quick_table():
     return run_speed(quick=True, multislice=False)
 
 
+@pytest.mark.slow  # runs aet-bench speed
 def test_quick_table_rows(quick_table):
     lines = quick_table.splitlines()
     assert re.match(r"^Speed, \d{4}-\d\d-\d\dT\d\d:\d\d: \d+ CPUs, torch threads \d+", lines[0])

@@ -88,6 +88,7 @@ def test_patch_output_depends_on_its_location_and_matches_whole_volume():
     assert not torch.allclose(moved[..., r : p - r, r : p - r, r : p - r], expected, atol=1e-3)
 
 
+@pytest.mark.slow  # training
 def test_tiny_resunet_overfits_a_tiny_batch():
     gen = torch.Generator().manual_seed(0)
     target = torch.stack([blobs(16, 6, gen) for _ in range(2)])[:, None]

@@ -66,6 +66,7 @@ def test_dropout_acts_in_training_only():
     assert not torch.equal(net(x), net(x))
 
 
+@pytest.mark.slow  # training
 def test_tiny_unet3d_overfits_a_tiny_batch_with_mse():
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)

@@ -49,6 +49,7 @@ def _assert_same_samples(a: Path, b: Path) -> None:
     assert inspect_store(a)["dataset_sha256"] == inspect_store(b)["dataset_sha256"] != ""
 
 
+@pytest.mark.slow  # Dask LocalCluster (the reference store)
 def test_reference_store_content(reference, smoke):
     rows = smoke.plan_rows()
     info = inspect_store(reference)
@@ -74,12 +75,14 @@ def test_reference_store_content(reference, smoke):
     assert manifest["n_complete"] == smoke.n_samples and len(manifest["samples"]) == smoke.n_samples
 
 
+@pytest.mark.slow  # Dask LocalCluster (the reference store)
 def test_two_workers_give_identical_store(reference, smoke, tmp_path):
     report = generate(smoke, tmp_path / "two.zarr", workers=2, progress=False)
     assert report.workers == 2 and report.failed == []
     _assert_same_samples(reference, tmp_path / "two.zarr")
 
 
+@pytest.mark.slow  # SIGKILL of a real generate on a Dask cluster
 def test_sigkill_then_resume_is_byte_identical(reference, smoke, tmp_path):
     out = tmp_path / "killed.zarr"
     code = (
@@ -136,6 +139,7 @@ def test_concurrent_generate_is_refused(smoke, tmp_path):
     assert report.n_written == 1 and not (out / ".generate.lock").exists()
 
 
+@pytest.mark.slow  # Dask LocalCluster (the reference store)
 def test_failed_sample_is_recorded_then_recovered(reference, smoke, tmp_path):
     out = tmp_path / "failing.zarr"
     plan = smoke.plan()

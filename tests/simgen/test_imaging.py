@@ -88,6 +88,7 @@ def test_off_centre_atom_appears_where_rotate_positions_puts_it(angle):
     assert np.sign(col - position[0, 0] / sampling) == np.sign(angle)
 
 
+@pytest.mark.slow  # abTEM multislice / PRISM
 def test_linear_contrast_matches_abtem_multislice_single_atoms():
     size, sampling = 13, 0.45  # odd size: the volume centre is pixel (6, 6)
     c = volume_center(size, sampling)
@@ -111,6 +112,7 @@ def test_linear_contrast_matches_abtem_multislice_single_atoms():
     assert totals["Pt"][3] == pytest.approx(totals["Pt"][2], rel=0.15)
 
 
+@pytest.mark.slow  # abTEM multislice / PRISM
 def test_prism_projection_of_small_cluster_correlates_with_linear():
     size, sampling = 20, 0.4
     c = volume_center(size, sampling)

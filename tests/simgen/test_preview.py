@@ -9,31 +9,24 @@ from ase.data.colors import jmol_colors
 
 from simgen.preview import preview
 from simgen.sample import Sample
-from simgen.store import consolidate, create_store, write_sample
 
 A, V = 5, 16
 
 
 @pytest.fixture()
-def store(tmp_path):
-    path = tmp_path / "one.zarr"
-    create_store(
-        path,
-        {"name": "p"},
-        1,
-        n_angles=A,
-        size=V,
-        sampling=0.5,
-        meta={"dose": [1e3], "morphology": ["sphere"]},
-    )
+def store(tmp_path, make_store):
     volume = np.zeros((V, V, V), np.float32)
     volume[8, 4, 12] = 1.0
     atoms = Atoms("FePt", positions=[[6.0, 2.0, 4.0], [2.0, 6.0, 4.0]])
     angles = np.linspace(-60, 60, A).astype(np.float32)
     series = np.random.default_rng(0).poisson(20.0, (A, V, V)).astype(np.float32)
-    write_sample(path, 0, Sample(atoms, series, angles, angles, volume, volume, {}))
-    consolidate(path)
-    return path
+    sample = Sample(atoms, series, angles, angles, volume, volume, {})
+    return make_store(
+        tmp_path / "one.zarr",
+        [sample],
+        name="p",
+        meta={"dose": [1e3], "morphology": ["sphere"]},
+    )
 
 
 def test_preview_writes_montage_with_atoms_coloured_by_element(store, tmp_path):

@@ -84,8 +84,9 @@ def test_mirrored_atom_distinguishes_the_sign_of_theta():
 
 
 def test_atom_from_imaging_simulation_reconstructs_at_its_voxel():
-    imaging = pytest.importorskip("simgen.imaging")
     from ase import Atoms
+
+    from simgen import imaging
 
     atoms = Atoms("Pt", positions=ATOM)
     angles = np.linspace(-64.0, 56.0, 16)

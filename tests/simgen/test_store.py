@@ -21,6 +21,7 @@ from simgen.store import (
     write_sample,
     write_single_sample_store,
 )
+from tests.conftest import write_tiny_store
 
 N, A, V = 4, 5, 12
 META = {
@@ -50,20 +51,15 @@ def _sample(i: int) -> Sample:
 
 
 def _store(path: Path, written=range(N), **kwargs) -> Path:
-    create_store(
+    return write_tiny_store(
         path,
-        {"name": "unit", "note": "test"},
-        N,
-        n_angles=A,
-        size=V,
-        sampling=0.5,
+        [_sample(i) for i in range(N)],
+        written=written,
+        name="unit",
+        spec={"note": "test"},
         meta=META,
         **kwargs,
     )
-    for i in written:
-        write_sample(path, i, _sample(i))
-    consolidate(path)
-    return path
 
 
 def test_round_trip_and_ragged_atoms(tmp_path):

@@ -704,3 +704,142 @@ def test_bad_placement_arguments():
     ]:
         with pytest.raises(ValueError, match=match):
             place_in_volume(atoms, *args)
+
+
+# ------------------------------------------------------------------- model files, one reader each
+
+
+def _write_matlab_v73(path, arrays: dict) -> None:
+    """Write ``arrays`` as MATLAB 7.3 does: HDF5 after a 512-byte header, column-major.
+
+    MATLAB stores an M×N array in column-major order, so HDF5 (row-major) holds its transpose.
+    """
+    import h5py
+
+    with h5py.File(path, "w", userblock_size=512) as handle:
+        for name, value in arrays.items():
+            handle[name] = np.asarray(value).T
+            handle[name].attrs["MATLAB_class"] = np.bytes_("double")
+    with open(path, "r+b") as handle:
+        handle.write(
+            b"MATLAB 7.3 MAT-file, Platform: GLNXA64".ljust(116) + b"\x00" * 8 + b"\x00\x02IM"
+        )
+
+
+def test_mat_v73_reads_in_matlab_shape_in_both_readers(tmp_path):
+    """A 3×3 model (three atoms) is the case where a missing transpose swaps x, y, z with atoms."""
+    from simgen.importer import read_array
+    from simgen.structures import read_mat
+
+    positions = np.array([[0.0, 1.0, 2.0], [10.0, 11.0, 12.0], [20.0, 21.0, 22.0]])  # atoms × xyz
+    model = positions.T  # MATLAB convention: 3×N, rows x, y, z
+    path = tmp_path / "three.mat"
+    _write_matlab_v73(path, {"model": model, "atomtype": [[1, 2, 2]]})
+    assert read_mat(path)["model"].tolist() == model.tolist()
+    atoms = load_model(path, elements=["Fe", "Pt"])
+    np.testing.assert_array_equal(atoms.positions, positions)
+    assert atoms.get_chemical_symbols() == ["Fe", "Pt", "Pt"]
+    # The importer reads tilt series through the same reader: a 2×3×4 MATLAB array stays 2×3×4.
+    stack = np.arange(24.0).reshape(2, 3, 4)
+    _write_matlab_v73(tmp_path / "stack.mat", {"stack": stack})
+    np.testing.assert_array_equal(read_array(tmp_path / "stack.mat"), stack)
+
+
+def test_xyz_count_line_must_match_the_atom_lines(tmp_path):
+    short = tmp_path / "short.xyz"
+    short.write_text("5\ncomment\nPt 0 0 0\nPt 2 0 0\nPt 0 2 0\n")
+    with pytest.raises(ValueError, match=r"short.xyz.*says 5 atoms but 3 atom lines follow"):
+        load_model(short)
+    long = tmp_path / "long.xyz"
+    long.write_text("2\ncomment\nPt 0 0 0\nPt 2 0 0\nPt 0 2 0\n")
+    with pytest.raises(ValueError, match=r"long.xyz.*line 5 'Pt 0 2 0'"):
+        load_model(long)
+
+
+def test_unknown_element_in_a_model_file_is_one_line(tmp_path):
+    path = tmp_path / "bad.xyz"
+    path.write_text("2\n\nPt 0 0 0\nXx 2 0 0\n")
+    with pytest.raises(ValueError, match=r"bad.xyz.*unknown element 'Xx'") as error:
+        load_model(path)
+    assert "\n" not in str(error.value)
+    table = tmp_path / "bad.txt"
+    table.write_text("Pt 0 0 0\nQq 2 0 0\n")
+    with pytest.raises(ValueError, match=r"bad.txt.*unknown element 'Qq'"):
+        load_model(table)
+
+
+def test_text_model_with_element_symbols(tmp_path):
+    path = tmp_path / "truth.txt"
+    path.write_text("% AET model\nPt 0.0 0.0 0.0\nFe 1.5 2.5 -3.0  # a comment\n")
+    atoms = load_model(path)
+    assert atoms.get_chemical_symbols() == ["Pt", "Fe"]
+    np.testing.assert_array_equal(atoms.positions, [[0, 0, 0], [1.5, 2.5, -3.0]])
+    numeric = tmp_path / "numeric.txt"
+    numeric.write_text("1 0.0 0.0 0.0\n2 1.5 2.5 -3.0\n")
+    assert load_model(numeric, elements="Pt,Fe").get_chemical_symbols() == ["Pt", "Fe"]
+
+
+@pytest.mark.parametrize("name", ["nan.xyz", "nan.txt", "nan.npy"])
+def test_nan_coordinates_are_refused(tmp_path, name):
+    path = tmp_path / name
+    if name.endswith(".npy"):
+        np.save(path, np.array([[0.0, 0.0, 0.0], [np.nan, 1.0, 1.0]]))
+    elif name.endswith(".txt"):
+        path.write_text("Pt 0 0 0\nPt nan 1 1\n")
+    else:
+        path.write_text("2\n\nPt 0 0 0\nPt nan 1 1\n")
+    with pytest.raises(
+        ValueError, match=rf"{name}.*atom 2 \(of 1 such\) has a NaN or infinite coordinate"
+    ):
+        load_model(path, elements=["Pt"])
+
+
+@pytest.mark.parametrize("morphology", ["icosahedron", "decahedron", "marks_decahedron"])
+def test_ordered_phase_on_a_twinned_particle_is_recorded_as_a_random_alloy(morphology, caplog):
+    from simgen.structures import realised_ordering
+
+    atoms = build_particle(morphology, "L10:FePt", 1.5, rng=rng(), orientation="none")
+    assert atoms.info["composition"] == "L10:FePt"  # what was asked
+    assert atoms.info["ordering"] == "alloy"  # what was made
+    assert realised_ordering(morphology, "L10:FePt") == "alloy"
+    counts = Counter(atoms.get_chemical_symbols())
+    assert abs(counts["Fe"] - counts["Pt"]) <= 1  # the fractions are kept
+    ordered = build_particle("cuboctahedron", "L10:FePt", 1.5, rng=rng(), orientation="none")
+    assert ordered.info["ordering"] == "L10" == realised_ordering("cuboctahedron", "L10:FePt")
+
+
+def test_morphology_registry_declares_typed_options():
+    from simgen.structures import MORPHOLOGY_REGISTRY
+
+    assert tuple(MORPHOLOGY_REGISTRY) == MORPHOLOGIES
+    assert list(MORPHOLOGY_REGISTRY["decahedron"].options) == [
+        "p",
+        "q",
+        "r",
+        "marks",
+        "lattice_constant",
+    ]
+    assert "shells: int | None = None" in MORPHOLOGY_REGISTRY["icosahedron"].describe()
+    with pytest.raises(ValueError, match=r"shells=3: not an option of cube"):
+        build_particle("cube", "Pt", 1.0, rng=rng(), shells=3)
+
+
+def test_empty_model_only_when_allowed(tmp_path):
+    path = tmp_path / "empty.xyz"
+    path.write_text("0\n\n")
+    with pytest.raises(ValueError, match="empty.xyz.*holds no atoms"):
+        load_model(path)
+    assert len(load_model(path, allow_empty=True)) == 0
+
+
+def test_every_composition_example_in_the_syntax_parses():
+    """The syntax that ``simgen list compositions`` prints: each example is a valid composition."""
+    import re
+
+    from simgen.structures import compositions
+
+    examples = [e.strip('"') for e in re.findall(r"``([^`]+)``", compositions.__doc__)]
+    examples = [e for e in examples if e not in ("parse_composition",) and not e.startswith(",")]
+    assert len(examples) >= 6
+    for example in examples:
+        assert parse_composition(parse_composition(example).label) == parse_composition(example)

@@ -64,7 +64,8 @@ def test_sum_along_z_is_the_normalised_projection_with_a_gaussian_psf():
 
 
 def test_cross_section_weights_by_element():
-    imaging = pytest.importorskip("simgen.imaging")
+    from simgen import imaging
+
     atoms = Atoms("PtFe", positions=[[2.8, 4.0, 4.8], [6.0, 4.8, 4.0]])  # on voxel centres
     volume = ideal_volume(atoms, SIZE, SAMPLING)
     sigma_pt = imaging.cross_section("Pt", imaging.Microscope())
