@@ -116,10 +116,20 @@ def test_simulate_replaces_own_store_only_with_overwrite_and_atomically(tiny_sto
     capsys.readouterr()
     assert _snapshot(tiny_store) == before and verify_store(tiny_store) == []
     _no_temporaries(tmp_path)
-    # With --overwrite a successful run replaces it.
+    # With --overwrite a successful run replaces it (another dose: different counts, so different
+    # bytes; a seed alone changes nothing without noise, and timestamps must not be relied on).
     assert (
         simgen_main(
-            ["simulate", str(model), "--out", str(tiny_store), "--overwrite", *TINY, "--seed", "3"]
+            [
+                "simulate",
+                str(model),
+                "--out",
+                str(tiny_store),
+                "--overwrite",
+                *TINY,
+                "--dose",
+                "1234",
+            ]
         )
         == 0
     )
