@@ -49,8 +49,10 @@ def test_crafted_checkpoint_is_refused_and_does_not_run(tmp_path, capsys):
     with pytest.raises(ValueError, match="resume point=.*could run code"):
         load_checkpoint(crafted, param="resume point")
     assert not witness.exists()
-    # The file is a real threat: the unsafe load the code used before runs it.
-    torch.load(crafted, weights_only=False)
+    # The file is a real threat: it calls open() when unpickled (read without running it), and
+    # the callable it names does create the witness.
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(crafted) == ["io.open"]
+    _Crafted(str(witness)).__reduce__()[0](str(witness), "w").close()
     assert witness.exists()
 
 
