@@ -230,9 +230,13 @@ def _write_leaderboard_files(records, rows, out_dir: Path, title: str) -> None:
         cells = [_cell(k, row.get(k, records[0].get(k))) for k in columns] + [str(row["n"])]
         cells += [f"**{_fmt(row, m)}**" if i in best[m] else _fmt(row, m) for m in metrics]
         if has_bound:
-            cells += [_fmt(row, BOUND_KEY), _efficiency_text(row)]
+            cells += [_fmt(row, BOUND_KEY), _efficiency_text(row, _radius(row, records))]
         md.append("| " + " | ".join(cells) + " |")
     element_rows = efficiency_rows(records)
+    if has_bound or element_rows:
+        from benchmark.metrics import EFFICIENCY_FOOTNOTE, efficiency_text
+
+        md += ["", EFFICIENCY_FOOTNOTE]
     if element_rows:
         md += [
             "",
@@ -246,7 +250,7 @@ def _write_leaderboard_files(records, rows, out_dir: Path, title: str) -> None:
         for r in element_rows:
             md.append(
                 f"| {r['method']} | {r['dose']:.3g} | {r['element']} | {r['error_pm']:.1f} | "
-                f"{r['bound_pm']:.1f} | {r['efficiency']:.2f} |"
+                f"{r['bound_pm']:.1f} | {efficiency_text(r['efficiency'], r['efficiency_withheld'])} |"
             )
     paths = {
         "md": out_dir / "leaderboard.md",
@@ -276,7 +280,10 @@ def _write_leaderboard_files(records, rows, out_dir: Path, title: str) -> None:
             for m in metrics
         ]
         if has_bound:
-            cells += [f"<td>{_fmt(row, BOUND_KEY)}</td><td>{_efficiency_text(row)}</td>"]
+            cells += [
+                f"<td>{_fmt(row, BOUND_KEY)}</td>"
+                f"<td>{_efficiency_text(row, _radius(row, records))}</td>"
+            ]
         h.append("<tr>" + "".join(cells) + "</tr>")
     h.append("</table><p><img src='leaderboard.png' style='max-width:100%'></p></body></html>")
     paths["html"].write_text("\n".join(h))
@@ -285,11 +292,21 @@ def _write_leaderboard_files(records, rows, out_dir: Path, title: str) -> None:
     plot_against_dose(rows, out_dir / "leaderboard.png", title=title, bound=bound_by_dose(rows))
 
 
-def _efficiency_text(row) -> str:
+def _radius(row, records) -> float:
+    """The match radius (Å) of a row: its own group key, else the records' (1.0 by default)."""
+    value = row.get("radius", records[0].get("radius") if records else None)
+    return 1.0 if value is None else float(value)
+
+
+def _efficiency_text(row, radius_a: float = 1.0) -> str:
+    """Bound / error of an :func:`aggregate` row, "—" where :func:`benchmark.metrics.efficiency`
+    withholds it (bound or error ≥ 1/3 of the match radius, recovery under 50%)."""
+    from benchmark.metrics import efficiency, efficiency_text
+
     error, bound = row.get("coordinate_error_pm", math.nan), row.get(BOUND_KEY, math.nan)
-    if not (np.isfinite(error) and np.isfinite(bound)) or error <= 0:
-        return "–"
-    return f"{bound / error:.2f}"
+    recovery = row.get("recovery_rate", math.nan)
+    recovery = recovery / 100.0 if recovery is not None and np.isfinite(recovery) else None
+    return efficiency_text(*efficiency(bound, error, radius_a, recovery))
 
 
 def bound_by_dose(rows) -> dict[float, float]:
@@ -307,8 +324,12 @@ def efficiency_rows(records) -> list[dict]:
     efficiency = bound / error.
 
     Uses the per-element keys ``coordinate_error_pm_<El>`` and ``crlb_pm_<El>`` of the records
-    (means over samples); empty when the records carry no bound.
+    (means over samples); empty when the records carry no bound. The efficiency is NaN where
+    :func:`benchmark.metrics.efficiency` withholds it (bound or error ≥ 1/3 of the records'
+    match radius, or mean recovery under 50%), with the reason in ``efficiency_withheld``.
     """
+    from benchmark.metrics import efficiency
+
     by = [k for k in group_fields(records) if k != "dose"]
     groups = defaultdict(list)
     elements = set()
@@ -326,6 +347,11 @@ def efficiency_rows(records) -> list[dict]:
             if not np.isfinite(bnd).any() or not np.isfinite(err).any():
                 continue
             error, bound = float(np.nanmean(err)), float(np.nanmean(bnd))
+            radius = float(group[0].get("radius") or 1.0)
+            recovery = [r.get("recovery_rate") for r in group]
+            recovery = np.array([np.nan if v is None else v for v in recovery], dtype=float)
+            recovery = float(np.nanmean(recovery)) if np.isfinite(recovery).any() else None
+            value, withheld = efficiency(bound, error, radius, recovery)
             rows.append(
                 {
                     "method": method,
@@ -333,7 +359,8 @@ def efficiency_rows(records) -> list[dict]:
                     "element": element,
                     "error_pm": error,
                     "bound_pm": bound,
-                    "efficiency": bound / error if error > 0 else math.nan,
+                    "efficiency": value,
+                    "efficiency_withheld": withheld,
                 }
             )
     return rows

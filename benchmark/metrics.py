@@ -26,6 +26,12 @@ looks worse). :func:`paired_errors` scores every method on the true atoms that *
 recovered, per particle and per element, in the AET convention (each particle's mean
 displacement over those atoms, a rigid offset, removed) and at the 1.0 and 0.5 Å radii;
 :func:`bootstrap_ci` gives confidence intervals over particles.
+
+Efficiency = Cramér–Rao bound / error, 1 at the physical limit. It means that only where the match
+radius does not truncate the error distribution: :func:`efficiency` withholds it (NaN, with the
+reason) where the bound or the error is at least a third of the match radius or fewer than half
+of the true atoms were recovered; there a 1.0 Å match keeps a selected, biased set of atoms,
+bound / error above 1 is seen, and the value is an artefact of the matching, not an efficiency.
 """
 
 from __future__ import annotations
@@ -35,7 +41,26 @@ import numpy as np
 from simgen.matching import align as align_models
 from simgen.matching import match_atoms
 
-__all__ = ["score", "element_symbols", "paired_errors", "bootstrap_ci", "paired_difference"]
+__all__ = [
+    "score",
+    "element_symbols",
+    "paired_errors",
+    "bootstrap_ci",
+    "paired_difference",
+    "efficiency",
+    "EFFICIENCY_FOOTNOTE",
+]
+
+#: A bound or error at least this fraction of the match radius makes bound / error an artefact.
+EFFICIENCY_RADIUS_FRACTION = 1.0 / 3.0
+#: Below this recovery (fraction of true atoms matched) the matched errors are truncated.
+EFFICIENCY_MIN_RECOVERY = 0.5
+#: The footnote of tables that print "—" for a withheld efficiency.
+EFFICIENCY_FOOTNOTE = (
+    "— = efficiency withheld: the bound or the error is at least 1/3 of the match radius, or "
+    "under 50% of the true atoms were recovered; the match then keeps a truncated, selected set "
+    "of atoms and bound / error is an artefact (values above 1 were seen), not an efficiency."
+)
 
 _R05_KEYS = (
     "n_matched",
@@ -291,3 +316,52 @@ def paired_difference(
         return diff.mean() / b[idx].mean() if relative else diff.mean()
 
     return bootstrap_ci(pairs, statistic=statistic, seed=seed, n_boot=n_boot)
+
+
+_MISSING = "no bound or no error"
+
+
+def efficiency(
+    bound_pm: float,
+    error_pm: float,
+    radius_a: float,
+    recovery: float | None = None,
+) -> tuple[float, str | None]:
+    """Efficiency = bound / error, or NaN and the reason where it would be an artefact.
+
+    Parameters
+    ----------
+    bound_pm, error_pm
+        Cramér–Rao bound and coordinate error of the same atoms (pm).
+    radius_a
+        Match radius (Å) that selected the atoms.
+    recovery
+        Fraction of the true atoms matched (0–1), if known.
+
+    Returns
+    -------
+    (float, str or None)
+        ``(bound / error, None)`` where meaningful; ``(nan, reason)`` where the bound or the error
+        is at least :data:`EFFICIENCY_RADIUS_FRACTION` of the radius, where fewer than
+        :data:`EFFICIENCY_MIN_RECOVERY` of the true atoms were recovered, or where a value is
+        missing.
+    """
+    bound_pm, error_pm = float(bound_pm), float(error_pm)
+    if not (np.isfinite(bound_pm) and np.isfinite(error_pm)) or error_pm <= 0:
+        return float("nan"), _MISSING
+    limit_pm = EFFICIENCY_RADIUS_FRACTION * 100.0 * float(radius_a)
+    if bound_pm >= limit_pm:
+        return float("nan"), f"bound {bound_pm:.1f} pm ≥ 1/3 of the {radius_a:g} Å radius"
+    if error_pm >= limit_pm:
+        return float("nan"), f"error {error_pm:.1f} pm ≥ 1/3 of the {radius_a:g} Å radius"
+    if recovery is not None and np.isfinite(recovery) and recovery < EFFICIENCY_MIN_RECOVERY:
+        return float("nan"), f"recovery {recovery:.0%} < {EFFICIENCY_MIN_RECOVERY:.0%}"
+    return bound_pm / error_pm, None
+
+
+def efficiency_text(value: float, reason: str | None) -> str:
+    """``"0.42"``; ``"—"`` for a withheld efficiency (see :data:`EFFICIENCY_FOOTNOTE`), ``"–"``
+    where there is no bound or no error."""
+    if reason == _MISSING or (reason is None and not np.isfinite(value)):
+        return "–"
+    return "—" if reason is not None else f"{value:.2f}"

@@ -334,13 +334,15 @@ def claim_verdict(
 # paired comparisons
 
 
-def _by_sample(records, methods) -> dict[int, dict[str, dict]]:
-    """``{sample index: {method: record}}`` for the samples every method scored (with matches)."""
-    table: dict[int, dict[str, dict]] = {}
+def _by_sample(records, methods) -> dict[tuple[str, int], dict[str, dict]]:
+    """``{(dataset, sample index): {method: record}}`` for the samples every method scored (with
+    matches). The dataset name tells apart samples of several stores (e.g. one ``simgen
+    simulate`` store per dose and orientation of a real structure, each with index 0)."""
+    table: dict[tuple[str, int], dict[str, dict]] = {}
     for r in records:
         if r.get("matches") is None:
             continue
-        table.setdefault(int(r["index"]), {})[r["method"]] = r
+        table.setdefault((str(r.get("dataset", "")), int(r["index"])), {})[r["method"]] = r
     return {i: recs for i, recs in sorted(table.items()) if all(m in recs for m in methods)}
 
 
@@ -352,15 +354,19 @@ def paired_table(records, methods, *, radii=(1.0, 0.5), seed: int = 0) -> list[d
     scored in the AET convention (:func:`benchmark.metrics.paired_errors`); the per-particle RMS
     errors are averaged over the particles of each dose, with a 95% bootstrap interval. The
     Cramér–Rao bound is the RMS of the records' per-atom ``crlb_atoms_pm`` over the same atoms,
-    and ``efficiency = bound / error`` (ratio of the means).
+    and ``efficiency = bound / error`` (ratio of the means), NaN where
+    :func:`benchmark.metrics.efficiency` withholds it (bound or error ≥ 1/3 of the radius, or the
+    method's recovery at that radius under 50%; the reason in ``efficiency_withheld``, the ratio
+    itself in ``efficiency_raw``).
 
     Returns
     -------
     list of dict
         ``radius, dose, element ("all" or a symbol), method, n_particles, n_atoms (mean paired
-        per particle), error_pm, error_low, error_high, bound_pm, efficiency``.
+        per particle), error_pm, error_low, error_high, bound_pm, recovery (the method's mean
+        recovery at that radius), efficiency, efficiency_raw, efficiency_withheld``.
     """
-    from benchmark.metrics import bootstrap_ci, paired_errors
+    from benchmark.metrics import bootstrap_ci, efficiency, paired_errors
 
     methods = list(methods)
     samples = _by_sample(records, methods)
@@ -384,8 +390,16 @@ def paired_table(records, methods, *, radii=(1.0, 0.5), seed: int = 0) -> list[d
                     else np.nan
                 )
                 for m in methods:
+                    recovery = recs[m].get(
+                        "recovery_rate" if radius >= 1.0 else "recovery_rate_r05"
+                    )
                     per.setdefault((radius, dose, element, m), []).append(
-                        (paired[m][element] if element in paired[m] else np.nan, bound, len(chosen))
+                        (
+                            paired[m][element] if element in paired[m] else np.nan,
+                            bound,
+                            len(chosen),
+                            np.nan if recovery is None else float(recovery),
+                        )
                     )
     rows = []
     for (radius, dose, element, method), values in sorted(
@@ -394,6 +408,8 @@ def paired_table(records, methods, *, radii=(1.0, 0.5), seed: int = 0) -> list[d
         values = np.array(values, dtype=float)
         error, low, high = bootstrap_ci(values[:, 0], seed=seed)
         bound = float(np.nanmean(values[:, 1])) if np.isfinite(values[:, 1]).any() else np.nan
+        recovery = float(np.nanmean(values[:, 3])) if np.isfinite(values[:, 3]).any() else np.nan
+        eff, withheld = efficiency(bound, error, radius, recovery)
         rows.append(
             {
                 "radius": radius,
@@ -406,17 +422,23 @@ def paired_table(records, methods, *, radii=(1.0, 0.5), seed: int = 0) -> list[d
                 "error_low": low,
                 "error_high": high,
                 "bound_pm": bound,
-                "efficiency": bound / error if error and np.isfinite(error) else np.nan,
+                "recovery": recovery,
+                "efficiency": eff,
+                "efficiency_raw": bound / error if error and np.isfinite(error) else np.nan,
+                "efficiency_withheld": withheld or "",
             }
         )
     return rows
 
 
 def _paired_markdown(rows, methods) -> str:
+    from benchmark.metrics import EFFICIENCY_FOOTNOTE, efficiency_text
+
     lines = [
         "Paired coordinate error (pm, AET convention: each particle's rigid offset removed) on the "
         "true atoms that every method recovered, mean over particles [95% bootstrap CI]; bound = "
-        "isolated-atom Cramér–Rao bound of the same atoms; efficiency = bound / error.",
+        "isolated-atom Cramér–Rao bound of the same atoms; efficiency = bound / error (— = "
+        "withheld, see the note below the table).",
         "",
         "| radius (Å) | dose (e/Å²) | element | atoms/particle | "
         + " | ".join(f"{m} error (pm)" for m in methods)
@@ -435,7 +457,12 @@ def _paired_markdown(rows, methods) -> str:
             f"{by_method[m]['error_high']:.1f}]"
             for m in methods
         ]
-        eff = [f"{by_method[m]['efficiency']:.2f}" for m in methods]
+        eff = [
+            efficiency_text(
+                by_method[m]["efficiency"], by_method[m].get("efficiency_withheld") or None
+            )
+            for m in methods
+        ]
         lines.append(
             f"| {radius:g} | {dose:.3g} | {element} | {first['n_atoms']:.0f} | "
             + " | ".join(errors)
@@ -443,6 +470,7 @@ def _paired_markdown(rows, methods) -> str:
             + " | ".join(eff)
             + " |"
         )
+    lines += ["", EFFICIENCY_FOOTNOTE]
     return "\n".join(lines)
 
 

@@ -9,14 +9,22 @@ with this script instead:
            record per sample appended to a JSONL file as soon as it is done (rerun to resume;
            samples already in the file are skipped). Samples are taken round-robin over the doses
            so that a partial run still covers every dose.
+           Several stores may be given (``--store`` repeated, e.g. one ``simgen simulate`` store
+           per dose and orientation of a real structure); their samples are told apart by the
+           records' ``dataset`` (the store's name) and ``index``.
 ``report`` the sweep's paired per-element table (``benchmark.sweep.paired_table``) and the paired
            claim check (``benchmark.sweep.paired_claim_verdict``) of each method against a
            baseline, from results files (of ``aet-bench run`` or of ``run`` above).
+``crop``   a sphere of an atomic model (e.g. the experimental Pd@Pt core–shell particle of
+           ``../shared/external/structures``) written as extended XYZ, to simulate with
+           ``simgen simulate`` at the project's 64³ × 0.4 Å volume.
 
     python scripts/dose_sweep_verdict.py run --method pann --store ds.zarr \
         --doses 100,316.228,1000 --out results_pann.jsonl
     python scripts/dose_sweep_verdict.py report results_*.jsonl --baseline classical \
         --methods pann,classical+refine --out verdict/
+    python scripts/dose_sweep_verdict.py crop ../shared/external/structures/pdpt_core_shell_EPB.xyz \
+        --radius 10 --offset 12,0,0 --out pdpt_crop.xyz
 """
 
 from __future__ import annotations
@@ -30,21 +38,36 @@ import numpy as np
 
 
 def _order(ds, doses) -> list[int]:
-    """Sample indices of ``doses``, round-robin over the doses (index order within a dose)."""
+    """Sample indices of ``doses`` (all doses when None), round-robin over the doses (index order
+    within a dose)."""
     values = np.asarray(ds.meta("dose"), dtype=float)
+    if doses is None:
+        doses = sorted(set(values.tolist()))
     groups = []
     for dose in doses:
         keep = np.isclose(values, dose, rtol=1e-4, atol=0)
         if not keep.any():
+            if len(doses) > 1:
+                groups.append([])
+                continue
             raise ValueError(
                 f"--doses: {dose:g} is not a dose of the store "
                 f"(it has {', '.join(f'{d:g}' for d in sorted(set(values)))})"
             )
         groups.append([int(i) for i in np.asarray(ds.indices)[keep]])
+    if not any(groups):
+        raise ValueError(
+            f"--doses: none of {', '.join(f'{d:g}' for d in doses)} is a dose of the store "
+            f"(it has {', '.join(f'{d:g}' for d in sorted(set(values)))})"
+        )
     order = []
     for j in range(max(len(g) for g in groups)):
         order += [g[j] for g in groups if j < len(g)]
     return order
+
+
+def _dataset_name(ds, store) -> str:
+    return str(getattr(ds, "name", None) or Path(store).name)
 
 
 def cmd_run(args) -> None:
@@ -54,48 +77,120 @@ def cmd_run(args) -> None:
     from benchmark.runner import _run_one
     from simgen.store import open_dataset
 
-    torch.set_num_threads(1)
-    doses = [float(d) for d in args.doses.split(",")]
-    ds = open_dataset(args.store)
-    order = _order(ds, doses)
+    torch.set_num_threads(args.threads)
+    doses = None if args.doses == "all" else [float(d) for d in args.doses.split(",")]
+    # several stores: the doses given must each be in at least one store
+    plan = []
+    for store in args.store:
+        ds = open_dataset(store)
+        values = np.asarray(ds.meta("dose"), dtype=float)
+        wanted = doses
+        if doses is not None and len(args.store) > 1:
+            wanted = [d for d in doses if np.isclose(values, d, rtol=1e-4, atol=0).any()]
+            if not wanted:
+                continue
+        plan.append((store, ds, _order(ds, wanted)))
+    if not plan:
+        raise ValueError(f"--doses: {args.doses} is in none of the stores given")
     out = Path(args.out)
     done = set()
     if out.exists():
-        done = {json.loads(line)["index"] for line in out.read_text().splitlines() if line.strip()}
-    method = get_method(args.method)
-    name = str(getattr(ds, "name", Path(args.store).name))
-    position = {int(index): p for p, index in enumerate(ds.indices)}
-    for index in order:
-        if index in done:
+        done = {
+            (str(r.get("dataset", "")), int(r["index"]))
+            for r in map(json.loads, filter(str.strip, out.read_text().splitlines()))
+        }
+    method = get_method(args.method, **({"weights": args.weights} if args.weights else {}))
+    label = args.label or args.method
+    # round-robin over the stores too, so that a partial run covers every store and dose
+    queue = []
+    for j in range(max(len(o) for _, _, o in plan)):
+        queue += [(store, ds, o[j]) for store, ds, o in plan if j < len(o)]
+    for store, ds, index in queue:
+        name = _dataset_name(ds, store)
+        if (name, index) in done:
             continue
+        position = {int(i): p for p, i in enumerate(ds.indices)}
         t0 = time.perf_counter()
         records = _run_one(method, ds, position[index], None, 1.0, False, name, ("initial",))
+        for r in records:
+            r["method"] = label
+            if args.weights:
+                r["weights"] = str(args.weights)
         with open(out, "a") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in records)
         print(
-            f"{args.method} sample {index} dose {records[0]['dose']:.3g}: "
+            f"{label} {name} sample {index} dose {records[0]['dose']:.3g}: "
             f"{time.perf_counter() - t0:.1f} s",
             flush=True,
         )
 
 
-def _true_counts(store, indices) -> dict[int, dict[str, int]]:
-    """``{sample index: {element: number of true atoms}}`` from the store's ground truth."""
+def _true_counts(stores, keys) -> dict[tuple[str, int], dict[str, int]]:
+    """``{(dataset, index): {element: number of true atoms}}`` from the stores' ground truth."""
     from ase.data import chemical_symbols
 
     from simgen.store import open_dataset
 
-    ds = open_dataset(store)
-    position = {int(index): p for p, index in enumerate(ds.indices)}
+    opened = {}
+    for store in stores:
+        ds = open_dataset(store)
+        opened[_dataset_name(ds, store)] = ds
     counts = {}
-    for index in sorted(indices):
+    for name, index in sorted(keys):
+        if name not in opened:
+            raise ValueError(
+                f"--store: no store named {name!r} given (have {', '.join(sorted(opened))})"
+            )
+        ds = opened[name]
+        position = {int(i): p for p, i in enumerate(ds.indices)}
         numbers = np.asarray(ds.read(position[index])["numbers"], dtype=int)
         elements, n = np.unique(numbers, return_counts=True)
-        counts[index] = {chemical_symbols[z]: int(c) for z, c in zip(elements, n)}
+        counts[(name, index)] = {chemical_symbols[z]: int(c) for z, c in zip(elements, n)}
     return counts
 
 
-def recovery_table(records, method: str, baseline: str, store) -> str:
+def crop_model(atoms, radius_a: float, offset_a=(0.0, 0.0, 0.0)):
+    """The atoms within ``radius_a`` (Å) of the model's centroid + ``offset_a`` (Å), re-centred
+    on their own centroid (an ``ase.Atoms``)."""
+    positions = atoms.get_positions()
+    centre = positions.mean(axis=0) + np.asarray(offset_a, dtype=float)
+    keep = np.linalg.norm(positions - centre, axis=1) <= radius_a
+    if not keep.any():
+        raise ValueError(
+            f"--radius: {radius_a:g} Å around centroid + {tuple(offset_a)} holds no atom; "
+            "expected a sphere that cuts the model"
+        )
+    cropped = atoms[keep]
+    cropped.positions -= cropped.positions.mean(axis=0)
+    cropped.set_cell([0, 0, 0])
+    cropped.set_pbc(False)
+    return cropped
+
+
+def cmd_crop(args) -> None:
+    from simgen.outputs import atomic_path
+    from simgen.structures import load_model
+    from simgen.structures.io import write_model
+
+    if args.radius <= 0:
+        raise ValueError(f"--radius: {args.radius:g}; expected a positive radius in Å")
+    offset = [float(v) for v in args.offset.split(",")]
+    if len(offset) != 3:
+        raise ValueError(f"--offset: {args.offset!r}; expected X,Y,Z in Å")
+    cropped = crop_model(load_model(args.model), args.radius, offset)
+    out = Path(args.out)
+    with atomic_path(out) as tmp:
+        write_model(cropped, tmp)
+    symbols, counts = np.unique(cropped.get_chemical_symbols(), return_counts=True)
+    extent = np.ptp(cropped.get_positions(), axis=0)
+    print(
+        f"wrote {out}: {len(cropped)} atoms ("
+        + ", ".join(f"{s} {c}" for s, c in zip(symbols, counts))
+        + f"), extent {extent[0]:.1f} × {extent[1]:.1f} × {extent[2]:.1f} Å"
+    )
+
+
+def recovery_table(records, method: str, baseline: str, stores) -> str:
     """Recovery with the correct element (%), per dose and true element, paired per particle.
 
     Per particle and element: species accuracy of that element x its matched atoms / its true
@@ -106,7 +201,7 @@ def recovery_table(records, method: str, baseline: str, store) -> str:
     from benchmark.sweep import _by_sample
 
     samples = _by_sample(records, [method, baseline])
-    counts = _true_counts(store, samples)
+    counts = _true_counts(stores, samples)
     per: dict[tuple, list] = {}
     for index, recs in samples.items():
         dose = float(recs[method]["dose"])
@@ -182,18 +277,31 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="one method on the samples of chosen doses")
     run.add_argument("--method", required=True)
-    run.add_argument("--store", required=True)
-    run.add_argument("--doses", required=True, help="comma-separated doses (e/Å²)")
+    run.add_argument("--store", required=True, action="append", help="a store (repeatable)")
+    run.add_argument("--doses", required=True, help="comma-separated doses (e/Å²) or 'all'")
     run.add_argument("--out", required=True, help="results JSONL (appended to, resumable)")
+    run.add_argument("--weights", default=None, help="PANN weights (run folder or pann.pt)")
+    run.add_argument("--label", default=None, help="method name in the records (e.g. pann-new)")
+    run.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     report = sub.add_parser("report", help="paired tables and claim checks from results files")
     report.add_argument("results", nargs="+")
     report.add_argument("--baseline", default="classical")
     report.add_argument("--methods", required=True, help="comma-separated, compared to baseline")
     report.add_argument("--out", required=True, help="folder for verdict.md")
-    report.add_argument("--store", default=None, help="the store (per-element recovery table)")
+    report.add_argument(
+        "--store", action="append", default=None, help="store(s) (per-element recovery table)"
+    )
     report.add_argument("--figure", default=None, help="PNG of the paired errors of all methods")
+    crop = sub.add_parser("crop", help="a sphere of an atomic model, as extended XYZ")
+    crop.add_argument("model", help="atomic model (any format simgen reads)")
+    crop.add_argument("--radius", type=float, required=True, help="sphere radius (Å)")
+    crop.add_argument("--offset", default="0,0,0", help="X,Y,Z of the centre from the centroid (Å)")
+    crop.add_argument("--out", required=True, help="output .xyz (extended XYZ)")
     args = parser.parse_args()
-    {"run": cmd_run, "report": cmd_report}[args.command](args)
+    try:
+        {"run": cmd_run, "report": cmd_report, "crop": cmd_crop}[args.command](args)
+    except (ValueError, FileNotFoundError) as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -65,3 +65,36 @@ def test_paired_claim_verdict_uses_per_particle_differences(tmp_path):
     plot_paired(paired_table(_records(), ["classical", "pann"]), tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
     assert np.isfinite(pann)
+
+
+def test_samples_of_several_stores_are_told_apart_by_dataset():
+    # one store per dose and orientation (simgen simulate): every sample has index 0
+    records = []
+    for name, shift in (("s0", 10.0), ("s1", 30.0)):
+        for method, scale in (("classical", 2.0), ("pann", 1.0)):
+            rec = _record(method, 0, 100.0, [[scale * shift, 0, 0], [-scale * shift, 0, 0]], 0.5)
+            rec["dataset"] = name
+            records.append(rec)
+    rows = paired_table(records, ["classical", "pann"], radii=(1.0,))
+    pann = next(r for r in rows if r["element"] == "all" and r["method"] == "pann")
+    assert pann["n_particles"] == 2
+    assert pann["error_pm"] == pytest.approx((10.0 + 30.0) / 2)
+
+
+def test_crop_model_keeps_the_sphere_and_recentres():
+    import importlib.util
+    from pathlib import Path
+
+    from ase import Atoms
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "dose_sweep_verdict.py"
+    spec = importlib.util.spec_from_file_location("dose_sweep_verdict", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    atoms = Atoms("PdPdPtPt", positions=[[-4, 0, 0], [0, 0, 0], [2, 0, 0], [4, 0, 0]])
+    # centroid x = 0.5; centre 0.5 + 1.5 = 2.0, radius 2.1 keeps x = 0, 2, 4
+    cropped = module.crop_model(atoms, 2.1, (1.5, 0.0, 0.0))
+    assert cropped.get_chemical_symbols() == ["Pd", "Pt", "Pt"]
+    assert np.allclose(cropped.positions[:, 0], [-2.0, 0.0, 2.0])
+    with pytest.raises(ValueError, match="radius"):
+        module.crop_model(atoms, 0.1, (20.0, 0.0, 0.0))
