@@ -37,10 +37,26 @@ from pathlib import Path
 import numpy as np
 
 
+def _spread(indices, keys) -> list[int]:
+    """``indices`` round-robin over the values of ``keys`` (first sample of each, then second...),
+    so that a partial run covers every composition."""
+    groups: dict[str, list[int]] = {}
+    for index, key in zip(indices, keys):
+        groups.setdefault(str(key), []).append(int(index))
+    order = []
+    for j in range(max((len(g) for g in groups.values()), default=0)):
+        order += [g[j] for g in groups.values() if j < len(g)]
+    return order
+
+
 def _order(ds, doses) -> list[int]:
-    """Sample indices of ``doses`` (all doses when None), round-robin over the doses (index order
-    within a dose)."""
+    """Sample indices of ``doses`` (all doses when None), round-robin over the doses; within a
+    dose, round-robin over the compositions (index order within each)."""
     values = np.asarray(ds.meta("dose"), dtype=float)
+    try:
+        composition = np.array([str(c) for c in ds.meta("composition")], dtype=object)
+    except (KeyError, ValueError):
+        composition = np.full(len(values), "")
     if doses is None:
         doses = sorted(set(values.tolist()))
     groups = []
@@ -54,7 +70,7 @@ def _order(ds, doses) -> list[int]:
                 f"--doses: {dose:g} is not a dose of the store "
                 f"(it has {', '.join(f'{d:g}' for d in sorted(set(values)))})"
             )
-        groups.append([int(i) for i in np.asarray(ds.indices)[keep]])
+        groups.append(_spread(np.asarray(ds.indices)[keep], composition[keep]))
     if not any(groups):
         raise ValueError(
             f"--doses: none of {', '.join(f'{d:g}' for d in doses)} is a dose of the store "
@@ -93,21 +109,27 @@ def cmd_run(args) -> None:
     if not plan:
         raise ValueError(f"--doses: {args.doses} is in none of the stores given")
     out = Path(args.out)
-    done = set()
-    if out.exists():
-        done = {
+
+    def done() -> set:
+        # re-read before every sample: two processes may share one file (different orders)
+        if not out.exists():
+            return set()
+        return {
             (str(r.get("dataset", "")), int(r["index"]))
             for r in map(json.loads, filter(str.strip, out.read_text().splitlines()))
         }
+
     method = get_method(args.method, **({"weights": args.weights} if args.weights else {}))
     label = args.label or args.method
     # round-robin over the stores too, so that a partial run covers every store and dose
     queue = []
     for j in range(max(len(o) for _, _, o in plan)):
         queue += [(store, ds, o[j]) for store, ds, o in plan if j < len(o)]
+    if args.limit is not None:
+        queue = queue[: args.limit]
     for store, ds, index in queue:
         name = _dataset_name(ds, store)
-        if (name, index) in done:
+        if (name, index) in done():
             continue
         position = {int(i): p for p, i in enumerate(ds.indices)}
         t0 = time.perf_counter()
@@ -242,7 +264,13 @@ def cmd_report(args) -> None:
     from benchmark.runner import read_results
     from benchmark.sweep import _paired_markdown, paired_claim_verdict, paired_table, plot_paired
 
-    records = [r for r in read_results(args.results) if r.get("truth", "initial") == "initial"]
+    records, seen = [], set()
+    for r in read_results(args.results):
+        key = (r.get("dataset"), r.get("index"), r.get("method"))
+        if r.get("truth", "initial") != "initial" or key in seen:
+            continue  # a sample run twice (two processes on one file) counts once
+        seen.add(key)
+        records.append(r)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -259,7 +287,7 @@ def cmd_report(args) -> None:
             plot_paired(
                 rows,
                 args.figure,
-                title="dose-sweep: paired coordinate error (AET convention) on atoms every "
+                title=f"{args.title}: paired coordinate error (AET convention) on atoms every "
                 "method recovered, mean and 95% CI over particles",
             )
     for method in methods:
@@ -283,6 +311,9 @@ def main() -> None:
     run.add_argument("--weights", default=None, help="PANN weights (run folder or pann.pt)")
     run.add_argument("--label", default=None, help="method name in the records (e.g. pann-new)")
     run.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    run.add_argument(
+        "--limit", type=int, default=None, help="only the first N samples of the order"
+    )
     report = sub.add_parser("report", help="paired tables and claim checks from results files")
     report.add_argument("results", nargs="+")
     report.add_argument("--baseline", default="classical")
@@ -292,6 +323,7 @@ def main() -> None:
         "--store", action="append", default=None, help="store(s) (per-element recovery table)"
     )
     report.add_argument("--figure", default=None, help="PNG of the paired errors of all methods")
+    report.add_argument("--title", default="dose-sweep", help="dataset name in the figure title")
     crop = sub.add_parser("crop", help="a sphere of an atomic model, as extended XYZ")
     crop.add_argument("model", help="atomic model (any format simgen reads)")
     crop.add_argument("--radius", type=float, required=True, help="sphere radius (Å)")
