@@ -278,12 +278,17 @@ def cmd_report(args) -> None:
     groups = [[args.baseline, m] for m in methods]
     if len(methods) > 1:
         groups.append([args.baseline, *methods])
-    for k, group in enumerate(groups):
+    figure_group = groups[-1]
+    if args.figure_methods:
+        figure_group = [args.baseline, *args.figure_methods.split(",")]
+        if figure_group not in groups:
+            groups.append(figure_group)
+    for group in groups:
         rows = paired_table(records, group)
         if not rows:
             continue
         text += [f"## Paired: {', '.join(group)}", "", _paired_markdown(rows, group), ""]
-        if k == len(groups) - 1 and args.figure:
+        if group == figure_group and args.figure:
             plot_paired(
                 rows,
                 args.figure,
@@ -323,6 +328,11 @@ def main() -> None:
         "--store", action="append", default=None, help="store(s) (per-element recovery table)"
     )
     report.add_argument("--figure", default=None, help="PNG of the paired errors of all methods")
+    report.add_argument(
+        "--figure-methods",
+        default=None,
+        help="comma-separated methods of the figure (with the baseline; default: all)",
+    )
     report.add_argument("--title", default="dose-sweep", help="dataset name in the figure title")
     crop = sub.add_parser("crop", help="a sphere of an atomic model, as extended XYZ")
     crop.add_argument("model", help="atomic model (any format simgen reads)")
