@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from simgen.store.codecs import LOSSY_CODECS, parse_lossy  # noqa: F401 (re-exported)
+from simgen.store.schema import LOSSY_ARRAYS
+
 __all__ = [
     "DatasetSpec",
     "Distribution",
@@ -66,8 +69,7 @@ TILT_SCHEMES = ("sequential", "bidirectional", "dose_symmetric")
 DOSE_PROFILES = ("uniform", "cos")
 HOLD_OUT_FIELDS = ("morphology", "composition", "dose", "noise_model")
 ORIENTATIONS = ("random", "none")
-LOSSY_CODECS = ("float16", "bitround")
-STORE_ARRAYS = ("tilt_series", "volume", "target")
+STORE_ARRAYS = LOSSY_ARRAYS
 
 # Tags that separate the plan's generators from the per-sample streams (spawn keys (i,)).
 _PLAN_TAG = 0x706C616E  # "plan"
@@ -911,29 +913,6 @@ def _storage(value, where: _Where) -> StorageSpec:
         parse_lossy(codec, f"storage.lossy.{array}", where)
         lossy.append((array, codec))
     return StorageSpec(compression_level=level, lossy=tuple(lossy))
-
-
-def parse_lossy(codec: str, key: str = "lossy", where: _Where | None = None) -> tuple[str, int]:
-    """``"float16"`` -> ("float16", 10); ``"bitround:K"`` -> ("bitround", K), 1 <= K <= 23."""
-
-    def fail():
-        expected = 'lossless (omit), "float16" or "bitround:K" with 1 <= K <= 23 mantissa bits'
-        return (
-            where.error(key, codec, expected)
-            if where
-            else ValueError(f"{key}={codec!r}: expected {expected}")
-        )
-
-    if codec == "float16":
-        return ("float16", 10)
-    if isinstance(codec, str) and codec.startswith("bitround:"):
-        try:
-            bits = int(codec.split(":", 1)[1])
-        except ValueError:
-            raise fail() from None
-        if 1 <= bits <= 23:
-            return ("bitround", bits)
-    raise fail()
 
 
 #: A dataset name is also a file name (``<name>.zarr``): no separators, no '..', no leading dot.
