@@ -28,6 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
+from simgen import planning
+from simgen.planning import (  # noqa: F401 (re-exported)
+    GEOMETRIC_NOISE,
+    resolve_align,
+    sample_rng,
+)
 from simgen.store.codecs import LOSSY_CODECS, parse_lossy  # noqa: F401 (re-exported)
 from simgen.store.schema import LOSSY_ARRAYS
 
@@ -53,8 +59,6 @@ RECON_METHODS = ("sirt", "cgls", "fbp", "sart")
 #: ``reconstruction.align``: a method of :mod:`simgen.alignment` or ``"auto"`` (projection
 #: matching with tilt-angle refinement for a noise model with geometric errors, else none).
 ALIGN_CHOICES = ("auto", "none", "com", "cross_correlation", "projection_matching")
-#: Noise models whose errors an alignment estimates (``reconstruction.align: auto``).
-GEOMETRIC_NOISE = ("misalignment", "drift", "rotation", "tilt_error")
 SPLIT_NAMES = ("train", "val", "test")
 GRID_AXES = (
     "morphology",
@@ -72,11 +76,6 @@ ORIENTATIONS = ("random", "none")
 STORE_ARRAYS = LOSSY_ARRAYS
 
 # Tags that separate the plan's generators from the per-sample streams (spawn keys (i,)).
-_PLAN_TAG = 0x706C616E  # "plan"
-_STRUCTURE_TAG = 0x73747275  # "stru"
-_SPLIT_TAG = 0x73706C74  # "splt"
-_ORDER_TAG = 0x6F726472  # "ordr"
-
 _DATASET_KEYS = (
     "description",
     "seed",
@@ -111,11 +110,6 @@ _PARTICLE_KEYS = (
     "thermal_sigma",
     "vacancy_fraction",
 )
-
-
-def sample_rng(dataset_seed: int, index: int) -> np.random.Generator:
-    """Generator of sample ``index``: ``SeedSequence(dataset_seed).spawn(n)[index]``, in O(1)."""
-    return np.random.default_rng(np.random.SeedSequence(dataset_seed, spawn_key=(index,)))
 
 
 #: The catalogue shipped with the package (``simgen/data/datasets.yaml``, a link to the
@@ -291,21 +285,7 @@ class DatasetSpec:
         )
 
     def _axis_values(self, axis: str) -> tuple:
-        if axis == "morphology":
-            return self.morphologies
-        if axis == "composition":
-            return self.compositions
-        if axis == "dose":
-            return self.doses
-        if axis == "noise_model":
-            return tuple(n for n, _ in self.noise_models)
-        if axis == "size_nm":
-            return self.size_nm.values
-        if axis == "tilt_scheme":
-            return self.tilt_schemes
-        if axis == "damage_model":
-            return tuple(n for n, _ in self.damage_models) or ("",)
-        raise AssertionError(axis)
+        return planning.axis_values(self, axis)
 
     def microscope_object(self):
         """The :class:`simgen.imaging.Microscope` of this dataset."""
@@ -313,153 +293,17 @@ class DatasetSpec:
 
         return Microscope(**dict(self.microscope))
 
-    # ---- the plan -------------------------------------------------------------------------
+    # ---- the plan (simgen.planning) -------------------------------------------------------
 
     def plan_rows(self) -> list[dict]:
-        """The plan as plain dicts (no simgen.sample import): one per sample, in order."""
-        plan_rng = np.random.default_rng(np.random.SeedSequence([self.seed, _PLAN_TAG]))
-        noise = dict(self.noise_models)
-        rows: list[dict] = []
-        particle_of: list[int] = []
-        particle_params: dict[tuple, dict] = {}
-
-        def choose(rng: np.random.Generator, options: Sequence):
-            return options[int(rng.integers(len(options)))] if len(options) > 1 else options[0]
-
-        def particle_draws(rng: np.random.Generator, fixed: Mapping) -> dict:
-            # Everything about the particle: fixed by the grid cell or drawn once per particle.
-            return {
-                "morphology": fixed["morphology"]
-                if "morphology" in fixed
-                else choose(rng, self.morphologies),
-                "composition": fixed["composition"]
-                if "composition" in fixed
-                else choose(rng, self.compositions),
-                "size_nm": fixed["size_nm"] if "size_nm" in fixed else self.size_nm.draw(rng),
-                "thermal_sigma": self.thermal_sigma.draw(rng),
-                "vacancy_fraction": self.vacancy_fraction.draw(rng),
-                "orientation": choose(rng, self.orientations),
-            }
-
-        def acquisition_draws(rng: np.random.Generator, fixed: Mapping) -> dict:
-            noise_names = [n for n, _ in self.noise_models]
-            out = {
-                "dose": fixed["dose"] if "dose" in fixed else choose(rng, self.doses),
-                "noise_model": fixed["noise_model"]
-                if "noise_model" in fixed
-                else choose(rng, noise_names),
-            }
-            # Single options draw nothing, so datasets without schemes or damage keep their plan.
-            for axis in ("tilt_scheme", "damage_model"):
-                out[axis] = fixed[axis] if axis in fixed else choose(rng, self._axis_values(axis))
-            return out
-
-        if self.replicas:
-            axes = self.grid_axes
-            shared = set(self.same_structure_across)
-            for cell in itertools.product(*(self._axis_values(a) for a in axes)):
-                values = dict(zip(axes, cell))
-                for replica in range(self.replicas):
-                    key = tuple(v for a, v in values.items() if a not in shared) + (replica,)
-                    if key not in particle_params:
-                        params = particle_draws(plan_rng, values)
-                        params["particle"] = len(particle_params)
-                        particle_params[key] = params
-                    params = particle_params[key]
-                    rows.append(
-                        {**acquisition_draws(plan_rng, values), "replica": replica, **params}
-                    )
-                    particle_of.append(params["particle"])
-        n_particles = len(particle_params)
-        for k in range(self.count):
-            params = particle_draws(plan_rng, {})
-            rows.append(
-                {
-                    **acquisition_draws(plan_rng, {}),
-                    "replica": k,
-                    **params,
-                    "particle": n_particles + k,
-                }
-            )
-            particle_of.append(n_particles + k)
-
-        splits = self._assign_splits(rows, particle_of)
-        for row, split_name in zip(rows, splits):
-            row["split"] = split_name
-        if self.order == "shuffled":
-            # A seeded shuffle makes any prefix (--limit N) a representative subset.
-            order_rng = np.random.default_rng(np.random.SeedSequence([self.seed, _ORDER_TAG]))
-            rows = [rows[k] for k in order_rng.permutation(len(rows))]
-        share = bool(self.same_structure_across)
-        structure_seeds: dict[int, int] = {}  # one per particle (many rows share a particle)
-        for index, row in enumerate(rows):
-            row["index"] = index
-            row["noise"] = noise[row["noise_model"]]
-            row["dose_profile"] = self.dose_profile
-            row["damage"] = dict(self.damage_models).get(row["damage_model"], ())
-            row["seed"] = self.seed
-            if share and row["particle"] not in structure_seeds:
-                structure_seeds[row["particle"]] = _structure_seed(self.seed, row["particle"])
-            row["structure_seed"] = structure_seeds[row["particle"]] if share else None
-        return rows
-
-    def _assign_splits(self, rows: list[dict], particle_of: list[int]) -> list[str]:
-        splits: list[str | None] = [self.split.held_out_split(r) for r in rows]
-        free_particles = sorted({p for p, s in zip(particle_of, splits) if s is None})
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, _SPLIT_TAG]))
-        order = rng.permutation(len(free_particles))
-        names = [n for n, _ in self.split.fractions]
-        bounds = np.rint(
-            np.cumsum([f for _, f in self.split.fractions]) * len(free_particles)
-        ).astype(int)
-        particle_split = {}
-        for rank, position in enumerate(order):
-            particle_split[free_particles[position]] = names[
-                int(np.searchsorted(bounds, rank, side="right"))
-            ]
-        return [s if s is not None else particle_split[p] for s, p in zip(splits, particle_of)]
+        """The plan as plain dicts (no simgen.sample import): one per sample, in order
+        (:func:`simgen.planning.plan_rows`)."""
+        return planning.plan_rows(self)
 
     def plan(self, limit: int | None = None, *, rows: list[dict] | None = None) -> list:
-        """The resolved samples (:class:`simgen.sample.SampleSpec`), deterministic order.
-
-        Grid cells come first (axes in ``grid_axes`` order, replicas innermost), then the random
-        draws. ``limit`` keeps the first N; ``rows`` reuses a :meth:`plan_rows` result.
-        """
-        from simgen.sample import SampleSpec
-
-        microscope = self.microscope_object()
-        specs = []
-        for row in (rows if rows is not None else self.plan_rows())[:limit]:
-            specs.append(
-                SampleSpec(
-                    index=row["index"],
-                    morphology=row["morphology"],
-                    composition=row["composition"],
-                    size_nm=row["size_nm"],
-                    dose=row["dose"],
-                    angles=self.angles,
-                    sampling=self.sampling,
-                    size=self.size,
-                    noise=row["noise"],
-                    noise_model=row["noise_model"],
-                    mode=self.mode,
-                    microscope=microscope,
-                    thermal_sigma=row["thermal_sigma"],
-                    vacancy_fraction=row["vacancy_fraction"],
-                    orientation=row["orientation"],
-                    recon=self.recon,
-                    iterations=self.iterations,
-                    align=resolve_align(self.align, row["noise"]),
-                    target_sigma=self.target_sigma,
-                    split=row["split"],
-                    structure_seed=row["structure_seed"],
-                    tilt_scheme=row["tilt_scheme"],
-                    dose_profile=row["dose_profile"],
-                    damage=row["damage"],
-                    damage_model=row["damage_model"],
-                )
-            )
-        return specs
+        """The resolved samples (:class:`simgen.sample.SampleSpec`), deterministic order
+        (:func:`simgen.planning.plan`)."""
+        return planning.plan(self, limit, rows=rows)
 
     # ---- reporting ------------------------------------------------------------------------
 
@@ -567,14 +411,6 @@ class DatasetSpec:
         return "\n".join(lines)
 
 
-def _structure_seed(dataset_seed: int, particle: int) -> int:
-    """A 63-bit seed for the structure of particle ``particle`` (independent of dose and noise)."""
-    state = np.random.SeedSequence(
-        [dataset_seed, _STRUCTURE_TAG], spawn_key=(particle,)
-    ).generate_state(2)
-    return (int(state[0]) << 31) | (int(state[1]) >> 1)
-
-
 # --------------------------------------------------------------------------------------------
 # Parsing and validation
 
@@ -595,15 +431,6 @@ class _Where:
         return ValueError(
             f"{self.source}: dataset {self.dataset!r}: {self.key(key)}={value!r}: expected {expected}"
         )
-
-
-def resolve_align(align: str, noise: Sequence[str]) -> str:
-    """The alignment a sample gets: ``"auto"`` → ``"projection_matching"`` when ``noise`` (spec
-    strings) includes a geometric error (:data:`GEOMETRIC_NOISE`), else ``"none"``."""
-    if align != "auto":
-        return align
-    names = {str(spec).partition(":")[0].strip() for spec in noise}
-    return "projection_matching" if names & set(GEOMETRIC_NOISE) else "none"
 
 
 def _check_keys(data, allowed: Sequence[str], where: _Where, what: str) -> None:
