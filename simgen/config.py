@@ -17,7 +17,6 @@ index only, never on the dose or the noise model.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import logging
 import math
@@ -36,6 +35,20 @@ from simgen.planning import (  # noqa: F401 (re-exported)
 )
 from simgen.store.codecs import LOSSY_CODECS, parse_lossy  # noqa: F401 (re-exported)
 from simgen.store.schema import LOSSY_ARRAYS
+from simgen.validation import (  # noqa: F401 (MODES, ... re-exported)
+    ALIGN_CHOICES,
+    DOSE_PROFILES,
+    MODES,
+    RECON_METHODS,
+    did_you_mean,
+    field_value,
+    required_keys,
+    section_keys,
+)
+from simgen.validation import Where as _Where
+from simgen.validation import check_keys as _check_keys
+from simgen.validation import number as _number
+from simgen.validation import string_list as _string_list
 
 __all__ = [
     "DatasetSpec",
@@ -54,11 +67,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MODES = ("linear", "multislice", "prism")
-RECON_METHODS = ("sirt", "cgls", "fbp", "sart")
-#: ``reconstruction.align``: a method of :mod:`simgen.alignment` or ``"auto"`` (projection
-#: matching with tilt-angle refinement for a noise model with geometric errors, else none).
-ALIGN_CHOICES = ("auto", "none", "com", "cross_correlation", "projection_matching")
 SPLIT_NAMES = ("train", "val", "test")
 GRID_AXES = (
     "morphology",
@@ -70,47 +78,9 @@ GRID_AXES = (
     "damage_model",
 )
 TILT_SCHEMES = ("sequential", "bidirectional", "dose_symmetric")
-DOSE_PROFILES = ("uniform", "cos")
 HOLD_OUT_FIELDS = ("morphology", "composition", "dose", "noise_model")
 ORIENTATIONS = ("random", "none")
 STORE_ARRAYS = LOSSY_ARRAYS
-
-# Tags that separate the plan's generators from the per-sample streams (spawn keys (i,)).
-_DATASET_KEYS = (
-    "description",
-    "seed",
-    "sampling",
-    "size",
-    "microscope",
-    "mode",
-    "tilt",
-    "particles",
-    "doses",
-    "noise_models",
-    "damage_models",
-    "reconstruction",
-    "target",
-    "split",
-    "samples",
-    "storage",
-)
-_MICROSCOPE_KEYS = (
-    "energy",
-    "semiangle_cutoff",
-    "detector_inner",
-    "detector_outer",
-    "defocus",
-    "cs",
-)
-_PARTICLE_KEYS = (
-    "morphology",
-    "composition",
-    "size_nm",
-    "orientation",
-    "thermal_sigma",
-    "vacancy_fraction",
-)
-
 
 #: The catalogue shipped with the package (``simgen/data/datasets.yaml``, a link to the
 #: repository's top-level ``datasets.yaml``; a wheel holds its content).
@@ -415,82 +385,6 @@ class DatasetSpec:
 # Parsing and validation
 
 
-class _Where:
-    """Where in the catalogue a value came from, for error messages."""
-
-    def __init__(self, source: str, dataset: str, prefix: str = "") -> None:
-        self.source, self.dataset, self.prefix = source, dataset, prefix
-
-    def key(self, key: str) -> str:
-        return f"{self.prefix}{key}"
-
-    def sub(self, key: str) -> _Where:
-        return _Where(self.source, self.dataset, f"{self.prefix}{key}.")
-
-    def error(self, key: str, value, expected: str) -> ValueError:
-        return ValueError(
-            f"{self.source}: dataset {self.dataset!r}: {self.key(key)}={value!r}: expected {expected}"
-        )
-
-
-def _check_keys(data, allowed: Sequence[str], where: _Where, what: str) -> None:
-    if not isinstance(data, Mapping):
-        raise ValueError(
-            f"{where.source}: dataset {where.dataset!r}: {where.prefix.rstrip('.') or what}={data!r}: expected a mapping"
-        )
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(
-                f"{where.source}: dataset {where.dataset!r}: unknown key {where.key(str(key))!r}{hint}; "
-                f"allowed keys in {what}: {', '.join(allowed)}"
-            )
-
-
-def _number(
-    value, where: _Where, key: str, *, minimum=None, exclusive=True, integer=False
-) -> float:
-    kind = "an integer" if integer else "a number"
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or (integer and not isinstance(value, int))
-    ):
-        if isinstance(value, str) and not integer:
-            try:  # YAML 1.1 reads "1e4" (no dot) as a string
-                value = float(value)
-            except ValueError:
-                raise where.error(key, value, kind) from None
-        else:
-            raise where.error(key, value, kind)
-    if not math.isfinite(value):
-        raise where.error(key, value, "a finite number")
-    if minimum is not None:
-        if exclusive and not value > minimum:
-            raise where.error(key, value, f"{kind} > {minimum}")
-        if not exclusive and not value >= minimum:
-            raise where.error(key, value, f"{kind} >= {minimum}")
-    return int(value) if integer else float(value)
-
-
-def _string_list(
-    value, where: _Where, key: str, allowed: Sequence[str] | None = None
-) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not items or not all(isinstance(v, str) and v for v in items):
-        raise where.error(key, value, "a name or a non-empty list of names")
-    if len(set(items)) != len(items):
-        raise where.error(key, value, "no repeated names")
-    if allowed is not None:
-        for item in items:
-            if item not in allowed:
-                close = difflib.get_close_matches(item, allowed, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise where.error(key, item, f"one of {', '.join(allowed)}{hint}")
-    return tuple(items)
-
-
 def _distribution(
     value, where: _Where, key: str, *, minimum: float, exclusive: bool, maximum: float | None = None
 ) -> Distribution:
@@ -536,11 +430,7 @@ def _known_names(module: str, attribute: str) -> tuple[str, ...] | None:
 def _tilt_acquisition(value, where: _Where) -> tuple[tuple[str, ...], str]:
     """``tilt.scheme`` (one scheme or a list: a grid axis) and ``tilt.dose_profile``."""
     schemes = _string_list(value.get("scheme", "sequential"), where, "tilt.scheme", TILT_SCHEMES)
-    profile = value.get("dose_profile", "uniform")
-    if profile not in DOSE_PROFILES:
-        close = difflib.get_close_matches(str(profile), DOSE_PROFILES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise where.error("tilt.dose_profile", profile, f"one of {', '.join(DOSE_PROFILES)}{hint}")
+    profile = field_value(value, "tilt.dose_profile", where)
     return schemes, profile
 
 
@@ -629,12 +519,10 @@ def _noise_models(value, where: _Where) -> tuple[tuple[str, tuple[str, ...]], ..
         for i, spec in enumerate(specs):
             name = spec.split(":", 1)[0].strip()
             if known is not None and name not in known:
-                close = difflib.get_close_matches(name, known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise where.error(
                     f"noise_models.{preset}[{i}]",
                     spec,
-                    f"a noise model among {', '.join(known)}{hint}",
+                    f"a noise model among {', '.join(known)}{did_you_mean(name, known)}",
                 )
             if parse is not None:
                 try:
@@ -685,7 +573,7 @@ def _damage_models(value, where: _Where, energy: float) -> tuple[tuple[str, tupl
 def _split(value, where: _Where) -> Split:
     if value is None:
         return Split()
-    _check_keys(value, ("fractions", "hold_out"), where.sub("split"), "split")
+    _check_keys(value, section_keys("split"), where.sub("split"), "split")
     fractions_in = value.get("fractions", {"train": 1.0})
     _check_keys(fractions_in, SPLIT_NAMES, where.sub("split.fractions"), "split.fractions")
     fractions = tuple(
@@ -722,17 +610,8 @@ def _split(value, where: _Where) -> Split:
 def _storage(value, where: _Where) -> StorageSpec:
     if value is None:
         return StorageSpec()
-    _check_keys(value, ("compression_level", "lossy"), where.sub("storage"), "storage")
-    level = _number(
-        value.get("compression_level", 3),
-        where,
-        "storage.compression_level",
-        integer=True,
-        minimum=1,
-        exclusive=False,
-    )
-    if level > 22:
-        raise where.error("storage.compression_level", level, "a Zstd level in 1..22")
+    _check_keys(value, section_keys("storage"), where.sub("storage"), "storage")
+    level = field_value(value, "storage.compression_level", where)
     lossy_in = value.get("lossy", {}) or {}
     _check_keys(lossy_in, STORE_ARRAYS, where.sub("storage.lossy"), "storage.lossy")
     lossy = []
@@ -752,43 +631,20 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
             f"{where.source}: dataset name {name!r}: expected a simple name (letters, digits, "
             "'.', '_', '-'; starting with a letter or digit), usable as a file name"
         )
-    _check_keys(data, _DATASET_KEYS, where, "a dataset")
-    for key in (
-        "description",
-        "seed",
-        "sampling",
-        "size",
-        "tilt",
-        "particles",
-        "doses",
-        "noise_models",
-        "samples",
-    ):
+    _check_keys(data, section_keys(""), where, "a dataset")
+    for key in required_keys(""):
         if key not in data:
             raise ValueError(f"{where.source}: dataset {name!r}: missing key {key!r}")
-    description = data["description"]
-    if not isinstance(description, str) or not description.strip():
-        raise where.error("description", description, "a non-empty string")
-    seed = _number(data["seed"], where, "seed", integer=True, minimum=0, exclusive=False)
-    sampling = _number(data["sampling"], where, "sampling", minimum=0)
-    size = _number(data["size"], where, "size", integer=True, minimum=8, exclusive=False)
+    description = field_value(data, "description", where)
+    seed = field_value(data, "seed", where)
+    sampling = field_value(data, "sampling", where)
+    size = field_value(data, "size", where)
 
     microscope_in = data.get("microscope", {}) or {}
-    _check_keys(microscope_in, _MICROSCOPE_KEYS, where.sub("microscope"), "microscope")
-    defaults = {
-        "energy": 200e3,
-        "semiangle_cutoff": 25.0,
-        "detector_inner": 60.0,
-        "detector_outer": 200.0,
-        "defocus": 0.0,
-        "cs": 0.0,
-    }
+    _check_keys(microscope_in, section_keys("microscope"), where.sub("microscope"), "microscope")
     microscope = {
-        k: _number(microscope_in.get(k, v), where, f"microscope.{k}") for k, v in defaults.items()
+        k: field_value(microscope_in, f"microscope.{k}", where) for k in section_keys("microscope")
     }
-    for k in ("energy", "semiangle_cutoff", "detector_outer"):
-        if microscope[k] <= 0:
-            raise where.error(f"microscope.{k}", microscope[k], "a positive number")
     if not microscope["detector_outer"] > microscope["detector_inner"] >= 0:
         raise where.error(
             "microscope.detector_outer",
@@ -796,15 +652,13 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
             f"mrad > detector_inner={microscope['detector_inner']} >= 0",
         )
 
-    mode = data.get("mode", "linear")
-    if mode not in MODES:
-        raise where.error("mode", mode, f"one of {', '.join(MODES)}")
+    mode = field_value(data, "mode", where)
     angles = _tilt(data["tilt"], where)
     tilt_schemes, dose_profile = _tilt_acquisition(data["tilt"], where)
 
     particles = data["particles"]
-    _check_keys(particles, _PARTICLE_KEYS, where.sub("particles"), "particles")
-    for key in ("morphology", "composition", "size_nm"):
+    _check_keys(particles, section_keys("particles"), where.sub("particles"), "particles")
+    for key in required_keys("particles"):
         if key not in particles:
             raise ValueError(f"{where.source}: dataset {name!r}: missing key 'particles.{key}'")
     morphologies = _string_list(
@@ -853,50 +707,25 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
 
     recon_in = data.get("reconstruction", {}) or {}
     _check_keys(
-        recon_in, ("method", "iterations", "align"), where.sub("reconstruction"), "reconstruction"
+        recon_in, section_keys("reconstruction"), where.sub("reconstruction"), "reconstruction"
     )
-    recon = recon_in.get("method", "sirt")
-    if recon not in RECON_METHODS:
-        raise where.error("reconstruction.method", recon, f"one of {', '.join(RECON_METHODS)}")
-    iterations = _number(
-        recon_in.get("iterations", 50),
-        where,
-        "reconstruction.iterations",
-        integer=True,
-        minimum=1,
-        exclusive=False,
-    )
-    align = recon_in.get("align", "auto")
-    if align not in ALIGN_CHOICES:
-        close = difflib.get_close_matches(str(align), ALIGN_CHOICES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise where.error("reconstruction.align", align, f"one of {', '.join(ALIGN_CHOICES)}{hint}")
+    recon = field_value(recon_in, "reconstruction.method", where)
+    iterations = field_value(recon_in, "reconstruction.iterations", where)
+    align = field_value(recon_in, "reconstruction.align", where)
     target_in = data.get("target", {}) or {}
-    _check_keys(target_in, ("sigma",), where.sub("target"), "target")
-    target_sigma = _number(target_in.get("sigma", 0.35), where, "target.sigma", minimum=0)
+    _check_keys(target_in, section_keys("target"), where.sub("target"), "target")
+    target_sigma = field_value(target_in, "target.sigma", where)
 
     samples = data["samples"]
-    _check_keys(
-        samples,
-        ("grid", "random", "same_structure_across", "order"),
-        where.sub("samples"),
-        "samples",
-    )
+    _check_keys(samples, section_keys("samples"), where.sub("samples"), "samples")
     replicas, count, grid_axes = 0, 0, ("morphology", "composition", "dose", "noise_model")
     if "grid" in samples:
         grid = samples["grid"] or {}
-        _check_keys(grid, ("axes", "replicas"), where.sub("samples.grid"), "samples.grid")
+        _check_keys(grid, section_keys("samples.grid"), where.sub("samples.grid"), "samples.grid")
         grid_axes = _string_list(
             grid.get("axes", list(grid_axes)), where, "samples.grid.axes", GRID_AXES
         )
-        replicas = _number(
-            grid.get("replicas", 1),
-            where,
-            "samples.grid.replicas",
-            integer=True,
-            minimum=1,
-            exclusive=False,
-        )
+        replicas = field_value(grid, "samples.grid.replicas", where)
         if "damage_model" in grid_axes and not damage_models:
             raise where.error(
                 "samples.grid.axes",
@@ -911,15 +740,10 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
             )
     if "random" in samples:
         random_in = samples["random"] or {}
-        _check_keys(random_in, ("count",), where.sub("samples.random"), "samples.random")
-        count = _number(
-            random_in.get("count"),
-            where,
-            "samples.random.count",
-            integer=True,
-            minimum=1,
-            exclusive=False,
+        _check_keys(
+            random_in, section_keys("samples.random"), where.sub("samples.random"), "samples.random"
         )
+        count = field_value(random_in, "samples.random.count", where)
     if not replicas and not count:
         raise where.error("samples", dict(samples), "grid: {replicas: N} and/or random: {count: N}")
     same_in = samples.get("same_structure_across") or []
@@ -947,11 +771,7 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
                 f"axes of the grid ({', '.join(grid_axes)})",
             )
 
-    order = samples.get("order", "grid")
-    if order not in ("grid", "shuffled"):
-        raise where.error(
-            "samples.order", order, "grid (axes nested in order) or shuffled (seeded permutation)"
-        )
+    order = field_value(samples, "samples.order", where)
     split = _split(data.get("split"), where)
     for split_name, rules in split.hold_out:
         for field_name, held in rules:
@@ -1116,9 +936,10 @@ def get_dataset(name: str, path: str | Path | None = None) -> DatasetSpec:
     data = _read_yaml(path)
     names = list(data["datasets"])
     if name not in names:
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"dataset={name!r}: not in {path}{hint}; available: {', '.join(names)}")
+        raise ValueError(
+            f"dataset={name!r}: not in {path}{did_you_mean(name, names)}; "
+            f"available: {', '.join(names)}"
+        )
     return DatasetSpec.from_dict(name, data["datasets"][name], source=str(path))
 
 
