@@ -50,13 +50,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
 import numpy as np
 
 from simgen.acquisition import Acquisition
-from simgen.specs import parameter_docs, split_spec
+from simgen.specs import param, registry
 
 __all__ = [
     "DISPLACEMENT_THRESHOLDS",
@@ -417,13 +417,13 @@ class KnockOn:
         (``threshold_Pt=30`` in a spec).
     """
 
-    energy: float = 200e3
-    threshold_scale: float = 1.0
-    exponent: float = 1.0
-    cn_bulk: int = 12
-    cross_section_scale: float = 1.0
-    sputter: str = "exit"
-    thresholds: dict = field(default_factory=dict)
+    energy: float = param(200e3, "eV", minimum=None)
+    threshold_scale: float = param(1.0, minimum=None)
+    exponent: float = param(1.0, minimum=None)
+    cn_bulk: int = param(12, minimum=None)
+    cross_section_scale: float = param(1.0, minimum=None)
+    sputter: str = param("exit", minimum=None, choices=("exit", "always", "never"))
+    thresholds: dict = param({}, "eV", minimum=None, placeholder="Element")
 
     name: ClassVar[str] = "knock_on"
     SPUTTER_RULES: ClassVar[tuple[str, ...]] = ("exit", "always", "never")
@@ -552,9 +552,9 @@ class SurfaceDiffusion:
         Bulk coordination number; atoms at or above it never hop.
     """
 
-    rate: float = 1e-4
-    gamma: float = 0.5
-    cn_bulk: int = 12
+    rate: float = param(1e-4, "per e/Å²", minimum=None)
+    gamma: float = param(0.5, minimum=None)
+    cn_bulk: int = param(12, minimum=None)
 
     name: ClassVar[str] = "surface_diffusion"
 
@@ -611,17 +611,20 @@ def _model_spec(model) -> str:
     return f"{model.name}:{','.join(parts)}"
 
 
+#: The damage models in the spec registry (:mod:`simgen.specs`).
+DAMAGE_REGISTRY = registry(
+    "damage", "damage models (datasets.yaml damage_models: lists of NAME[:k=v,...])"
+)
+for _cls in DAMAGE_MODELS.values():
+    DAMAGE_REGISTRY.register(_cls.name, _cls)
+
+
 def describe_models() -> dict[str, dict[str, dict]]:
-    """``{name: {param: {"default", "doc"}}}`` of the damage models, for help texts and docs."""
-    described = {}
-    for name, cls in DAMAGE_MODELS.items():
-        docs = parameter_docs(cls)
-        params = {}
-        for f in fields(cls):
-            default = f.default if f.default_factory is MISSING else f.default_factory()
-            params[f.name] = {"default": default, "doc": docs.get(f.name, "")}
-        described[name] = params
-    return described
+    """``{name: {param: {"default", "unit", "doc"}}}`` of the damage models, for help texts."""
+    return {
+        name: {p.key: {"default": p.default, "unit": p.unit, "doc": p.doc} for p in entry.params}
+        for name, entry in DAMAGE_REGISTRY.models.items()
+    }
 
 
 def parse_damage(text: str, **defaults) -> KnockOn | SurfaceDiffusion:
@@ -632,52 +635,7 @@ def parse_damage(text: str, **defaults) -> KnockOn | SurfaceDiffusion:
     ``"knock_on:threshold_scale=0.8,threshold_Pt=30,sputter=never"``,
     ``"surface_diffusion:rate=2e-4,gamma=0.4"``.
     """
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(
-            f"damage={text!r}: expected 'name' or 'name:key=value,...' with name in {list(DAMAGE_MODELS)}"
-        )
-    name, items = split_spec(text)
-    if name not in DAMAGE_MODELS:
-        raise ValueError(
-            f"damage={text!r}: unknown model {name!r}, expected one of {', '.join(DAMAGE_MODELS)}"
-        )
-    cls = DAMAGE_MODELS[name]
-    names = {f.name: f for f in fields(cls)}
-    kwargs: dict = {}
-    thresholds: dict[str, float] = {}
-    for key, sep, raw in items:
-        if not sep or not raw:
-            item = f"{key}={raw}" if sep else key
-            raise ValueError(f"damage={text!r}: expected key=value, got {item!r}")
-        if key in names and key != "thresholds":
-            target = kwargs
-        elif key.startswith("threshold_") and "thresholds" in names:
-            target, key = thresholds, key[len("threshold_") :]
-        else:
-            allowed = [n for n in names if n != "thresholds"] + (
-                ["threshold_<Element>"] if "thresholds" in names else []
-            )
-            raise ValueError(
-                f"damage={text!r}: unknown parameter {key!r} for {name}, expected one of {allowed}"
-            )
-        if key == "sputter":
-            target[key] = raw
-            continue
-        try:
-            value = float(raw)
-        except ValueError as error:
-            raise ValueError(f"{key}={raw!r}: expected a number (in {text!r})") from error
-        if key == "cn_bulk":
-            if value != int(value):
-                raise ValueError(f"cn_bulk={raw!r}: expected an integer (in {text!r})")
-            value = int(value)
-        target[key] = value
-    if thresholds:
-        kwargs["thresholds"] = thresholds
-    for key, value in defaults.items():
-        if key in names and key not in kwargs and value is not None:
-            kwargs[key] = value
-    return cls(**kwargs)
+    return DAMAGE_REGISTRY.parse(text, **defaults)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,12 +12,38 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from simgen.store.schema import CHECKSUMMED_ARRAYS
+from simgen.specs import Param, registry
+from simgen.store.schema import CHECKSUMMED_ARRAYS, LOSSY_ARRAYS
 
 __all__ = ["LOSSY_CODECS", "parse_lossy", "encode_lossy", "sample_digests", "combined_hex"]
 
 #: Codec names: float16, and bitround with K (1..23) mantissa bits.
 LOSSY_CODECS = ("float16", "bitround")
+#: The codecs in the spec registry (:mod:`simgen.specs`), for ``simgen list codecs``.
+CODEC_REGISTRY = registry(
+    "codec",
+    "lossy codecs (datasets.yaml storage.lossy: {ARRAY: CODEC} for "
+    + ", ".join(LOSSY_ARRAYS)
+    + "; lossless float32 when omitted)",
+)
+CODEC_REGISTRY.register(
+    "float16", str, (), "10 mantissa bits, values up to 65504 (written float16)"
+)
+CODEC_REGISTRY.register(
+    "bitround",
+    str,
+    (
+        Param(
+            "K",
+            23,
+            minimum=1,
+            maximum=23,
+            kind=int,
+            doc="float32 mantissa bits kept, 1..23 (round to nearest, ties to even)",
+        ),
+    ),
+    "float32 with the low 23 − K mantissa bits zeroed (compresses well; written bitround:K)",
+)
 _EXPECTED = 'lossless (omit), "float16" or "bitround:K" with 1 <= K <= 23 mantissa bits'
 
 
