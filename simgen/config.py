@@ -326,59 +326,9 @@ class DatasetSpec:
         return out
 
     def summary(self, limit: int | None = None) -> str:
-        """The dry-run text: what would be generated (contains a line ``samples: N``)."""
-        rows = self.plan_rows()
-        n_total = len(rows)
-        rows = rows[:limit] if limit is not None else rows
-        angles = np.asarray(self.angles)
-        lines = [
-            f"dataset: {self.name}",
-            f"description: {self.description}",
-            f"samples: {len(rows)}"
-            + (f" (first {len(rows)} of {n_total})" if len(rows) < n_total else ""),
-            f"seed: {self.seed}",
-            f"volume: {self.size}³ voxels at {self.sampling:g} Å ({self.size * self.sampling:.1f} Å side)",
-            f"tilt: {len(angles)} angles from {angles.min():g}° to {angles.max():g}°",
-            f"mode: {self.mode}; reconstruction: {self.recon} × {self.iterations}, "
-            f"align: {self.align}",
-            "microscope: " + ", ".join(f"{k}={v:g}" for k, v in self.microscope),
-        ]
-        if self.replicas:
-            lines.append(
-                "grid: "
-                + " × ".join(f"{len(self._axis_values(a))} {a}" for a in self.grid_axes)
-                + f" × {self.replicas} replicas = {self.n_grid}"
-            )
-        if self.count:
-            lines.append(f"random draws: {self.count}")
-        lines.append(f"order: {self.order}")
-        if self.same_structure_across:
-            n_particles = len({r["particle"] for r in rows})
-            lines.append(
-                f"same particle across: {', '.join(self.same_structure_across)} ({n_particles} particles)"
-            )
-        keys = ["morphology", "composition", "dose", "noise_model", "split"]
-        if self.tracks_acquisition:
-            keys[4:4] = ["tilt_scheme", "damage_model"]
-            lines.append(f"dose profile: {self.dose_profile}")
-        for key in keys:
-            counts: dict = {}
-            for r in rows:
-                counts[r[key]] = counts.get(r[key], 0) + 1
-            text = ", ".join(
-                f"{k:g}: {v}" if isinstance(k, float) else f"{k}: {v}" for k, v in counts.items()
-            )
-            lines.append(f"  by {key}: {text}")
-        sizes = [r["size_nm"] for r in rows]
-        if sizes:
-            lines.append(f"  size_nm: {min(sizes):.2f}–{max(sizes):.2f}")
-        for name, specs in self.noise_models:
-            lines.append(f"  noise {name}: {', '.join(specs) or '(none)'}")
-        for name, specs in self.damage_models:
-            lines.append(f"  damage {name}: {', '.join(specs) or '(none)'}")
-        raw = 4 * len(rows) * (len(angles) * self.size**2 + 2 * self.size**3)
-        lines.append(f"raw size: {raw / 1e9:.2f} GB before compression")
-        return "\n".join(lines)
+        """The dry-run text: what would be generated (contains a line ``samples: N``;
+        :func:`simgen.planning.summary`)."""
+        return planning.summary(self, limit)
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ __all__ = [
     "plan_rows",
     "assign_splits",
     "plan",
+    "summary",
 ]
 
 _PLAN_TAG = 0x706C616E  # "plan"
@@ -229,3 +230,58 @@ def plan(spec, limit: int | None = None, *, rows: list[dict] | None = None) -> l
             )
         )
     return specs
+
+
+def summary(spec, limit: int | None = None) -> str:
+    """The dry-run text of ``spec``'s plan: what would be generated (contains ``samples: N``)."""
+    rows = plan_rows(spec)
+    n_total = len(rows)
+    rows = rows[:limit] if limit is not None else rows
+    angles = np.asarray(spec.angles)
+    lines = [
+        f"dataset: {spec.name}",
+        f"description: {spec.description}",
+        f"samples: {len(rows)}"
+        + (f" (first {len(rows)} of {n_total})" if len(rows) < n_total else ""),
+        f"seed: {spec.seed}",
+        f"volume: {spec.size}³ voxels at {spec.sampling:g} Å ({spec.size * spec.sampling:.1f} Å side)",
+        f"tilt: {len(angles)} angles from {angles.min():g}° to {angles.max():g}°",
+        f"mode: {spec.mode}; reconstruction: {spec.recon} × {spec.iterations}, align: {spec.align}",
+        "microscope: " + ", ".join(f"{k}={v:g}" for k, v in spec.microscope),
+    ]
+    if spec.replicas:
+        lines.append(
+            "grid: "
+            + " × ".join(f"{len(axis_values(spec, a))} {a}" for a in spec.grid_axes)
+            + f" × {spec.replicas} replicas = {spec.n_grid}"
+        )
+    if spec.count:
+        lines.append(f"random draws: {spec.count}")
+    lines.append(f"order: {spec.order}")
+    if spec.same_structure_across:
+        n_particles = len({r["particle"] for r in rows})
+        lines.append(
+            f"same particle across: {', '.join(spec.same_structure_across)} ({n_particles} particles)"
+        )
+    keys = ["morphology", "composition", "dose", "noise_model", "split"]
+    if spec.tracks_acquisition:
+        keys[4:4] = ["tilt_scheme", "damage_model"]
+        lines.append(f"dose profile: {spec.dose_profile}")
+    for key in keys:
+        counts: dict = {}
+        for r in rows:
+            counts[r[key]] = counts.get(r[key], 0) + 1
+        text = ", ".join(
+            f"{k:g}: {v}" if isinstance(k, float) else f"{k}: {v}" for k, v in counts.items()
+        )
+        lines.append(f"  by {key}: {text}")
+    sizes = [r["size_nm"] for r in rows]
+    if sizes:
+        lines.append(f"  size_nm: {min(sizes):.2f}–{max(sizes):.2f}")
+    for name, specs in spec.noise_models:
+        lines.append(f"  noise {name}: {', '.join(specs) or '(none)'}")
+    for name, specs in spec.damage_models:
+        lines.append(f"  damage {name}: {', '.join(specs) or '(none)'}")
+    raw = 4 * len(rows) * (len(angles) * spec.size**2 + 2 * spec.size**3)
+    lines.append(f"raw size: {raw / 1e9:.2f} GB before compression")
+    return "\n".join(lines)
