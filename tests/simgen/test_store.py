@@ -354,3 +354,16 @@ def test_a_written_store_is_what_the_schema_declares(tmp_path, consolidated):
     assert checked == 10  # 5 dense, 2 atom arrays, 3 alignment arrays
     for name in ("n_atoms", "align_shift_error_pm", "align_angle_error_deg"):
         assert root["meta"][name].dtype == np.dtype(META_BY_NAME[name].dtype)
+
+
+def test_the_documented_schema_is_the_declared_one():
+    """docs/architecture.md's schema table lists every array and meta field of the schema module,
+    with the same path and dtype."""
+    from simgen.store.schema import ARRAYS, META_FIELDS
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
+    for spec in ARRAYS:
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{spec.key}` |"))
+        assert f"`/{spec.path}`" in row and f"| {np.dtype(spec.dtype).name}" in row, row
+    for field in META_FIELDS:
+        assert f"| `{field.name}` |" in text, field.name
