@@ -66,7 +66,10 @@ def _positive(name):
     return convert
 
 
-_LIST_TOPICS = ("morphologies", "compositions", "noise", "damage")
+_LIST_TOPICS = ("morphologies", "compositions", "noise", "damage", "codecs")
+#: simgen.alignment.METHODS (kept here so that building the parser imports nothing heavy;
+#: tests/test_cli.py checks that the two agree).
+_ALIGN_METHODS = ("none", "com", "cross_correlation", "projection_matching")
 _CATALOG_HELP = (
     "dataset catalogue (YAML); default: ./datasets.yaml if present, "
     "else the one shipped with simgen (simgen/data/datasets.yaml)"
@@ -152,7 +155,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--align",
-        choices=["auto", "none", "com", "cross_correlation", "projection_matching"],
+        choices=["auto", *_ALIGN_METHODS],
         default="auto",
         help="alignment before reconstruction (auto: projection matching when the noise has "
         "geometric errors, else none)",
@@ -208,7 +211,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
 
     p = sub.add_parser(
-        "list", help="list morphologies, composition syntax, noise models and damage models"
+        "list", help="list morphologies, composition syntax, noise models, damage models and codecs"
     )
     p.add_argument(
         "topic",
@@ -256,7 +259,14 @@ def _build_parser() -> argparse.ArgumentParser:
         help="constant background counts to subtract, or 'auto' (image border mean)",
     )
     p.add_argument(
-        "--align", action="store_true", help="pre-align the projections (centre of mass)"
+        "--align",
+        nargs="?",
+        const="cross_correlation",
+        default="none",
+        choices=_ALIGN_METHODS,
+        help="align the projections before reconstruction: "
+        + ", ".join(_ALIGN_METHODS)
+        + " (default none; a bare --align is cross_correlation, as before)",
     )
     p.add_argument(
         "--recon",
@@ -429,6 +439,7 @@ def _cmd_simulate(args) -> int:
     from simgen.progress import progress_enabled
 
     sample = simulate_sample(spec, rng, atoms=atoms, progress=progress_enabled())
+    sample.meta["seed"] = int(args.seed)  # recorded in /meta/seed (DESIGN.md), as generate does
     store.write_single_sample_store(out, sample, spec, overwrite=args.overwrite, param="--out")
     print(
         f"wrote {out} ({len(sample.atoms)} atoms, tilt series {sample.tilt_series.shape}, volume {sample.volume.shape})"
@@ -586,29 +597,17 @@ def _cmd_list(args) -> int:
             "compositions (--composition; datasets.yaml particles.composition):\n  "
             + syntax.replace("``", "").replace("; ", ";\n  ")
         )
-    if "noise" in topics:
-        from simgen.noise import NOISE_MODELS, describe_models
+    # noise, damage and codecs print from the spec registry (simgen.specs)
+    modules = {"noise": "simgen.noise", "damage": "simgen.damage", "codecs": "simgen.store.codecs"}
+    for topic, module in modules.items():
+        if topic in topics:
+            import importlib
 
-        lines = ["noise models (--noise NAME[:k=v,...], repeatable; datasets.yaml noise_models):"]
-        for name, params in describe_models().items():
-            summary = (NOISE_MODELS[name].__doc__ or "").strip().splitlines()[0]
-            lines.append(f"  {name}: {summary}")
-            for key, info in params.items():
-                unit = f" {info['unit']}" if info["unit"] else ""
-                lines.append(f"      {key}={info['default']!r}{unit}: {info['doc']}")
-        blocks.append("\n".join(lines))
-    if "damage" in topics:
-        from simgen.damage import DAMAGE_MODELS, describe_models
+            from simgen.specs import REGISTRIES
 
-        lines = ["damage models (datasets.yaml damage_models: lists of NAME[:k=v,...]):"]
-        for name, params in describe_models().items():
-            summary = (DAMAGE_MODELS[name].__doc__ or "").strip().splitlines()[0]
-            lines.append(f"  {name}: {summary}")
-            for key, info in params.items():
-                if key == "thresholds":
-                    key = "threshold_<Element>"
-                lines.append(f"      {key}={info['default']!r}: {info['doc']}")
-        blocks.append("\n".join(lines))
+            importlib.import_module(module)
+            registry = REGISTRIES[topic.rstrip("s") if topic == "codecs" else topic]
+            blocks.append("\n".join([f"{registry.title}:", *registry.describe()]))
     print("\n\n".join(blocks))
     return 0
 

@@ -17,7 +17,6 @@ index only, never on the dose or the noise model.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import logging
 import math
@@ -27,6 +26,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from simgen import planning
+from simgen.planning import (  # noqa: F401 (re-exported)
+    GEOMETRIC_NOISE,
+    resolve_align,
+    sample_rng,
+)
+from simgen.store.codecs import LOSSY_CODECS, parse_lossy  # noqa: F401 (re-exported)
+from simgen.store.schema import LOSSY_ARRAYS
+from simgen.validation import (  # noqa: F401 (MODES, ... re-exported)
+    ALIGN_CHOICES,
+    DOSE_PROFILES,
+    MODES,
+    RECON_METHODS,
+    did_you_mean,
+    field_value,
+    required_keys,
+    section_keys,
+)
+from simgen.validation import Where as _Where
+from simgen.validation import check_keys as _check_keys
+from simgen.validation import number as _number
+from simgen.validation import string_list as _string_list
 
 __all__ = [
     "DatasetSpec",
@@ -45,13 +67,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MODES = ("linear", "multislice", "prism")
-RECON_METHODS = ("sirt", "cgls", "fbp", "sart")
-#: ``reconstruction.align``: a method of :mod:`simgen.alignment` or ``"auto"`` (projection
-#: matching with tilt-angle refinement for a noise model with geometric errors, else none).
-ALIGN_CHOICES = ("auto", "none", "com", "cross_correlation", "projection_matching")
-#: Noise models whose errors an alignment estimates (``reconstruction.align: auto``).
-GEOMETRIC_NOISE = ("misalignment", "drift", "rotation", "tilt_error")
 SPLIT_NAMES = ("train", "val", "test")
 GRID_AXES = (
     "morphology",
@@ -63,58 +78,9 @@ GRID_AXES = (
     "damage_model",
 )
 TILT_SCHEMES = ("sequential", "bidirectional", "dose_symmetric")
-DOSE_PROFILES = ("uniform", "cos")
 HOLD_OUT_FIELDS = ("morphology", "composition", "dose", "noise_model")
 ORIENTATIONS = ("random", "none")
-LOSSY_CODECS = ("float16", "bitround")
-STORE_ARRAYS = ("tilt_series", "volume", "target")
-
-# Tags that separate the plan's generators from the per-sample streams (spawn keys (i,)).
-_PLAN_TAG = 0x706C616E  # "plan"
-_STRUCTURE_TAG = 0x73747275  # "stru"
-_SPLIT_TAG = 0x73706C74  # "splt"
-_ORDER_TAG = 0x6F726472  # "ordr"
-
-_DATASET_KEYS = (
-    "description",
-    "seed",
-    "sampling",
-    "size",
-    "microscope",
-    "mode",
-    "tilt",
-    "particles",
-    "doses",
-    "noise_models",
-    "damage_models",
-    "reconstruction",
-    "target",
-    "split",
-    "samples",
-    "storage",
-)
-_MICROSCOPE_KEYS = (
-    "energy",
-    "semiangle_cutoff",
-    "detector_inner",
-    "detector_outer",
-    "defocus",
-    "cs",
-)
-_PARTICLE_KEYS = (
-    "morphology",
-    "composition",
-    "size_nm",
-    "orientation",
-    "thermal_sigma",
-    "vacancy_fraction",
-)
-
-
-def sample_rng(dataset_seed: int, index: int) -> np.random.Generator:
-    """Generator of sample ``index``: ``SeedSequence(dataset_seed).spawn(n)[index]``, in O(1)."""
-    return np.random.default_rng(np.random.SeedSequence(dataset_seed, spawn_key=(index,)))
-
+STORE_ARRAYS = LOSSY_ARRAYS
 
 #: The catalogue shipped with the package (``simgen/data/datasets.yaml``, a link to the
 #: repository's top-level ``datasets.yaml``; a wheel holds its content).
@@ -289,21 +255,7 @@ class DatasetSpec:
         )
 
     def _axis_values(self, axis: str) -> tuple:
-        if axis == "morphology":
-            return self.morphologies
-        if axis == "composition":
-            return self.compositions
-        if axis == "dose":
-            return self.doses
-        if axis == "noise_model":
-            return tuple(n for n, _ in self.noise_models)
-        if axis == "size_nm":
-            return self.size_nm.values
-        if axis == "tilt_scheme":
-            return self.tilt_schemes
-        if axis == "damage_model":
-            return tuple(n for n, _ in self.damage_models) or ("",)
-        raise AssertionError(axis)
+        return planning.axis_values(self, axis)
 
     def microscope_object(self):
         """The :class:`simgen.imaging.Microscope` of this dataset."""
@@ -311,153 +263,17 @@ class DatasetSpec:
 
         return Microscope(**dict(self.microscope))
 
-    # ---- the plan -------------------------------------------------------------------------
+    # ---- the plan (simgen.planning) -------------------------------------------------------
 
     def plan_rows(self) -> list[dict]:
-        """The plan as plain dicts (no simgen.sample import): one per sample, in order."""
-        plan_rng = np.random.default_rng(np.random.SeedSequence([self.seed, _PLAN_TAG]))
-        noise = dict(self.noise_models)
-        rows: list[dict] = []
-        particle_of: list[int] = []
-        particle_params: dict[tuple, dict] = {}
-
-        def choose(rng: np.random.Generator, options: Sequence):
-            return options[int(rng.integers(len(options)))] if len(options) > 1 else options[0]
-
-        def particle_draws(rng: np.random.Generator, fixed: Mapping) -> dict:
-            # Everything about the particle: fixed by the grid cell or drawn once per particle.
-            return {
-                "morphology": fixed["morphology"]
-                if "morphology" in fixed
-                else choose(rng, self.morphologies),
-                "composition": fixed["composition"]
-                if "composition" in fixed
-                else choose(rng, self.compositions),
-                "size_nm": fixed["size_nm"] if "size_nm" in fixed else self.size_nm.draw(rng),
-                "thermal_sigma": self.thermal_sigma.draw(rng),
-                "vacancy_fraction": self.vacancy_fraction.draw(rng),
-                "orientation": choose(rng, self.orientations),
-            }
-
-        def acquisition_draws(rng: np.random.Generator, fixed: Mapping) -> dict:
-            noise_names = [n for n, _ in self.noise_models]
-            out = {
-                "dose": fixed["dose"] if "dose" in fixed else choose(rng, self.doses),
-                "noise_model": fixed["noise_model"]
-                if "noise_model" in fixed
-                else choose(rng, noise_names),
-            }
-            # Single options draw nothing, so datasets without schemes or damage keep their plan.
-            for axis in ("tilt_scheme", "damage_model"):
-                out[axis] = fixed[axis] if axis in fixed else choose(rng, self._axis_values(axis))
-            return out
-
-        if self.replicas:
-            axes = self.grid_axes
-            shared = set(self.same_structure_across)
-            for cell in itertools.product(*(self._axis_values(a) for a in axes)):
-                values = dict(zip(axes, cell))
-                for replica in range(self.replicas):
-                    key = tuple(v for a, v in values.items() if a not in shared) + (replica,)
-                    if key not in particle_params:
-                        params = particle_draws(plan_rng, values)
-                        params["particle"] = len(particle_params)
-                        particle_params[key] = params
-                    params = particle_params[key]
-                    rows.append(
-                        {**acquisition_draws(plan_rng, values), "replica": replica, **params}
-                    )
-                    particle_of.append(params["particle"])
-        n_particles = len(particle_params)
-        for k in range(self.count):
-            params = particle_draws(plan_rng, {})
-            rows.append(
-                {
-                    **acquisition_draws(plan_rng, {}),
-                    "replica": k,
-                    **params,
-                    "particle": n_particles + k,
-                }
-            )
-            particle_of.append(n_particles + k)
-
-        splits = self._assign_splits(rows, particle_of)
-        for row, split_name in zip(rows, splits):
-            row["split"] = split_name
-        if self.order == "shuffled":
-            # A seeded shuffle makes any prefix (--limit N) a representative subset.
-            order_rng = np.random.default_rng(np.random.SeedSequence([self.seed, _ORDER_TAG]))
-            rows = [rows[k] for k in order_rng.permutation(len(rows))]
-        share = bool(self.same_structure_across)
-        structure_seeds: dict[int, int] = {}  # one per particle (many rows share a particle)
-        for index, row in enumerate(rows):
-            row["index"] = index
-            row["noise"] = noise[row["noise_model"]]
-            row["dose_profile"] = self.dose_profile
-            row["damage"] = dict(self.damage_models).get(row["damage_model"], ())
-            row["seed"] = self.seed
-            if share and row["particle"] not in structure_seeds:
-                structure_seeds[row["particle"]] = _structure_seed(self.seed, row["particle"])
-            row["structure_seed"] = structure_seeds[row["particle"]] if share else None
-        return rows
-
-    def _assign_splits(self, rows: list[dict], particle_of: list[int]) -> list[str]:
-        splits: list[str | None] = [self.split.held_out_split(r) for r in rows]
-        free_particles = sorted({p for p, s in zip(particle_of, splits) if s is None})
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, _SPLIT_TAG]))
-        order = rng.permutation(len(free_particles))
-        names = [n for n, _ in self.split.fractions]
-        bounds = np.rint(
-            np.cumsum([f for _, f in self.split.fractions]) * len(free_particles)
-        ).astype(int)
-        particle_split = {}
-        for rank, position in enumerate(order):
-            particle_split[free_particles[position]] = names[
-                int(np.searchsorted(bounds, rank, side="right"))
-            ]
-        return [s if s is not None else particle_split[p] for s, p in zip(splits, particle_of)]
+        """The plan as plain dicts (no simgen.sample import): one per sample, in order
+        (:func:`simgen.planning.plan_rows`)."""
+        return planning.plan_rows(self)
 
     def plan(self, limit: int | None = None, *, rows: list[dict] | None = None) -> list:
-        """The resolved samples (:class:`simgen.sample.SampleSpec`), deterministic order.
-
-        Grid cells come first (axes in ``grid_axes`` order, replicas innermost), then the random
-        draws. ``limit`` keeps the first N; ``rows`` reuses a :meth:`plan_rows` result.
-        """
-        from simgen.sample import SampleSpec
-
-        microscope = self.microscope_object()
-        specs = []
-        for row in (rows if rows is not None else self.plan_rows())[:limit]:
-            specs.append(
-                SampleSpec(
-                    index=row["index"],
-                    morphology=row["morphology"],
-                    composition=row["composition"],
-                    size_nm=row["size_nm"],
-                    dose=row["dose"],
-                    angles=self.angles,
-                    sampling=self.sampling,
-                    size=self.size,
-                    noise=row["noise"],
-                    noise_model=row["noise_model"],
-                    mode=self.mode,
-                    microscope=microscope,
-                    thermal_sigma=row["thermal_sigma"],
-                    vacancy_fraction=row["vacancy_fraction"],
-                    orientation=row["orientation"],
-                    recon=self.recon,
-                    iterations=self.iterations,
-                    align=resolve_align(self.align, row["noise"]),
-                    target_sigma=self.target_sigma,
-                    split=row["split"],
-                    structure_seed=row["structure_seed"],
-                    tilt_scheme=row["tilt_scheme"],
-                    dose_profile=row["dose_profile"],
-                    damage=row["damage"],
-                    damage_model=row["damage_model"],
-                )
-            )
-        return specs
+        """The resolved samples (:class:`simgen.sample.SampleSpec`), deterministic order
+        (:func:`simgen.planning.plan`)."""
+        return planning.plan(self, limit, rows=rows)
 
     # ---- reporting ------------------------------------------------------------------------
 
@@ -510,156 +326,13 @@ class DatasetSpec:
         return out
 
     def summary(self, limit: int | None = None) -> str:
-        """The dry-run text: what would be generated (contains a line ``samples: N``)."""
-        rows = self.plan_rows()
-        n_total = len(rows)
-        rows = rows[:limit] if limit is not None else rows
-        angles = np.asarray(self.angles)
-        lines = [
-            f"dataset: {self.name}",
-            f"description: {self.description}",
-            f"samples: {len(rows)}"
-            + (f" (first {len(rows)} of {n_total})" if len(rows) < n_total else ""),
-            f"seed: {self.seed}",
-            f"volume: {self.size}³ voxels at {self.sampling:g} Å ({self.size * self.sampling:.1f} Å side)",
-            f"tilt: {len(angles)} angles from {angles.min():g}° to {angles.max():g}°",
-            f"mode: {self.mode}; reconstruction: {self.recon} × {self.iterations}, "
-            f"align: {self.align}",
-            "microscope: " + ", ".join(f"{k}={v:g}" for k, v in self.microscope),
-        ]
-        if self.replicas:
-            lines.append(
-                "grid: "
-                + " × ".join(f"{len(self._axis_values(a))} {a}" for a in self.grid_axes)
-                + f" × {self.replicas} replicas = {self.n_grid}"
-            )
-        if self.count:
-            lines.append(f"random draws: {self.count}")
-        lines.append(f"order: {self.order}")
-        if self.same_structure_across:
-            n_particles = len({r["particle"] for r in rows})
-            lines.append(
-                f"same particle across: {', '.join(self.same_structure_across)} ({n_particles} particles)"
-            )
-        keys = ["morphology", "composition", "dose", "noise_model", "split"]
-        if self.tracks_acquisition:
-            keys[4:4] = ["tilt_scheme", "damage_model"]
-            lines.append(f"dose profile: {self.dose_profile}")
-        for key in keys:
-            counts: dict = {}
-            for r in rows:
-                counts[r[key]] = counts.get(r[key], 0) + 1
-            text = ", ".join(
-                f"{k:g}: {v}" if isinstance(k, float) else f"{k}: {v}" for k, v in counts.items()
-            )
-            lines.append(f"  by {key}: {text}")
-        sizes = [r["size_nm"] for r in rows]
-        if sizes:
-            lines.append(f"  size_nm: {min(sizes):.2f}–{max(sizes):.2f}")
-        for name, specs in self.noise_models:
-            lines.append(f"  noise {name}: {', '.join(specs) or '(none)'}")
-        for name, specs in self.damage_models:
-            lines.append(f"  damage {name}: {', '.join(specs) or '(none)'}")
-        raw = 4 * len(rows) * (len(angles) * self.size**2 + 2 * self.size**3)
-        lines.append(f"raw size: {raw / 1e9:.2f} GB before compression")
-        return "\n".join(lines)
-
-
-def _structure_seed(dataset_seed: int, particle: int) -> int:
-    """A 63-bit seed for the structure of particle ``particle`` (independent of dose and noise)."""
-    state = np.random.SeedSequence(
-        [dataset_seed, _STRUCTURE_TAG], spawn_key=(particle,)
-    ).generate_state(2)
-    return (int(state[0]) << 31) | (int(state[1]) >> 1)
+        """The dry-run text: what would be generated (contains a line ``samples: N``;
+        :func:`simgen.planning.summary`)."""
+        return planning.summary(self, limit)
 
 
 # --------------------------------------------------------------------------------------------
 # Parsing and validation
-
-
-class _Where:
-    """Where in the catalogue a value came from, for error messages."""
-
-    def __init__(self, source: str, dataset: str, prefix: str = "") -> None:
-        self.source, self.dataset, self.prefix = source, dataset, prefix
-
-    def key(self, key: str) -> str:
-        return f"{self.prefix}{key}"
-
-    def sub(self, key: str) -> _Where:
-        return _Where(self.source, self.dataset, f"{self.prefix}{key}.")
-
-    def error(self, key: str, value, expected: str) -> ValueError:
-        return ValueError(
-            f"{self.source}: dataset {self.dataset!r}: {self.key(key)}={value!r}: expected {expected}"
-        )
-
-
-def resolve_align(align: str, noise: Sequence[str]) -> str:
-    """The alignment a sample gets: ``"auto"`` → ``"projection_matching"`` when ``noise`` (spec
-    strings) includes a geometric error (:data:`GEOMETRIC_NOISE`), else ``"none"``."""
-    if align != "auto":
-        return align
-    names = {str(spec).partition(":")[0].strip() for spec in noise}
-    return "projection_matching" if names & set(GEOMETRIC_NOISE) else "none"
-
-
-def _check_keys(data, allowed: Sequence[str], where: _Where, what: str) -> None:
-    if not isinstance(data, Mapping):
-        raise ValueError(
-            f"{where.source}: dataset {where.dataset!r}: {where.prefix.rstrip('.') or what}={data!r}: expected a mapping"
-        )
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(
-                f"{where.source}: dataset {where.dataset!r}: unknown key {where.key(str(key))!r}{hint}; "
-                f"allowed keys in {what}: {', '.join(allowed)}"
-            )
-
-
-def _number(
-    value, where: _Where, key: str, *, minimum=None, exclusive=True, integer=False
-) -> float:
-    kind = "an integer" if integer else "a number"
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or (integer and not isinstance(value, int))
-    ):
-        if isinstance(value, str) and not integer:
-            try:  # YAML 1.1 reads "1e4" (no dot) as a string
-                value = float(value)
-            except ValueError:
-                raise where.error(key, value, kind) from None
-        else:
-            raise where.error(key, value, kind)
-    if not math.isfinite(value):
-        raise where.error(key, value, "a finite number")
-    if minimum is not None:
-        if exclusive and not value > minimum:
-            raise where.error(key, value, f"{kind} > {minimum}")
-        if not exclusive and not value >= minimum:
-            raise where.error(key, value, f"{kind} >= {minimum}")
-    return int(value) if integer else float(value)
-
-
-def _string_list(
-    value, where: _Where, key: str, allowed: Sequence[str] | None = None
-) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not items or not all(isinstance(v, str) and v for v in items):
-        raise where.error(key, value, "a name or a non-empty list of names")
-    if len(set(items)) != len(items):
-        raise where.error(key, value, "no repeated names")
-    if allowed is not None:
-        for item in items:
-            if item not in allowed:
-                close = difflib.get_close_matches(item, allowed, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise where.error(key, item, f"one of {', '.join(allowed)}{hint}")
-    return tuple(items)
 
 
 def _distribution(
@@ -707,11 +380,7 @@ def _known_names(module: str, attribute: str) -> tuple[str, ...] | None:
 def _tilt_acquisition(value, where: _Where) -> tuple[tuple[str, ...], str]:
     """``tilt.scheme`` (one scheme or a list: a grid axis) and ``tilt.dose_profile``."""
     schemes = _string_list(value.get("scheme", "sequential"), where, "tilt.scheme", TILT_SCHEMES)
-    profile = value.get("dose_profile", "uniform")
-    if profile not in DOSE_PROFILES:
-        close = difflib.get_close_matches(str(profile), DOSE_PROFILES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise where.error("tilt.dose_profile", profile, f"one of {', '.join(DOSE_PROFILES)}{hint}")
+    profile = field_value(value, "tilt.dose_profile", where)
     return schemes, profile
 
 
@@ -800,12 +469,10 @@ def _noise_models(value, where: _Where) -> tuple[tuple[str, tuple[str, ...]], ..
         for i, spec in enumerate(specs):
             name = spec.split(":", 1)[0].strip()
             if known is not None and name not in known:
-                close = difflib.get_close_matches(name, known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise where.error(
                     f"noise_models.{preset}[{i}]",
                     spec,
-                    f"a noise model among {', '.join(known)}{hint}",
+                    f"a noise model among {', '.join(known)}{did_you_mean(name, known)}",
                 )
             if parse is not None:
                 try:
@@ -856,7 +523,7 @@ def _damage_models(value, where: _Where, energy: float) -> tuple[tuple[str, tupl
 def _split(value, where: _Where) -> Split:
     if value is None:
         return Split()
-    _check_keys(value, ("fractions", "hold_out"), where.sub("split"), "split")
+    _check_keys(value, section_keys("split"), where.sub("split"), "split")
     fractions_in = value.get("fractions", {"train": 1.0})
     _check_keys(fractions_in, SPLIT_NAMES, where.sub("split.fractions"), "split.fractions")
     fractions = tuple(
@@ -893,17 +560,8 @@ def _split(value, where: _Where) -> Split:
 def _storage(value, where: _Where) -> StorageSpec:
     if value is None:
         return StorageSpec()
-    _check_keys(value, ("compression_level", "lossy"), where.sub("storage"), "storage")
-    level = _number(
-        value.get("compression_level", 3),
-        where,
-        "storage.compression_level",
-        integer=True,
-        minimum=1,
-        exclusive=False,
-    )
-    if level > 22:
-        raise where.error("storage.compression_level", level, "a Zstd level in 1..22")
+    _check_keys(value, section_keys("storage"), where.sub("storage"), "storage")
+    level = field_value(value, "storage.compression_level", where)
     lossy_in = value.get("lossy", {}) or {}
     _check_keys(lossy_in, STORE_ARRAYS, where.sub("storage.lossy"), "storage.lossy")
     lossy = []
@@ -911,29 +569,6 @@ def _storage(value, where: _Where) -> StorageSpec:
         parse_lossy(codec, f"storage.lossy.{array}", where)
         lossy.append((array, codec))
     return StorageSpec(compression_level=level, lossy=tuple(lossy))
-
-
-def parse_lossy(codec: str, key: str = "lossy", where: _Where | None = None) -> tuple[str, int]:
-    """``"float16"`` -> ("float16", 10); ``"bitround:K"`` -> ("bitround", K), 1 <= K <= 23."""
-
-    def fail():
-        expected = 'lossless (omit), "float16" or "bitround:K" with 1 <= K <= 23 mantissa bits'
-        return (
-            where.error(key, codec, expected)
-            if where
-            else ValueError(f"{key}={codec!r}: expected {expected}")
-        )
-
-    if codec == "float16":
-        return ("float16", 10)
-    if isinstance(codec, str) and codec.startswith("bitround:"):
-        try:
-            bits = int(codec.split(":", 1)[1])
-        except ValueError:
-            raise fail() from None
-        if 1 <= bits <= 23:
-            return ("bitround", bits)
-    raise fail()
 
 
 #: A dataset name is also a file name (``<name>.zarr``): no separators, no '..', no leading dot.
@@ -946,43 +581,20 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
             f"{where.source}: dataset name {name!r}: expected a simple name (letters, digits, "
             "'.', '_', '-'; starting with a letter or digit), usable as a file name"
         )
-    _check_keys(data, _DATASET_KEYS, where, "a dataset")
-    for key in (
-        "description",
-        "seed",
-        "sampling",
-        "size",
-        "tilt",
-        "particles",
-        "doses",
-        "noise_models",
-        "samples",
-    ):
+    _check_keys(data, section_keys(""), where, "a dataset")
+    for key in required_keys(""):
         if key not in data:
             raise ValueError(f"{where.source}: dataset {name!r}: missing key {key!r}")
-    description = data["description"]
-    if not isinstance(description, str) or not description.strip():
-        raise where.error("description", description, "a non-empty string")
-    seed = _number(data["seed"], where, "seed", integer=True, minimum=0, exclusive=False)
-    sampling = _number(data["sampling"], where, "sampling", minimum=0)
-    size = _number(data["size"], where, "size", integer=True, minimum=8, exclusive=False)
+    description = field_value(data, "description", where)
+    seed = field_value(data, "seed", where)
+    sampling = field_value(data, "sampling", where)
+    size = field_value(data, "size", where)
 
     microscope_in = data.get("microscope", {}) or {}
-    _check_keys(microscope_in, _MICROSCOPE_KEYS, where.sub("microscope"), "microscope")
-    defaults = {
-        "energy": 200e3,
-        "semiangle_cutoff": 25.0,
-        "detector_inner": 60.0,
-        "detector_outer": 200.0,
-        "defocus": 0.0,
-        "cs": 0.0,
-    }
+    _check_keys(microscope_in, section_keys("microscope"), where.sub("microscope"), "microscope")
     microscope = {
-        k: _number(microscope_in.get(k, v), where, f"microscope.{k}") for k, v in defaults.items()
+        k: field_value(microscope_in, f"microscope.{k}", where) for k in section_keys("microscope")
     }
-    for k in ("energy", "semiangle_cutoff", "detector_outer"):
-        if microscope[k] <= 0:
-            raise where.error(f"microscope.{k}", microscope[k], "a positive number")
     if not microscope["detector_outer"] > microscope["detector_inner"] >= 0:
         raise where.error(
             "microscope.detector_outer",
@@ -990,15 +602,13 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
             f"mrad > detector_inner={microscope['detector_inner']} >= 0",
         )
 
-    mode = data.get("mode", "linear")
-    if mode not in MODES:
-        raise where.error("mode", mode, f"one of {', '.join(MODES)}")
+    mode = field_value(data, "mode", where)
     angles = _tilt(data["tilt"], where)
     tilt_schemes, dose_profile = _tilt_acquisition(data["tilt"], where)
 
     particles = data["particles"]
-    _check_keys(particles, _PARTICLE_KEYS, where.sub("particles"), "particles")
-    for key in ("morphology", "composition", "size_nm"):
+    _check_keys(particles, section_keys("particles"), where.sub("particles"), "particles")
+    for key in required_keys("particles"):
         if key not in particles:
             raise ValueError(f"{where.source}: dataset {name!r}: missing key 'particles.{key}'")
     morphologies = _string_list(
@@ -1047,50 +657,25 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
 
     recon_in = data.get("reconstruction", {}) or {}
     _check_keys(
-        recon_in, ("method", "iterations", "align"), where.sub("reconstruction"), "reconstruction"
+        recon_in, section_keys("reconstruction"), where.sub("reconstruction"), "reconstruction"
     )
-    recon = recon_in.get("method", "sirt")
-    if recon not in RECON_METHODS:
-        raise where.error("reconstruction.method", recon, f"one of {', '.join(RECON_METHODS)}")
-    iterations = _number(
-        recon_in.get("iterations", 50),
-        where,
-        "reconstruction.iterations",
-        integer=True,
-        minimum=1,
-        exclusive=False,
-    )
-    align = recon_in.get("align", "auto")
-    if align not in ALIGN_CHOICES:
-        close = difflib.get_close_matches(str(align), ALIGN_CHOICES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise where.error("reconstruction.align", align, f"one of {', '.join(ALIGN_CHOICES)}{hint}")
+    recon = field_value(recon_in, "reconstruction.method", where)
+    iterations = field_value(recon_in, "reconstruction.iterations", where)
+    align = field_value(recon_in, "reconstruction.align", where)
     target_in = data.get("target", {}) or {}
-    _check_keys(target_in, ("sigma",), where.sub("target"), "target")
-    target_sigma = _number(target_in.get("sigma", 0.35), where, "target.sigma", minimum=0)
+    _check_keys(target_in, section_keys("target"), where.sub("target"), "target")
+    target_sigma = field_value(target_in, "target.sigma", where)
 
     samples = data["samples"]
-    _check_keys(
-        samples,
-        ("grid", "random", "same_structure_across", "order"),
-        where.sub("samples"),
-        "samples",
-    )
+    _check_keys(samples, section_keys("samples"), where.sub("samples"), "samples")
     replicas, count, grid_axes = 0, 0, ("morphology", "composition", "dose", "noise_model")
     if "grid" in samples:
         grid = samples["grid"] or {}
-        _check_keys(grid, ("axes", "replicas"), where.sub("samples.grid"), "samples.grid")
+        _check_keys(grid, section_keys("samples.grid"), where.sub("samples.grid"), "samples.grid")
         grid_axes = _string_list(
             grid.get("axes", list(grid_axes)), where, "samples.grid.axes", GRID_AXES
         )
-        replicas = _number(
-            grid.get("replicas", 1),
-            where,
-            "samples.grid.replicas",
-            integer=True,
-            minimum=1,
-            exclusive=False,
-        )
+        replicas = field_value(grid, "samples.grid.replicas", where)
         if "damage_model" in grid_axes and not damage_models:
             raise where.error(
                 "samples.grid.axes",
@@ -1105,15 +690,10 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
             )
     if "random" in samples:
         random_in = samples["random"] or {}
-        _check_keys(random_in, ("count",), where.sub("samples.random"), "samples.random")
-        count = _number(
-            random_in.get("count"),
-            where,
-            "samples.random.count",
-            integer=True,
-            minimum=1,
-            exclusive=False,
+        _check_keys(
+            random_in, section_keys("samples.random"), where.sub("samples.random"), "samples.random"
         )
+        count = field_value(random_in, "samples.random.count", where)
     if not replicas and not count:
         raise where.error("samples", dict(samples), "grid: {replicas: N} and/or random: {count: N}")
     same_in = samples.get("same_structure_across") or []
@@ -1141,11 +721,7 @@ def _parse_dataset(name: str, data, where: _Where) -> DatasetSpec:
                 f"axes of the grid ({', '.join(grid_axes)})",
             )
 
-    order = samples.get("order", "grid")
-    if order not in ("grid", "shuffled"):
-        raise where.error(
-            "samples.order", order, "grid (axes nested in order) or shuffled (seeded permutation)"
-        )
+    order = field_value(samples, "samples.order", where)
     split = _split(data.get("split"), where)
     for split_name, rules in split.hold_out:
         for field_name, held in rules:
@@ -1310,9 +886,10 @@ def get_dataset(name: str, path: str | Path | None = None) -> DatasetSpec:
     data = _read_yaml(path)
     names = list(data["datasets"])
     if name not in names:
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"dataset={name!r}: not in {path}{hint}; available: {', '.join(names)}")
+        raise ValueError(
+            f"dataset={name!r}: not in {path}{did_you_mean(name, names)}; "
+            f"available: {', '.join(names)}"
+        )
     return DatasetSpec.from_dict(name, data["datasets"][name], source=str(path))
 
 
