@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simgen.specs import Spec
 from simgen.store.codecs import parse_lossy
 from simgen.store.schema import LOSSY_ARRAYS
 from simgen.validation import Where as _Where
@@ -260,48 +261,48 @@ def _doses(value, where: _Where) -> tuple[float, ...]:
     return tuple(out)
 
 
-def _noise_models(value, where: _Where) -> tuple[tuple[str, tuple[str, ...]], ...]:
+def _noise_models(value, where: _Where) -> tuple[tuple[str, tuple[Spec, ...]], ...]:
+    """``noise_models: {preset: [noise spec, ...]}``, each spec parsed (a :class:`Spec`: the
+    text as written and its model)."""
     if not isinstance(value, Mapping) or not value:
         raise where.error("noise_models", value, "a mapping {preset name: [noise spec, ...]}")
-    known = _known_names("simgen.noise", "NOISE_MODELS")
-    parse = None
-    if known is not None:
-        from simgen import noise as noise_module
+    from simgen.noise import NOISE_REGISTRY
 
-        parse = getattr(noise_module, "parse_noise", None)
+    known = NOISE_REGISTRY.names()
     out = []
     for preset, specs in value.items():
         if not isinstance(preset, str) or not preset or "/" in preset:
             raise where.error("noise_models", preset, "a preset name (string without '/')")
         if specs is None:
             specs = []
-        if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
+        if not isinstance(specs, list) or not all(isinstance(s, (str, Spec)) for s in specs):
             raise where.error(
                 f"noise_models.{preset}",
                 specs,
                 'a list of noise specs like "poisson", "read:sigma=1.0"',
             )
+        parsed = []
         for i, spec in enumerate(specs):
-            name = spec.split(":", 1)[0].strip()
-            if known is not None and name not in known:
+            name = str(spec).split(":", 1)[0].strip()
+            if name not in known:
                 raise where.error(
                     f"noise_models.{preset}[{i}]",
                     spec,
                     f"a noise model among {', '.join(known)}{did_you_mean(name, known)}",
                 )
-            if parse is not None:
-                try:
-                    parse(spec)
-                except ValueError as exc:
-                    raise where.error(
-                        f"noise_models.{preset}[{i}]", spec, f"a valid noise spec ({exc})"
-                    ) from None
-        out.append((preset, tuple(specs)))
+            try:
+                parsed.append(NOISE_REGISTRY.parse_spec(spec))
+            except ValueError as exc:
+                raise where.error(
+                    f"noise_models.{preset}[{i}]", spec, f"a valid noise spec ({exc})"
+                ) from None
+        out.append((preset, tuple(parsed)))
     return tuple(out)
 
 
-def _damage_models(value, where: _Where, energy: float) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """``damage_models: {preset: [damage spec, ...]}`` (an empty list: no damage)."""
+def _damage_models(value, where: _Where, energy: float) -> tuple[tuple[str, tuple[Spec, ...]], ...]:
+    """``damage_models: {preset: [damage spec, ...]}`` (an empty list: no damage), each spec
+    parsed with the dataset's beam ``energy`` (eV) as the models' default."""
     if value is None:
         return ()
     if not isinstance(value, Mapping) or not value:
@@ -316,22 +317,23 @@ def _damage_models(value, where: _Where, energy: float) -> tuple[tuple[str, tupl
             raise where.error("damage_models", preset, "a preset name (string without '/')")
         if specs is None:
             specs = []
-        if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
+        if not isinstance(specs, list) or not all(isinstance(s, (str, Spec)) for s in specs):
             raise where.error(
                 f"damage_models.{preset}",
                 specs,
                 'a list of damage specs like "surface_diffusion:rate=1e-4", "knock_on"',
             )
+        parsed = []
         for i, spec in enumerate(specs):
             try:
-                damage.parse_damage(spec, energy=energy)
+                parsed.append(damage.DAMAGE_REGISTRY.parse_spec(spec, energy=energy))
             except ValueError as exc:
                 raise where.error(
                     f"damage_models.{preset}[{i}]",
                     spec,
                     f"a damage spec with a model among {', '.join(damage.DAMAGE_MODELS)} ({exc})",
                 ) from None
-        out.append((preset, tuple(specs)))
+        out.append((preset, tuple(parsed)))
     return tuple(out)
 
 

@@ -426,6 +426,10 @@ def _cmd_simulate(args) -> int:
     angles = read_angles(args.angles) if args.angles else parse_tilt(args.tilt)
     if args.iterations < 1:
         raise ValueError(f"--iterations={args.iterations}: expected a positive integer")
+    from simgen.noise import NOISE_REGISTRY
+
+    # Parsed once, here (a bad --noise fails before any work); the specs travel parsed.
+    noise_specs = tuple(NOISE_REGISTRY.parse_spec(text) for text in args.noise or ["poisson"])
     rng = np.random.default_rng(np.random.SeedSequence(args.seed))
     if args.atoms is not None:
         atoms = structures.load_model(args.atoms)
@@ -464,7 +468,7 @@ def _cmd_simulate(args) -> int:
         angles=angles,
         sampling=args.sampling,
         size=size,
-        noise=tuple(args.noise or ["poisson"]),
+        noise=noise_specs,
         noise_model=",".join(args.noise or ["poisson"]),
         mode=args.mode,
         orientation=orientation,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from simgen import planning
 from simgen.catalog_entry import Distribution, Split, StorageSpec, parse_entry
+from simgen.specs import Spec
 from simgen.validation import Where
 
 __all__ = ["DatasetSpec", "spec_dict", "spec_hash"]
@@ -37,7 +38,7 @@ class DatasetSpec:
     morphologies: tuple[str, ...]
     compositions: tuple[str, ...]
     doses: tuple[float, ...]
-    noise_models: tuple[tuple[str, tuple[str, ...]], ...]
+    noise_models: tuple[tuple[str, tuple[Spec, ...]], ...]  # presets of parsed specs
     size_nm: Distribution
     thermal_sigma: Distribution = Distribution((0.0,))
     vacancy_fraction: Distribution = Distribution((0.0,))
@@ -57,7 +58,7 @@ class DatasetSpec:
     storage: StorageSpec = field(default_factory=StorageSpec)
     tilt_schemes: tuple[str, ...] = ("sequential",)
     dose_profile: str = "uniform"
-    damage_models: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    damage_models: tuple[tuple[str, tuple[Spec, ...]], ...] = ()
 
     # ---- construction ---------------------------------------------------------------------
 
@@ -134,7 +135,7 @@ class DatasetSpec:
                 "vacancy_fraction": self.vacancy_fraction.to_yaml(),
             },
             "doses": list(self.doses),
-            "noise_models": {n: list(s) for n, s in self.noise_models},
+            "noise_models": {n: [str(x) for x in s] for n, s in self.noise_models},
             "reconstruction": {
                 "method": self.recon,
                 "iterations": self.iterations,
@@ -160,7 +161,7 @@ class DatasetSpec:
         if self.dose_profile != "uniform":
             out["tilt"]["dose_profile"] = self.dose_profile
         if self.damage_models:
-            out["damage_models"] = {n: list(s) for n, s in self.damage_models}
+            out["damage_models"] = {n: [str(x) for x in s] for n, s in self.damage_models}
         return out
 
     def summary(self, limit: int | None = None) -> str:

@@ -201,7 +201,7 @@ def _plan_meta(rows: Sequence[dict]) -> dict[str, list]:
     meta["structure_seed"] = [
         -1 if r["structure_seed"] is None else int(r["structure_seed"]) for r in rows
     ]
-    meta["noise"] = [";".join(r["noise"]) for r in rows]
+    meta["noise"] = [";".join(map(str, r["noise"])) for r in rows]
     # The chemical order each particle gets: an ordered phase (L1₀, L1₂) on a twinned particle is
     # made as a random alloy, and the store says so next to the composition asked for.
     from simgen.structures import realised_ordering
