@@ -399,7 +399,7 @@ def _cmd_simulate(args) -> int:
     import numpy as np
 
     from simgen import store, structures
-    from simgen.config import resolve_align
+    from simgen.planning import resolve_align
     from simgen.sample import SampleSpec, simulate_sample
 
     if (args.atoms is None) == (args.particle is None):
@@ -498,7 +498,7 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_generate(args) -> int:
-    from simgen.config import get_dataset
+    from simgen.catalog import get_dataset
 
     spec = get_dataset(args.name, args.config)
     if args.limit is not None and args.limit < 1:
@@ -523,7 +523,7 @@ def _cmd_generate(args) -> int:
 
 
 def _cmd_validate(args) -> int:
-    from simgen.config import default_catalog_path, load_catalog, validate_catalog
+    from simgen.catalog import default_catalog_path, load_catalog, validate_catalog
 
     if args.config is None:
         args.config = str(default_catalog_path())

@@ -154,7 +154,7 @@ def _run_sample(
     """Simulate sample ``sample_spec.index`` and write it; return (index, error or "", s, atoms)."""
     import dask
 
-    from simgen.config import sample_rng
+    from simgen.planning import sample_rng
     from simgen.sample import simulate_sample
     from simgen.store import write_sample
 
@@ -213,7 +213,7 @@ def _plan_meta(rows: Sequence[dict]) -> dict[str, list]:
 def _open_or_create(spec, out: Path, rows: list[dict], overwrite: bool):
     import zarr
 
-    from simgen.config import spec_dict
+    from simgen.dataset_spec import spec_dict
     from simgen.store import create_store
 
     resolved = spec_dict(spec)
