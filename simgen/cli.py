@@ -76,6 +76,40 @@ _CATALOG_HELP = (
 )
 
 
+#: Stands in a help text for the registered model names; :class:`_ModelNamesHelpFormatter`
+#: fills it in only when the help is printed, so building the parser imports no model module.
+_MODEL_NAMES = "<MODEL NAMES>"
+
+
+def _model_names(kind: str) -> str:
+    """``"noise: a, b, ...; damage: c, d"`` from the spec registries (imports simgen.noise and
+    simgen.damage: numpy, half a second; only for ``--help``)."""
+    from simgen.damage import DAMAGE_REGISTRY
+    from simgen.noise import NOISE_REGISTRY
+
+    registries = {"noise": NOISE_REGISTRY, "damage": DAMAGE_REGISTRY}
+    kinds = ("noise", "damage") if kind == "all" else (kind,)
+    return "; ".join(f"{k} models: {', '.join(registries[k].names())}" for k in kinds)
+
+
+class _ModelNamesHelpFormatter(argparse.HelpFormatter):
+    """A help formatter that replaces ``<MODEL NAMES>:KIND`` by the names in the registry."""
+
+    @staticmethod
+    def _fill(text: str) -> str:
+        for kind in ("noise", "damage", "all"):
+            mark = f"{_MODEL_NAMES}:{kind}"
+            if mark in text:
+                text = text.replace(mark, _model_names(kind))
+        return text
+
+    def _get_help_string(self, action) -> str:
+        return self._fill(super()._get_help_string(action) or "")
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(self._fill(text))
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simgen", description=__doc__.splitlines()[0].replace("``", "")
@@ -84,7 +118,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
-        "simulate", help="simulate one sample (tilt series, noise, reconstruction) into a store"
+        "simulate",
+        help="simulate one sample (tilt series, noise, reconstruction) into a store",
+        formatter_class=_ModelNamesHelpFormatter,
     )
     p.add_argument(
         "atoms",
@@ -142,7 +178,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME[:k=v,...]",
         help="noise model (repeatable); default poisson; 'none' for expected counts; "
-        "'simgen list noise' shows the models and their parameters",
+        f"{_MODEL_NAMES}:noise; 'simgen list noise' shows their parameters",
     )
     p.add_argument(
         "--recon",
@@ -178,7 +214,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
-        "generate", help="generate a named dataset of datasets.yaml on a Dask cluster"
+        "generate",
+        help="generate a named dataset of datasets.yaml on a Dask cluster",
+        formatter_class=_ModelNamesHelpFormatter,
+        epilog="The catalogue's noise_models and damage_models presets are lists of "
+        f"NAME[:k=v,...] specs; {_MODEL_NAMES}:all ('simgen list noise', 'simgen list damage' "
+        "show their parameters).",
     )
     p.add_argument("name", help="dataset name in the catalogue (see 'simgen validate')")
     p.add_argument("--config", default=None, help=_CATALOG_HELP)
@@ -358,7 +399,7 @@ def _cmd_simulate(args) -> int:
     import numpy as np
 
     from simgen import store, structures
-    from simgen.config import resolve_align
+    from simgen.planning import resolve_align
     from simgen.sample import SampleSpec, simulate_sample
 
     if (args.atoms is None) == (args.particle is None):
@@ -385,6 +426,10 @@ def _cmd_simulate(args) -> int:
     angles = read_angles(args.angles) if args.angles else parse_tilt(args.tilt)
     if args.iterations < 1:
         raise ValueError(f"--iterations={args.iterations}: expected a positive integer")
+    from simgen.noise import NOISE_REGISTRY
+
+    # Parsed once, here (a bad --noise fails before any work); the specs travel parsed.
+    noise_specs = tuple(NOISE_REGISTRY.parse_spec(text) for text in args.noise or ["poisson"])
     rng = np.random.default_rng(np.random.SeedSequence(args.seed))
     if args.atoms is not None:
         atoms = structures.load_model(args.atoms)
@@ -423,7 +468,7 @@ def _cmd_simulate(args) -> int:
         angles=angles,
         sampling=args.sampling,
         size=size,
-        noise=tuple(args.noise or ["poisson"]),
+        noise=noise_specs,
         noise_model=",".join(args.noise or ["poisson"]),
         mode=args.mode,
         orientation=orientation,
@@ -453,7 +498,7 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_generate(args) -> int:
-    from simgen.config import get_dataset
+    from simgen.catalog import get_dataset
 
     spec = get_dataset(args.name, args.config)
     if args.limit is not None and args.limit < 1:
@@ -478,7 +523,7 @@ def _cmd_generate(args) -> int:
 
 
 def _cmd_validate(args) -> int:
-    from simgen.config import default_catalog_path, load_catalog, validate_catalog
+    from simgen.catalog import default_catalog_path, load_catalog, validate_catalog
 
     if args.config is None:
         args.config = str(default_catalog_path())

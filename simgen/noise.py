@@ -37,8 +37,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from simgen.specs import Spec, registry
 from simgen.specs import param as _param
-from simgen.specs import registry
 
 __all__ = [
     "NOISE_MODELS",
@@ -542,11 +542,12 @@ class NoiseChain:
         )
 
     @classmethod
-    def from_specs(cls, specs: Sequence[str] | str) -> NoiseChain:
-        """Build a chain from spec strings (see :func:`parse_noise`); ``["none"]`` = no noise."""
-        if isinstance(specs, str):
+    def from_specs(cls, specs: Sequence[str | Spec] | str | Spec) -> NoiseChain:
+        """Build a chain from specs: parsed :class:`simgen.specs.Spec` objects (their models are
+        used as they are) or strings (see :func:`parse_noise`); ``["none"]`` = no noise."""
+        if isinstance(specs, (str, Spec)):
             specs = [specs]
-        return cls([parse_noise(spec) for spec in specs])
+        return cls([NOISE_REGISTRY.build(spec) for spec in specs])
 
     def __repr__(self) -> str:
         return f"NoiseChain({[m.spec() for m in self.models]})"

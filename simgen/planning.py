@@ -279,9 +279,9 @@ def summary(spec, limit: int | None = None) -> str:
     if sizes:
         lines.append(f"  size_nm: {min(sizes):.2f}–{max(sizes):.2f}")
     for name, specs in spec.noise_models:
-        lines.append(f"  noise {name}: {', '.join(specs) or '(none)'}")
+        lines.append(f"  noise {name}: {', '.join(map(str, specs)) or '(none)'}")
     for name, specs in spec.damage_models:
-        lines.append(f"  damage {name}: {', '.join(specs) or '(none)'}")
+        lines.append(f"  damage {name}: {', '.join(map(str, specs)) or '(none)'}")
     raw = 4 * len(rows) * (len(angles) * spec.size**2 + 2 * spec.size**3)
     lines.append(f"raw size: {raw / 1e9:.2f} GB before compression")
     return "\n".join(lines)

@@ -21,6 +21,7 @@ __all__ = [
     "Param",
     "ModelEntry",
     "Registry",
+    "Spec",
     "REGISTRIES",
     "param",
     "params_of",
@@ -193,6 +194,57 @@ class ModelEntry:
     summary: str = ""
 
 
+class Spec:
+    """A parsed spec: the text as written and the model it builds.
+
+    The text is kept as given (``"read:sigma=1"`` stays ``"read:sigma=1"``, not the model's
+    canonical ``"read:sigma=1.0"``): it is what catalogues, ``SampleSpec.to_dict()`` and stores
+    record, so a spec that travels parsed renders back to exactly the bytes it was read from.
+    A spec compares and hashes as its text (also equal to the plain string), so tuples of specs
+    behave like the tuples of strings they replace.
+
+    Parameters
+    ----------
+    text
+        The spec, ``"name"`` or ``"name:key=value,..."``.
+    model
+        The model :meth:`Registry.parse` built from ``text``.
+    """
+
+    __slots__ = ("text", "model")
+
+    def __init__(self, text: str, model) -> None:
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "model", model)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"Spec is immutable: cannot set {name!r}")
+
+    @property
+    def name(self) -> str:
+        """The model's name (the text before ``:``)."""
+        return split_spec(self.text)[0]
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"Spec({self.text!r})"
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Spec):
+            return self.text == other.text
+        if isinstance(other, str):
+            return self.text == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __reduce__(self):
+        return (Spec, (self.text, self.model))
+
+
 class Registry:
     """Named models of one kind (``"noise"``, ``"damage"``, ``"codec"``, ``"morphology"``)."""
 
@@ -274,6 +326,19 @@ class Registry:
             if key in fields and key not in values and value is not None:
                 values[key] = value
         return entry.factory(**values)
+
+    def parse_spec(self, text, **defaults) -> Spec:
+        """``text`` parsed into a :class:`Spec` (text and model); a :class:`Spec` is returned
+        as it is."""
+        if isinstance(text, Spec):
+            return text
+        return Spec(text, self.parse(text, **defaults))
+
+    def build(self, spec, **defaults):
+        """The model of ``spec``: a :class:`Spec`'s model, or ``spec`` (text) parsed."""
+        if isinstance(spec, Spec):
+            return spec.model
+        return self.parse(spec, **defaults)
 
     def describe(self) -> list[str]:
         """The lines ``simgen list`` prints: each model, its summary and its parameters."""

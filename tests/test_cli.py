@@ -185,3 +185,33 @@ def test_simgen_list_prints_codecs_from_the_spec_registry(capsys):
     assert simgen_main(["list", "codecs"]) == 0
     out = capsys.readouterr().out
     assert "  float16: " in out and "  bitround: " in out and "K=23" in out
+
+
+def test_subcommand_help_names_the_registered_models_and_simgen_help_stays_light():
+    """``simulate --help`` and ``generate --help`` list the noise (and damage) model names of the
+    spec registries; ``simgen --help`` does not import the model modules to do so."""
+    import subprocess
+    import sys
+
+    from simgen.damage import DAMAGE_REGISTRY
+    from simgen.noise import NOISE_REGISTRY
+
+    def help_text(*args):
+        code = (
+            "import sys; from simgen.cli import main\n"
+            "try: main(sys.argv[1:])\n"
+            "except SystemExit: pass\n"
+            "print('LOADED', 'simgen.noise' in sys.modules, 'numpy' in sys.modules)"
+        )
+        run = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+        )
+        return " ".join(run.stdout.split())  # undo argparse's line wrapping
+
+    simulate = help_text("simulate", "--help")
+    assert "noise models: " + ", ".join(NOISE_REGISTRY.names()) + ";" in simulate
+    generate = help_text("generate", "--help")
+    assert "noise models: " + ", ".join(NOISE_REGISTRY.names()) in generate
+    assert "damage models: " + ", ".join(DAMAGE_REGISTRY.names()) in generate
+    assert "<MODEL NAMES>" not in simulate + generate
+    assert help_text("--help").endswith("LOADED False False")

@@ -13,6 +13,7 @@ import numpy as np
 from simgen.acquisition import Acquisition
 from simgen.damage.events import DamageEvent, _bond_length, _State
 from simgen.damage.models import _check_positive, _model_spec, parse_damage
+from simgen.specs import Spec
 
 __all__ = ["DamageHistory", "DamageChain", "image_history"]
 
@@ -168,12 +169,18 @@ class DamageChain:
     def from_specs(
         cls, specs: Iterable[str] | str | None, *, energy: float | None = None
     ) -> DamageChain:
-        """Chain from spec strings (``parse_damage``); ``energy`` (eV) sets models' default beam energy."""
+        """Chain from specs: parsed :class:`simgen.specs.Spec` objects (their models as they are)
+        or strings (``parse_damage``; ``energy`` (eV) sets the models' default beam energy)."""
         if specs is None:
             return cls(())
-        if isinstance(specs, str):
+        if isinstance(specs, (str, Spec)):
             specs = [specs]
-        return cls(tuple(parse_damage(spec, energy=energy) for spec in specs))
+        return cls(
+            tuple(
+                spec.model if isinstance(spec, Spec) else parse_damage(spec, energy=energy)
+                for spec in specs
+            )
+        )
 
     def with_energy(self, energy: float) -> DamageChain:
         """The same chain with the beam energy (eV) of every model that has one replaced."""

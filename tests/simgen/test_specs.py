@@ -86,3 +86,40 @@ def test_a_registry_of_functions_reads_keyword_arguments():
 
 def test_split_spec():
     assert split_spec("a: k = 1 ,, j=x") == ("a", [("k", True, "1"), ("j", True, "x")])
+
+
+def test_specs_travel_parsed_and_render_back_to_their_text():
+    """A catalogue's noise and damage specs are parsed once (``Spec``: text + model) and reach the
+    sample parsed; what is recorded (``DatasetSpec.to_dict``, ``SampleSpec.to_dict``) is the text
+    exactly as written, not the model's canonical form (``sigma=1`` stays ``sigma=1``)."""
+    import pickle
+
+    from simgen.config import DatasetSpec, get_dataset
+    from simgen.damage import DamageChain
+    from simgen.noise import NoiseChain
+    from simgen.specs import Spec
+
+    data = get_dataset("smoke").to_dict()
+    data["noise_models"] = {"custom": ["poisson", "read:sigma=1"]}
+    data["damage_models"] = {"hop": ["surface_diffusion:rate=2e-4"]}
+    spec = DatasetSpec.from_dict("smoke", data)
+    (preset, specs), (_, damage) = spec.noise_models[0], spec.damage_models[0]
+    assert preset == "custom" and all(isinstance(s, Spec) for s in specs + damage)
+    assert specs[1].model == ReadNoise(sigma=1.0) and specs[1].model.spec() == "read:sigma=1.0"
+    assert damage[0].model == SurfaceDiffusion(rate=2e-4)
+    assert spec.to_dict()["noise_models"] == {"custom": ["poisson", "read:sigma=1"]}
+    assert spec.to_dict()["damage_models"] == {"hop": ["surface_diffusion:rate=2e-4"]}
+    assert DatasetSpec.from_dict("smoke", spec.to_dict()) == spec
+
+    sample = spec.plan(1)[0]
+    assert sample.noise == ("poisson", "read:sigma=1")  # compares as the text
+    assert sample.noise[1].model is specs[1].model  # the parsed model itself, not re-parsed
+    record = sample.to_dict()
+    assert record["noise"] == ("poisson", "read:sigma=1")
+    assert all(type(s) is str for s in record["noise"] + record["damage"])
+    assert (
+        NoiseChain.from_specs(sample.noise).models == NoiseChain.from_specs(record["noise"]).models
+    )
+    assert DamageChain.from_specs(sample.damage).models == (SurfaceDiffusion(rate=2e-4),)
+    assert pickle.loads(pickle.dumps(sample)) == sample  # travels to Dask workers
+    assert str(NOISE_REGISTRY.parse_spec("read:sigma=1")) == "read:sigma=1"
