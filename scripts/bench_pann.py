@@ -14,83 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
-import numpy as np
-
-PARTICLE_NM = {32: 0.8, 64: 1.5, 128: 3.0}
-
-
-def simulated_sample(size: int, seed: int = 0) -> dict:
-    """A store-like sample dict of one decahedron in a ``size``³ volume at 0.4 Å."""
-    from simgen.sample import SampleSpec, simulate_sample
-
-    spec = SampleSpec(
-        index=0,
-        morphology="decahedron",
-        composition="L10:FePt",
-        size_nm=PARTICLE_NM.get(size, size * 0.4 / 20),
-        dose=1e4,
-        angles=tuple(np.linspace(-70, 70, 29)),
-        sampling=0.4,
-        size=size,
-        noise=("poisson",),
-        noise_model="poisson",
-        thermal_sigma=0.05,
-        structure_seed=seed,
-    )
-    s = simulate_sample(spec, np.random.default_rng(seed))
-    return {
-        "volume": s.volume,
-        "sampling": 0.4,
-        "tilt_series": s.tilt_series,
-        "angles": s.angles,
-        "dose": 1e4,
-        "shifts": s.shifts,
-        "angles_estimated": s.angles_estimated,
-        "n_atoms": len(s.atoms),
-    }
-
-
-def best(function, repeats: int):
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return min(times), result
-
-
-def stage_times(model, sample: dict, repeats: int = 1) -> dict:
-    """Seconds per stage of ``model.predict`` on ``sample`` (best of ``repeats``), and counts."""
-    from models.pann import NOT_AN_ATOM, candidate_features
-    from models.refine import refine_sample
-
-    volume, sampling = sample["volume"], sample["sampling"]
-    out = {}
-    out["stage 1 (sliding window)"], refined = best(lambda: model.refine(volume), repeats)
-    out["tracing"], cand = best(lambda: model.candidates(refined, sampling), repeats)
-    positions = np.asarray(cand.positions, dtype=np.float64).reshape(-1, 3)
-    out["Zernike features"], _ = best(
-        lambda: candidate_features(refined, volume, positions, sampling, model.config), repeats
-    )
-    total_classify, probs = best(
-        lambda: model.classify(refined, volume, positions, sampling), repeats
-    )
-    out["stage 2 (graph + transformer)"] = max(total_classify - out["Zernike features"], 0.0)
-    labels = probs.argmax(axis=1)
-    keep = np.array([model.config.classes[i] != NOT_AN_ATOM for i in labels], dtype=bool)
-    symbols = [model.config.classes[i] for i in labels[keep]]
-    out["refinement against the tilt series"], _ = best(
-        lambda: refine_sample(sample, positions[keep], symbols), repeats
-    )
-    out["predict, all stages"], _ = best(
-        lambda: model.predict(volume, sampling, measurement=sample), repeats
-    )
-    out["_candidates"] = len(positions)
-    out["_atoms"] = int(keep.sum())
-    return out
+from benchmark.speed import simulated_sample, stage_times
 
 
 def main(argv: list[str] | None = None) -> None:
