@@ -219,17 +219,18 @@ def _read_volume(path: str, key: str | None):
 
 
 def _cmd_predict(args) -> int:
-    from models.pann import PannModel
     from simgen.outputs import check_output, staged_output
 
     out = Path(args.out)
     if args.volume:
-        # Check the input before loading the networks (seconds).
+        # Check every input before torch is imported and the networks are loaded (seconds).
         sampling = volume_sampling(args.volume, args.sampling)
         check_output(out, "file", overwrite=args.overwrite)  # before the expensive work
-        model = PannModel.load(args.weights)
         elements = [e.strip() for e in args.elements.split(",")] if args.elements else None
         volume = _read_volume(args.volume, args.key)
+        from models.pann import PannModel
+
+        model = PannModel.load(args.weights)
         pred = model.predict(volume, sampling, elements)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_prediction(
@@ -253,7 +254,6 @@ def _cmd_predict(args) -> int:
     from simgen.store import open_dataset
 
     check_output(out, "predictions", overwrite=args.overwrite)  # before the expensive work
-    model = PannModel.load(args.weights)
     ds = open_dataset(args.data)
     # Imported data: write the atoms back in the frame of the user's input model.
     input_frame = ds.attrs.get("input_frame") if hasattr(ds, "attrs") else None
@@ -264,6 +264,9 @@ def _cmd_predict(args) -> int:
             f"--data={args.data!r}: no complete samples"
             + (f" in split {args.split!r}" if args.split else "")
         )
+    from models.pann import PannModel
+
+    model = PannModel.load(args.weights)
     with staged_output(out, "predictions", overwrite=args.overwrite, command="pann predict") as tmp:
         for i in progress_bar(range(len(ds)), desc="pann predict", unit="volume"):
             s = ds[i]

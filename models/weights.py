@@ -15,8 +15,6 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-import torch
-
 __all__ = ["DEFAULT_WEIGHTS", "CHECKPOINT_ERRORS", "load_checkpoint", "save_atomic"]
 
 #: The weights shipped with the package (trained on the ``demo`` dataset; see its README).
@@ -57,6 +55,8 @@ def load_checkpoint(
     if not path.is_file():
         raise FileNotFoundError(f"{param}={str(path)!r}: no such file")
     try:
+        import torch  # here, not at the top: `pann predict` checks its inputs before torch loads
+
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -85,4 +85,6 @@ def save_atomic(payload, path: str | Path) -> None:
     from simgen.outputs import atomic_path
 
     with atomic_path(path) as tmp:
+        import torch
+
         torch.save(payload, tmp)

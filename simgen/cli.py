@@ -66,11 +66,48 @@ def _positive(name):
     return convert
 
 
-_LIST_TOPICS = ("morphologies", "compositions", "noise", "damage")
+_LIST_TOPICS = ("morphologies", "compositions", "noise", "damage", "codecs")
+#: simgen.alignment.METHODS (kept here so that building the parser imports nothing heavy;
+#: tests/test_cli.py checks that the two agree).
+_ALIGN_METHODS = ("none", "com", "cross_correlation", "projection_matching")
 _CATALOG_HELP = (
     "dataset catalogue (YAML); default: ./datasets.yaml if present, "
     "else the one shipped with simgen (simgen/data/datasets.yaml)"
 )
+
+
+#: Stands in a help text for the registered model names; :class:`_ModelNamesHelpFormatter`
+#: fills it in only when the help is printed, so building the parser imports no model module.
+_MODEL_NAMES = "<MODEL NAMES>"
+
+
+def _model_names(kind: str) -> str:
+    """``"noise: a, b, ...; damage: c, d"`` from the spec registries (imports simgen.noise and
+    simgen.damage: numpy, half a second; only for ``--help``)."""
+    from simgen.damage import DAMAGE_REGISTRY
+    from simgen.noise import NOISE_REGISTRY
+
+    registries = {"noise": NOISE_REGISTRY, "damage": DAMAGE_REGISTRY}
+    kinds = ("noise", "damage") if kind == "all" else (kind,)
+    return "; ".join(f"{k} models: {', '.join(registries[k].names())}" for k in kinds)
+
+
+class _ModelNamesHelpFormatter(argparse.HelpFormatter):
+    """A help formatter that replaces ``<MODEL NAMES>:KIND`` by the names in the registry."""
+
+    @staticmethod
+    def _fill(text: str) -> str:
+        for kind in ("noise", "damage", "all"):
+            mark = f"{_MODEL_NAMES}:{kind}"
+            if mark in text:
+                text = text.replace(mark, _model_names(kind))
+        return text
+
+    def _get_help_string(self, action) -> str:
+        return self._fill(super()._get_help_string(action) or "")
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(self._fill(text))
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -81,7 +118,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
-        "simulate", help="simulate one sample (tilt series, noise, reconstruction) into a store"
+        "simulate",
+        help="simulate one sample (tilt series, noise, reconstruction) into a store",
+        formatter_class=_ModelNamesHelpFormatter,
     )
     p.add_argument(
         "atoms",
@@ -139,7 +178,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME[:k=v,...]",
         help="noise model (repeatable); default poisson; 'none' for expected counts; "
-        "'simgen list noise' shows the models and their parameters",
+        f"{_MODEL_NAMES}:noise; 'simgen list noise' shows their parameters",
     )
     p.add_argument(
         "--recon",
@@ -152,7 +191,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--align",
-        choices=["auto", "none", "com", "cross_correlation", "projection_matching"],
+        choices=["auto", *_ALIGN_METHODS],
         default="auto",
         help="alignment before reconstruction (auto: projection matching when the noise has "
         "geometric errors, else none)",
@@ -175,7 +214,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
-        "generate", help="generate a named dataset of datasets.yaml on a Dask cluster"
+        "generate",
+        help="generate a named dataset of datasets.yaml on a Dask cluster",
+        formatter_class=_ModelNamesHelpFormatter,
+        epilog="The catalogue's noise_models and damage_models presets are lists of "
+        f"NAME[:k=v,...] specs; {_MODEL_NAMES}:all ('simgen list noise', 'simgen list damage' "
+        "show their parameters).",
     )
     p.add_argument("name", help="dataset name in the catalogue (see 'simgen validate')")
     p.add_argument("--config", default=None, help=_CATALOG_HELP)
@@ -208,7 +252,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
 
     p = sub.add_parser(
-        "list", help="list morphologies, composition syntax, noise models and damage models"
+        "list", help="list morphologies, composition syntax, noise models, damage models and codecs"
     )
     p.add_argument(
         "topic",
@@ -256,7 +300,14 @@ def _build_parser() -> argparse.ArgumentParser:
         help="constant background counts to subtract, or 'auto' (image border mean)",
     )
     p.add_argument(
-        "--align", action="store_true", help="pre-align the projections (centre of mass)"
+        "--align",
+        nargs="?",
+        const="cross_correlation",
+        default="none",
+        choices=_ALIGN_METHODS,
+        help="align the projections before reconstruction: "
+        + ", ".join(_ALIGN_METHODS)
+        + " (default none; a bare --align is cross_correlation, as before)",
     )
     p.add_argument(
         "--recon",
@@ -348,7 +399,7 @@ def _cmd_simulate(args) -> int:
     import numpy as np
 
     from simgen import store, structures
-    from simgen.config import resolve_align
+    from simgen.planning import resolve_align
     from simgen.sample import SampleSpec, simulate_sample
 
     if (args.atoms is None) == (args.particle is None):
@@ -375,6 +426,10 @@ def _cmd_simulate(args) -> int:
     angles = read_angles(args.angles) if args.angles else parse_tilt(args.tilt)
     if args.iterations < 1:
         raise ValueError(f"--iterations={args.iterations}: expected a positive integer")
+    from simgen.noise import NOISE_REGISTRY
+
+    # Parsed once, here (a bad --noise fails before any work); the specs travel parsed.
+    noise_specs = tuple(NOISE_REGISTRY.parse_spec(text) for text in args.noise or ["poisson"])
     rng = np.random.default_rng(np.random.SeedSequence(args.seed))
     if args.atoms is not None:
         atoms = structures.load_model(args.atoms)
@@ -413,7 +468,7 @@ def _cmd_simulate(args) -> int:
         angles=angles,
         sampling=args.sampling,
         size=size,
-        noise=tuple(args.noise or ["poisson"]),
+        noise=noise_specs,
         noise_model=",".join(args.noise or ["poisson"]),
         mode=args.mode,
         orientation=orientation,
@@ -429,6 +484,7 @@ def _cmd_simulate(args) -> int:
     from simgen.progress import progress_enabled
 
     sample = simulate_sample(spec, rng, atoms=atoms, progress=progress_enabled())
+    sample.meta["seed"] = int(args.seed)  # recorded in /meta/seed (DESIGN.md), as generate does
     store.write_single_sample_store(out, sample, spec, overwrite=args.overwrite, param="--out")
     print(
         f"wrote {out} ({len(sample.atoms)} atoms, tilt series {sample.tilt_series.shape}, volume {sample.volume.shape})"
@@ -442,7 +498,7 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_generate(args) -> int:
-    from simgen.config import get_dataset
+    from simgen.catalog import get_dataset
 
     spec = get_dataset(args.name, args.config)
     if args.limit is not None and args.limit < 1:
@@ -467,7 +523,7 @@ def _cmd_generate(args) -> int:
 
 
 def _cmd_validate(args) -> int:
-    from simgen.config import default_catalog_path, load_catalog, validate_catalog
+    from simgen.catalog import default_catalog_path, load_catalog, validate_catalog
 
     if args.config is None:
         args.config = str(default_catalog_path())
@@ -586,29 +642,17 @@ def _cmd_list(args) -> int:
             "compositions (--composition; datasets.yaml particles.composition):\n  "
             + syntax.replace("``", "").replace("; ", ";\n  ")
         )
-    if "noise" in topics:
-        from simgen.noise import NOISE_MODELS, describe_models
+    # noise, damage and codecs print from the spec registry (simgen.specs)
+    modules = {"noise": "simgen.noise", "damage": "simgen.damage", "codecs": "simgen.store.codecs"}
+    for topic, module in modules.items():
+        if topic in topics:
+            import importlib
 
-        lines = ["noise models (--noise NAME[:k=v,...], repeatable; datasets.yaml noise_models):"]
-        for name, params in describe_models().items():
-            summary = (NOISE_MODELS[name].__doc__ or "").strip().splitlines()[0]
-            lines.append(f"  {name}: {summary}")
-            for key, info in params.items():
-                unit = f" {info['unit']}" if info["unit"] else ""
-                lines.append(f"      {key}={info['default']!r}{unit}: {info['doc']}")
-        blocks.append("\n".join(lines))
-    if "damage" in topics:
-        from simgen.damage import DAMAGE_MODELS, describe_models
+            from simgen.specs import REGISTRIES
 
-        lines = ["damage models (datasets.yaml damage_models: lists of NAME[:k=v,...]):"]
-        for name, params in describe_models().items():
-            summary = (DAMAGE_MODELS[name].__doc__ or "").strip().splitlines()[0]
-            lines.append(f"  {name}: {summary}")
-            for key, info in params.items():
-                if key == "thresholds":
-                    key = "threshold_<Element>"
-                lines.append(f"      {key}={info['default']!r}: {info['doc']}")
-        blocks.append("\n".join(lines))
+            importlib.import_module(module)
+            registry = REGISTRIES[topic.rstrip("s") if topic == "codecs" else topic]
+            blocks.append("\n".join([f"{registry.title}:", *registry.describe()]))
     print("\n\n".join(blocks))
     return 0
 

@@ -154,7 +154,7 @@ def _run_sample(
     """Simulate sample ``sample_spec.index`` and write it; return (index, error or "", s, atoms)."""
     import dask
 
-    from simgen.config import sample_rng
+    from simgen.planning import sample_rng
     from simgen.sample import simulate_sample
     from simgen.store import write_sample
 
@@ -201,7 +201,7 @@ def _plan_meta(rows: Sequence[dict]) -> dict[str, list]:
     meta["structure_seed"] = [
         -1 if r["structure_seed"] is None else int(r["structure_seed"]) for r in rows
     ]
-    meta["noise"] = [";".join(r["noise"]) for r in rows]
+    meta["noise"] = [";".join(map(str, r["noise"])) for r in rows]
     # The chemical order each particle gets: an ordered phase (L1₀, L1₂) on a twinned particle is
     # made as a random alloy, and the store says so next to the composition asked for.
     from simgen.structures import realised_ordering
@@ -226,7 +226,7 @@ def _plan_meta(rows: Sequence[dict]) -> dict[str, list]:
 def _open_or_create(spec, out: Path, rows: list[dict], overwrite: bool):
     import zarr
 
-    from simgen.config import spec_dict
+    from simgen.dataset_spec import spec_dict
     from simgen.store import create_store
 
     resolved = spec_dict(spec)

@@ -275,7 +275,7 @@ def import_tilt_series(
     background: float | str = 0.0,
     method: str = "sirt",
     iterations: int = 100,
-    align: bool = False,
+    align: bool | str = False,
     overwrite: bool = False,
     param: str = "out",
     progress: bool | None = None,
@@ -312,8 +312,10 @@ def import_tilt_series(
     method, iterations
         Reconstruction (:func:`simgen.reconstruct.reconstruct`).
     align
-        Align the projections first (:func:`simgen.alignment.align_tilt_series`, cross-correlation
-        along the tilt axis, centre of mass across it).
+        Align the projections first: a method of :data:`simgen.alignment.METHODS` (``"none"``,
+        ``"com"``, ``"cross_correlation"``, ``"projection_matching"``;
+        :func:`simgen.alignment.align_tilt_series`); ``True`` is ``"cross_correlation"`` (along
+        the tilt axis, centre of mass across it) and ``False`` ``"none"``.
     progress
         Show a progress bar for the reconstruction (default:
         :func:`simgen.progress.progress_enabled`, off with ``AET_PROGRESS=0``).
@@ -327,7 +329,12 @@ def import_tilt_series(
     pathlib.Path
         The store written.
     """
+    from simgen.alignment import METHODS
     from simgen.outputs import check_output
+
+    align_method = {True: "cross_correlation", False: "none"}.get(align, align)
+    if align_method not in METHODS:
+        raise ValueError(f"align={align!r}: expected one of {', '.join(METHODS)} (or True/False)")
     from simgen.progress import progress_enabled
     from simgen.reconstruct import reconstruct
 
@@ -363,10 +370,10 @@ def import_tilt_series(
         sums = (counts - background).sum(axis=(1, 2))
         normalised = (counts - background) / max(float(np.mean(sums)), 1e-30) * counts.shape[1]
     normalised = normalised.astype(np.float32)
-    if align:
+    if align_method != "none":
         from simgen.alignment import align_tilt_series
 
-        normalised = align_tilt_series(normalised, angles_deg, "cross_correlation").aligned
+        normalised = align_tilt_series(normalised, angles_deg, align_method).aligned
     volume = reconstruct(
         normalised, angles_deg, method=method, iterations=iterations, progress=progress
     )

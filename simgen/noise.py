@@ -32,12 +32,13 @@ import dataclasses
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
-from simgen.specs import split_spec
+from simgen.specs import Spec, registry
+from simgen.specs import param as _param
 
 __all__ = [
     "NOISE_MODELS",
@@ -62,15 +63,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 STAGES = ("angles", "expected", "shot", "detector")
-
-
-def _param(
-    default: float, unit: str, doc: str, minimum: float | None = 0.0, maximum: float | None = None
-):
-    """A dataclass field carrying its unit, description and allowed range for parsing and docs."""
-    return field(
-        default=default, metadata={"unit": unit, "doc": doc, "min": minimum, "max": maximum}
-    )
 
 
 def fourier_shift(images: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
@@ -492,14 +484,20 @@ NOISE_MODELS: dict[str, type[NoiseModel]] = {
 """Name → noise model class. Each class documents its parameters, defaults and units."""
 
 
+#: The noise models in the spec registry (:mod:`simgen.specs`): ``simgen list noise`` and
+#: ``--noise`` parse and print from it.
+NOISE_REGISTRY = registry(
+    "noise", "noise models (--noise NAME[:k=v,...], repeatable; datasets.yaml noise_models)"
+)
+for _cls in NOISE_MODELS.values():
+    NOISE_REGISTRY.register(_cls.name, _cls)
+
+
 def describe_models() -> dict[str, dict[str, dict]]:
     """``{name: {param: {"default", "unit", "doc"}}}`` for help texts and docs."""
     return {
-        name: {
-            f.name: {"default": f.default, "unit": f.metadata["unit"], "doc": f.metadata["doc"]}
-            for f in dataclasses.fields(cls)
-        }
-        for name, cls in NOISE_MODELS.items()
+        name: {p.name: {"default": p.default, "unit": p.unit, "doc": p.doc} for p in entry.params}
+        for name, entry in NOISE_REGISTRY.models.items()
     }
 
 
@@ -512,34 +510,7 @@ def parse_noise(spec: str) -> NoiseModel:
         For an unknown model name or key, or a value that is not a finite number in the allowed
         range; the message names the model, the key, the value and what is allowed.
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(
-            f"noise={spec!r}: expected 'name' or 'name:key=value,...' with name in {sorted(NOISE_MODELS)}"
-        )
-    name, items = split_spec(spec)
-    if name not in NOISE_MODELS:
-        raise ValueError(
-            f"noise={spec!r}: unknown model {name!r}, expected one of {sorted(NOISE_MODELS)}"
-        )
-    cls = NOISE_MODELS[name]
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values: dict[str, float] = {}
-    for key, sep, text in items:
-        if key not in fields:
-            allowed = sorted(fields) or "no parameters"
-            raise ValueError(f"noise {name!r}: unknown key {key!r} in {spec!r}, expected {allowed}")
-        if not sep:
-            raise ValueError(f"noise {name!r}: {key}: missing '=value' in {spec!r}")
-        if key in values:
-            raise ValueError(f"noise {name!r}: {key} given twice in {spec!r}")
-        try:
-            value = float(text)
-        except ValueError:
-            raise ValueError(
-                f"noise {name!r}: {key}={text!r}: expected {_allowed_range(fields[key])}"
-            ) from None
-        values[key] = value
-    return cls(**values)
+    return NOISE_REGISTRY.parse(spec)
 
 
 class NoiseChain:
@@ -571,11 +542,12 @@ class NoiseChain:
         )
 
     @classmethod
-    def from_specs(cls, specs: Sequence[str] | str) -> NoiseChain:
-        """Build a chain from spec strings (see :func:`parse_noise`); ``["none"]`` = no noise."""
-        if isinstance(specs, str):
+    def from_specs(cls, specs: Sequence[str | Spec] | str | Spec) -> NoiseChain:
+        """Build a chain from specs: parsed :class:`simgen.specs.Spec` objects (their models are
+        used as they are) or strings (see :func:`parse_noise`); ``["none"]`` = no noise."""
+        if isinstance(specs, (str, Spec)):
             specs = [specs]
-        return cls([parse_noise(spec) for spec in specs])
+        return cls([NOISE_REGISTRY.build(spec) for spec in specs])
 
     def __repr__(self) -> str:
         return f"NoiseChain({[m.spec() for m in self.models]})"

@@ -45,7 +45,7 @@ class SampleSpec:
     angles: tuple[float, ...]
     sampling: float
     size: int
-    noise: tuple[str, ...] = ("poisson",)
+    noise: tuple = ("poisson",)  # noise specs (simgen.specs.Spec, parsed; or text)
     noise_model: str = "poisson"
     mode: str = "linear"
     microscope: Microscope = field(default_factory=Microscope)
@@ -60,7 +60,7 @@ class SampleSpec:
     structure_seed: int | None = None  # when set, the particle is built from its own generator
     tilt_scheme: str = "sequential"  # acquisition order (simgen.acquisition.SCHEMES)
     dose_profile: str = "uniform"  # "uniform" or "cos" (dose ∝ 1/cos θ, ``dose`` at 0°)
-    damage: tuple[str, ...] = ()  # damage specs (simgen.damage.parse_damage)
+    damage: tuple = ()  # damage specs (simgen.specs.Spec, parsed; or text for parse_damage)
     damage_model: str = ""  # name of the damage preset ("" when the dataset has none)
 
     @property
@@ -74,7 +74,10 @@ class SampleSpec:
         )
 
     def to_dict(self) -> dict:
+        """The spec as plain data; noise and damage specs as the text they were written in."""
         out = asdict(self)
+        out["noise"] = tuple(str(s) for s in self.noise)
+        out["damage"] = tuple(str(s) for s in self.damage)
         if not self.tracks_acquisition:  # records of specs without damage stay as they were
             for key in ("tilt_scheme", "dose_profile", "damage", "damage_model"):
                 out.pop(key)

@@ -280,6 +280,23 @@ def test_predict_takes_the_voxel_size_from_the_mrc_header(
     assert not out.exists()
 
 
+def test_predict_rejects_a_bad_voxel_size_before_torch_is_imported(tmp_path):
+    """The input check takes milliseconds: torch (seconds to import) is not loaded before it."""
+    volume = tmp_path / "v.npy"
+    np.save(volume, np.zeros((8, 8, 8), np.float32))
+    code = (
+        "import sys; from models.cli import main; "
+        f"rc = main(['predict', '--volume', {str(volume)!r}, '--sampling', '-1', '--out', "
+        f"{str(tmp_path / 'p.xyz')!r}]); print(rc, 'torch' in sys.modules)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert run.stdout.split() == ["2", "False"], run.stdout + run.stderr
+    assert "--sampling=-1" in run.stderr
+    assert not (tmp_path / "p.xyz").exists()
+
+
 @pytest.mark.parametrize("value", [0.0, 7.5])
 def test_predict_on_a_constant_volume_finds_no_atoms(tmp_path, capsys, value):
     import ase.io

@@ -146,9 +146,10 @@ def test_ordered_phase_on_a_twinned_particle_is_recorded_in_the_store(
     out = tmp_path / "ico.zarr"
     argv = ["simulate", "--particle", "icosahedron", "--composition", "L10:FePt"]
     argv += ["--size-nm", "0.8", "--tilt", "-60:60:5", "--sampling", "0.5", "--iterations", "3"]
-    assert simgen_main([*argv, "--out", str(out)]) == 0
+    assert simgen_main([*argv, "--seed", "17", "--out", str(out)]) == 0
     sample = open_dataset(out)[0]
     assert sample["composition"] == "L10:FePt" and sample["ordering"] == "alloy"
+    assert sample["seed"] == 17  # --seed is recorded in /meta/seed
     assert "made a random alloy" in caplog.text  # a warning: shown on the terminal too
 
 
@@ -162,3 +163,55 @@ def test_generated_store_records_the_ordering_of_each_sample(smoke_store):
         expected = realised_ordering(sample["morphology"], sample["composition"])
         assert sample["ordering"] == expected
         assert expected == ("L10" if sample["composition"] == "L10:FePt" else "element")
+
+
+def test_import_align_takes_the_alignment_methods():
+    """``simgen import --align`` has simulate's choices (simgen.alignment.METHODS); a bare
+    ``--align`` is still cross-correlation."""
+    from simgen import cli
+    from simgen.alignment import METHODS
+
+    assert cli._ALIGN_METHODS == METHODS
+    parser = cli._build_parser()
+    base = ["import", "ts.npy", "--angles", "a.txt", "--sampling", "0.5", "--out", "o.zarr"]
+    assert parser.parse_args(base).align == "none"
+    assert parser.parse_args([*base, "--align"]).align == "cross_correlation"
+    assert parser.parse_args([*base, "--align", "com"]).align == "com"
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--align", "sideways"])
+
+
+def test_simgen_list_prints_codecs_from_the_spec_registry(capsys):
+    assert simgen_main(["list", "codecs"]) == 0
+    out = capsys.readouterr().out
+    assert "  float16: " in out and "  bitround: " in out and "K=23" in out
+
+
+def test_subcommand_help_names_the_registered_models_and_simgen_help_stays_light():
+    """``simulate --help`` and ``generate --help`` list the noise (and damage) model names of the
+    spec registries; ``simgen --help`` does not import the model modules to do so."""
+    import subprocess
+    import sys
+
+    from simgen.damage import DAMAGE_REGISTRY
+    from simgen.noise import NOISE_REGISTRY
+
+    def help_text(*args):
+        code = (
+            "import sys; from simgen.cli import main\n"
+            "try: main(sys.argv[1:])\n"
+            "except SystemExit: pass\n"
+            "print('LOADED', 'simgen.noise' in sys.modules, 'numpy' in sys.modules)"
+        )
+        run = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+        )
+        return " ".join(run.stdout.split())  # undo argparse's line wrapping
+
+    simulate = help_text("simulate", "--help")
+    assert "noise models: " + ", ".join(NOISE_REGISTRY.names()) + ";" in simulate
+    generate = help_text("generate", "--help")
+    assert "noise models: " + ", ".join(NOISE_REGISTRY.names()) in generate
+    assert "damage models: " + ", ".join(DAMAGE_REGISTRY.names()) in generate
+    assert "<MODEL NAMES>" not in simulate + generate
+    assert help_text("--help").endswith("LOADED False False")

@@ -144,3 +144,36 @@ def test_no_import_cycles():
     cycles += [{m} for m, imported in graph.items() if m in imported]
     unexpected = [sorted(c) for c in cycles if frozenset(c) not in KNOWN_CYCLES]
     assert not unexpected, "import cycles between modules:\n" + "\n".join(map(str, unexpected))
+
+
+def _store_imports() -> list[tuple[str, str, str]]:
+    """(module, imported module, name) of every ``from simgen.store[...] import name`` in
+    ``models`` and ``benchmark`` (``import simgen.store...`` counts with name ``*``)."""
+    found = []
+    for name, path in sorted(_modules().items()):
+        if name.split(".")[0] == "simgen":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("simgen.store"):
+                found += [(name, node.module, alias.name) for alias in node.names]
+            elif isinstance(node, ast.Import):
+                found += [
+                    (name, alias.name, "*")
+                    for alias in node.names
+                    if alias.name.startswith("simgen.store")
+                ]
+    return found
+
+
+def test_models_and_benchmark_read_stores_only():
+    """``models`` and ``benchmark`` use the store's reader API, never its writer or verifier."""
+    from simgen.store import reader
+
+    found = _store_imports()
+    assert found, "expected models/benchmark to read stores through simgen.store"
+    wrong = [
+        f"{module} imports {name} from {target}"
+        for module, target, name in found
+        if target not in ("simgen.store", "simgen.store.reader") or name not in reader.__all__
+    ]
+    assert not wrong, "imports of the store beyond its reader API:\n" + "\n".join(wrong)

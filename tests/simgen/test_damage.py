@@ -272,8 +272,8 @@ def test_parse_damage_and_canonical_specs():
     assert DamageChain.from_specs(chain.specs()).models == chain.models
     for bad, name in [
         ("melting", "damage="),
-        ("knock_on:voltage=3", "damage="),
-        ("knock_on:energy", "damage="),
+        ("knock_on:voltage=3", "damage .knock_on.: unknown key .voltage."),
+        ("knock_on:energy", "damage .knock_on.: energy: missing .=value."),
         ("knock_on:energy=hot", "energy="),
         ("knock_on:sputter=sometimes", "sputter="),
         ("surface_diffusion:rate=-1", "rate="),

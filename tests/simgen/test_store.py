@@ -312,3 +312,58 @@ def test_reader_still_opens_a_schema_1_store(tmp_path):
     zarr.open_group(str(path), mode="r+").attrs["schema_version"] = 99
     with pytest.raises(ValueError, match=r"schema_version=99: expected one of \[1, 2\]"):
         open_dataset(path)
+
+
+@pytest.mark.parametrize("consolidated", [False, True])
+def test_a_written_store_is_what_the_schema_declares(tmp_path, consolidated):
+    """Every array of :data:`simgen.store.schema.ARRAYS` is where the table says, with its dtype,
+    per-sample shape and fill; the checksum order and meta fields are the table's too."""
+    import zarr
+
+    from simgen.store.schema import ARRAYS, META_BY_NAME, checksummed_names
+
+    path = _store(tmp_path / "s.zarr", written=range(N - 1), consolidated=consolidated)
+    root = zarr.open_group(str(path), mode="r")
+    assert root.attrs["checksummed_arrays"] == list(
+        checksummed_names(acquisition=False, alignment=True)
+    )
+    sizes = {"A": A, "V": V, "max_atoms": root.attrs["max_atoms"]}
+    checked = 0
+    for spec in ARRAYS:
+        if spec.when == "acquisition":
+            assert spec.group not in root
+            continue
+        group = root[spec.group] if spec.group else root
+        if spec.ragged and consolidated:
+            # packed: (M, ...) rows of the complete samples, with offsets (N + 1,)
+            array = group[spec.name]
+            n_rows = sum(3 + i for i in range(N - 1))
+            assert array.shape == (n_rows, *spec.shape[1:]) and array.dtype == spec.dtype
+            assert group["offsets"][-1] == n_rows
+            assert spec.written_name in group  # the padded rows stay while a sample is missing
+        else:
+            array = group[spec.written_name]
+            assert array.shape == (N, *spec.sample_shape(sizes))
+            assert array.chunks == (1, *spec.sample_shape(sizes))
+            assert array.dtype == spec.dtype
+            unwritten = np.asarray(array[N - 1])
+            np.testing.assert_array_equal(
+                unwritten, np.full(unwritten.shape, spec.fill, spec.dtype)
+            )
+        checked += 1
+    assert checked == 10  # 5 dense, 2 atom arrays, 3 alignment arrays
+    for name in ("n_atoms", "align_shift_error_pm", "align_angle_error_deg"):
+        assert root["meta"][name].dtype == np.dtype(META_BY_NAME[name].dtype)
+
+
+def test_the_documented_schema_is_the_declared_one():
+    """docs/architecture.md's schema table lists every array and meta field of the schema module,
+    with the same path and dtype."""
+    from simgen.store.schema import ARRAYS, META_FIELDS
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
+    for spec in ARRAYS:
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{spec.key}` |"))
+        assert f"`/{spec.path}`" in row and f"| {np.dtype(spec.dtype).name}" in row, row
+    for field in META_FIELDS:
+        assert f"| `{field.name}` |" in text, field.name
