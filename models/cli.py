@@ -31,6 +31,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="stage-1 (or unet3d) optimiser steps")
     p.add_argument("--epochs", type=int, help="stage-2 epochs")
     p.add_argument("--physics-weight", type=float, help="weight of the re-projection term")
+    p.add_argument(
+        "--init",
+        help="start stage 1 from these PANN weights (run directory or pann.pt; same stage-1 "
+        "architecture); stage 2 is trained anew",
+    )
+    p.add_argument("--lr", type=float, help="peak learning rate of both stages (default 2e-3)")
     p.add_argument("--limit", type=int, help="use at most N samples per split")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
@@ -146,6 +152,12 @@ def _cmd_train(args) -> int:
             raise ValueError(f"--{name.replace('_', '-')}={value}: expected a positive integer")
     if args.num_workers < 0:
         raise ValueError(f"--num-workers={args.num_workers}: expected a non-negative integer")
+    if args.lr is not None and not (args.lr > 0 and args.lr < 1):
+        raise ValueError(f"--lr={args.lr}: expected a learning rate in (0, 1)")
+    if args.init is not None and args.model != "pann":
+        raise ValueError(f"--init={args.init!r}: only for --model pann")
+    if args.init is not None and not Path(args.init).exists():
+        raise FileNotFoundError(f"--init={args.init!r}: no such weights")
     if not Path(args.data).exists():
         raise FileNotFoundError(f"--data={args.data!r}: no such store")
     from models.distributed import resolve_device
@@ -179,7 +191,9 @@ def _cmd_train(args) -> int:
         config.stage2_epochs = args.epochs
     if args.physics_weight is not None:
         config.physics_weight = args.physics_weight
-    model = train_pann(args.data, args.out, config, **common)
+    if args.lr is not None:
+        config.lr = args.lr
+    model = train_pann(args.data, args.out, config, init=args.init, **common)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     print(

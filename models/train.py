@@ -424,6 +424,30 @@ def _write_config(run_dir: Path, config: dict, world, num_workers: int, **extra)
     write_text_atomic(run_dir / "config.json", json.dumps(record, indent=2))
 
 
+#: Configuration fields that fix the stage-1 network's shape (a warm start needs them equal).
+_STAGE1_SHAPE = ("base_channels", "levels", "global_size", "slab")
+
+
+def _warm_start(model: PannModel, init) -> dict:
+    """Load stage 1 of the weights ``init`` into ``model``; return a record for config.json."""
+    source = PannModel.load(init)
+    different = {
+        f: (getattr(source.config, f), getattr(model.config, f))
+        for f in _STAGE1_SHAPE
+        if getattr(source.config, f) != getattr(model.config, f)
+    }
+    if different:
+        raise ValueError(
+            f"init={str(init)!r}: stage 1 of these weights has another shape "
+            f"({', '.join(f'{k}={a} here {b}' for k, (a, b) in different.items())})"
+        )
+    model.stage1.load_state_dict(source.stage1.state_dict())
+    path = Path(init) / "pann.pt" if Path(init).is_dir() else Path(init)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    logger.info("stage 1 starts from %s (sha256 %s)", path, digest[:12])
+    return {"weights": str(path), "sha256": digest}
+
+
 def _selection(store, split, limit):
     from models.data import StoreSamples
 
@@ -442,6 +466,7 @@ def train_pann(
     limit=None,
     device: str = "auto",
     num_workers: int = 0,
+    init=None,
 ) -> PannModel:
     """Train both PANN stages on the train split of ``store``; write ``run_dir/pann.pt``.
 
@@ -457,6 +482,9 @@ def train_pann(
         limit: Use at most this many samples per split.
         device: ``auto``, ``cpu`` or ``cuda``.
         num_workers: DataLoader worker processes per rank (0 reads in the training process).
+        init: PANN weights (run directory or ``pann.pt``) whose stage 1 starts this run (a
+            warm start; the stage-1 architecture must match). Stage 2 is always trained anew. A
+            resumed run continues from its own checkpoint instead.
     """
     from models.data import StoreSamples
     from models.distributed import barrier, setup, teardown
@@ -489,6 +517,16 @@ def train_pann(
             )
         torch.manual_seed(config.seed)
         model = PannModel(config)
+        init_record = _warm_start(model, init) if init is not None else None
+        if world.is_main and init_record is not None:
+            _write_config(
+                run_dir,
+                config.to_dict(),
+                world,
+                num_workers,
+                global_batch=config.batch_size,
+                init=init_record,
+            )
         t0 = time.perf_counter()
         losses = train_stage1(
             model, samples, run_dir, world=world, progress=progress, num_workers=num_workers
@@ -505,9 +543,16 @@ def train_pann(
                 "n_val": len(val) if val is not None else 0,
                 "world_size": world.world_size,
             }
+            if init_record is not None:
+                model.history["init"] = init_record
             model.save(run_dir)
             _write_config(
-                run_dir, config.to_dict(), world, num_workers, global_batch=config.batch_size
+                run_dir,
+                config.to_dict(),
+                world,
+                num_workers,
+                global_batch=config.batch_size,
+                **({"init": init_record} if init_record is not None else {}),
             )
             _plot_curves(
                 {k: history[k] for k in ("stage1 voxel MSE", "stage2 loss", "stage2 val accuracy")},

@@ -330,3 +330,18 @@ def test_ctrl_c_during_generate_one_line_and_resumable(tmp_path):
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert simgen_main(["verify", str(store)]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv, fragments",
+    [
+        (["--lr", "0"], ("--lr=0.0", "(0, 1)")),
+        (["--init", "no/such/weights"], ("--init='no/such/weights'", "no such weights")),
+        (["--model", "unet3d", "--init", "x"], ("--init='x'", "only for --model pann")),
+    ],
+)
+def test_pann_train_rejects_bad_init_and_lr_before_any_work(tmp_path, capsys, argv, fragments):
+    out = tmp_path / "run"
+    assert pann_main(["train", "--data", str(tmp_path), "--out", str(out), *argv]) == 2
+    _one_line_error(capsys, "pann", *fragments)
+    assert not out.exists()

@@ -156,3 +156,26 @@ def test_unet3d_trains_streaming_and_loads_back(smoke_store, tmp_path):
     x = torch.rand(1, 1, 16, 16, 16)
     with torch.no_grad():
         assert torch.equal(loaded(x), net.eval()(x))
+
+
+def test_warm_start_copies_stage1_and_refuses_another_shape(tmp_path):
+    import hashlib
+
+    from models.train import _warm_start
+
+    source = PannModel(PannConfig(**{**TINY, "elements": ("Pt",)}))
+    for p in source.stage1.parameters():  # distinct from any fresh initialisation
+        torch.nn.init.normal_(p)
+    source.save(tmp_path / "src")
+    model = PannModel(PannConfig(**{**TINY, "elements": ("Fe", "Pt")}))
+    record = _warm_start(model, tmp_path / "src")
+    for (name, a), (_, b) in zip(
+        source.stage1.state_dict().items(), model.stage1.state_dict().items()
+    ):
+        assert torch.equal(a, b), name
+    assert (
+        record["sha256"] == hashlib.sha256((tmp_path / "src" / "pann.pt").read_bytes()).hexdigest()
+    )
+    other = PannModel(PannConfig(**{**TINY, "base_channels": 8}))
+    with pytest.raises(ValueError, match="base_channels=4 here 8"):
+        _warm_start(other, tmp_path / "src" / "pann.pt")

@@ -227,3 +227,24 @@ def test_anchors_and_merge_keys_are_not_duplicates(tmp_path):
 def test_dataset_names_must_be_simple_file_names(raw, name):
     with pytest.raises(ValueError, match="simple name"):
         DatasetSpec.from_dict(name, raw["smoke"])
+
+
+def test_pann_train_is_the_benchmark_grid_with_decahedra_and_pdpt_held_out(catalog):
+    train, bench = catalog["pann-train"], catalog["pann-benchmark"]
+    for field in ("morphologies", "compositions", "doses", "noise_models", "sampling", "size"):
+        assert getattr(train, field) == getattr(bench, field), field
+    assert train.angles == bench.angles and train.seed != bench.seed
+    assert train.n_samples == 13 * 9 * 7 * 4 == 3276
+    plan = train.plan()
+    held = {"decahedron", "marks_decahedron"}
+    for s in plan:
+        is_test = s.morphology in held or s.composition == "core-shell:Pd@Pt"
+        assert (s.split == "test") == is_test, s.index
+    # 1 − (11/13)·(8/9) of the grid is held out
+    assert sum(s.split == "test" for s in plan) == 3276 - 11 * 8 * 7 * 4
+    # shuffled: a short prefix already trains on every other morphology, composition, dose, noise
+    prefix = [s for s in plan[:300] if s.split == "train"]
+    assert {s.morphology for s in prefix} == set(train.morphologies) - held
+    assert {s.composition for s in prefix} == set(train.compositions) - {"core-shell:Pd@Pt"}
+    assert {s.dose for s in prefix} == set(train.doses)
+    assert {s.noise_model for s in prefix} == set(dict(train.noise_models))

@@ -1,0 +1,194 @@
+"""Paired, per-element comparison of methods (or of one method with several weights) on one store.
+
+Reads `aet-bench run` result files (run with the default per-atom matches), relabels each with a
+name of your choice (two PANN weight files are both ``method: pann``), keeps the samples that
+every file scored, and prints per element, with 95% bootstrap intervals over particles:
+
+- recovery with the correct element (matched within the radius *and* classified right / true
+  atoms of that element), from each record's matches and per-element species accuracy and the
+  store's truth;
+- species accuracy among matched atoms;
+- the paired coordinate error (AET convention, each particle's rigid offset removed) on the true
+  atoms that every method recovered (:func:`benchmark.metrics.paired_errors`);
+- the paired per-particle difference of each method against a baseline (``--baseline``).
+
+``--elements Fe,Ni,Pd,Pt,Au`` keeps only the particles whose elements are all in the list (e.g.
+those that weights trained on fewer elements can classify at all).
+
+    python scripts/compare_weights.py --data STORE new=new.jsonl old=old.jsonl classical=c.jsonl \
+        --baseline old --out compare.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.metrics import bootstrap_ci, paired_difference, paired_errors
+from simgen.outputs import write_text_atomic
+
+METRICS = ("recovery_species", "species_accuracy", "paired_error_pm")
+LABELS = {
+    "recovery_species": "recovery with the correct element (%)",
+    "species_accuracy": "species accuracy among matched (%)",
+    "paired_error_pm": "paired coordinate error (pm, AET)",
+}
+
+
+def _read(path: Path) -> dict[int, dict]:
+    records = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            if r.get("matches") is not None:
+                records[int(r["index"])] = r
+    return records
+
+
+def per_particle(records: dict[str, dict], true_elements: np.ndarray) -> dict:
+    """``{element: {method: {metric: value}}}`` for one particle (``element`` 'all' included)."""
+    symbols, counts = np.unique(true_elements, return_counts=True)
+    n_true = dict(zip(symbols.tolist(), counts.tolist()))
+    n_true["all"] = int(len(true_elements))
+    paired = paired_errors({m: r["matches"] for m, r in records.items()}, aet=True)
+    out: dict = {}
+    for element in ["all", *symbols.tolist()]:
+        row = {}
+        for method, r in records.items():
+            matched = np.asarray(r["matches"]["element"], dtype=str)
+            if element == "all":
+                n_matched = len(matched)
+                accuracy = r.get("species_accuracy")
+            else:
+                n_matched = int(np.count_nonzero(matched == element))
+                accuracy = r.get(f"species_accuracy_{element}")
+            accuracy = np.nan if accuracy is None else float(accuracy)
+            correct = accuracy * n_matched if n_matched else 0.0
+            row[method] = {
+                "recovery_species": 100.0 * correct / n_true[element],
+                "species_accuracy": 100.0 * accuracy if n_matched else np.nan,
+                "paired_error_pm": paired[method].get(element, np.nan)
+                if element in paired[method]
+                else np.nan,
+            }
+        out[element] = row
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("results", nargs="+", help="NAME=RESULTS.jsonl")
+    p.add_argument("--data", required=True, help="the simgen store the results were run on")
+    p.add_argument("--baseline", help="NAME of the method every other is paired against")
+    p.add_argument("--elements", help="keep particles whose elements are all in this list")
+    p.add_argument("--by", default="", help="also split by this field (e.g. dose), 'all' only")
+    p.add_argument("--out", help="write the Markdown tables here as well")
+    p.add_argument("--title", default="")
+    args = p.parse_args(argv)
+
+    from simgen.store import open_dataset
+
+    files = {}
+    for item in args.results:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not Path(path).is_file():
+            raise SystemExit(f"results: {item!r}: expected NAME=RESULTS.jsonl (an existing file)")
+        files[name] = _read(Path(path))
+    methods = list(files)
+    baseline = args.baseline or methods[-1]
+    if baseline not in files:
+        raise SystemExit(f"--baseline={baseline!r}: expected one of {methods}")
+    keep = set(args.elements.split(",")) if args.elements else None
+    dataset = open_dataset(args.data)
+    common = sorted(set.intersection(*(set(f) for f in files.values())))
+    values: dict = {}  # (group, element, method, metric) -> list over particles
+    n_particles: dict = {}
+    for index in common:
+        _, numbers = dataset.truth_atoms(index)
+        from ase.data import chemical_symbols
+
+        true_elements = np.array([chemical_symbols[z] for z in numbers], dtype=str)
+        if keep is not None and not set(true_elements.tolist()) <= keep:
+            continue
+        records = {m: files[m][index] for m in methods}
+        groups = ["all"]
+        if args.by:
+            groups.append(
+                f"{args.by}={records[methods[0]][args.by]:g}"
+                if isinstance(records[methods[0]][args.by], float)
+                else f"{args.by}={records[methods[0]][args.by]}"
+            )
+        table = per_particle(records, true_elements)
+        for group in groups:
+            for element, row in table.items():
+                if group != "all" and element != "all":
+                    continue
+                n_particles[(group, element)] = n_particles.get((group, element), 0) + 1
+                for method, metrics in row.items():
+                    for metric, v in metrics.items():
+                        values.setdefault((group, element, method, metric), []).append(v)
+    if not n_particles:
+        raise SystemExit("no particle scored by every results file (after --elements)")
+    lines = [f"## {args.title}" if args.title else "", ""]
+    lines.append(
+        f"{n_particles[('all', 'all')]} particles scored by every method; mean over particles "
+        "[95% bootstrap CI]; Δ = paired per-particle difference against "
+        f"`{baseline}` [95% CI]."
+    )
+    groups = sorted({g for g, _ in n_particles}, key=lambda g: (g != "all", _group_key(g)))
+    for metric in METRICS:
+        lines += ["", f"**{LABELS[metric]}**", ""]
+        head = "| group | element | particles | " + " | ".join(methods)
+        head += " | " + " | ".join(f"Δ {m} − {baseline}" for m in methods if m != baseline)
+        lines += [head + " |", "|" + "---|" * (3 + 2 * len(methods) - 1)]
+        for group in groups:
+            elements = sorted(
+                {e for g, e in n_particles if g == group}, key=lambda e: (e != "all", e)
+            )
+            for element in elements:
+                cells = []
+                for m in methods:
+                    mean, lo, hi = bootstrap_ci(values[(group, element, m, metric)])
+                    cells.append(_fmt(mean, lo, hi))
+                for m in methods:
+                    if m == baseline:
+                        continue
+                    d, lo, hi = paired_difference(
+                        values[(group, element, m, metric)],
+                        values[(group, element, baseline, metric)],
+                    )
+                    cells.append(_fmt(d, lo, hi, signed=True))
+                lines.append(
+                    f"| {group} | {element} | {n_particles[(group, element)]} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
+    text = "\n".join(lines).strip() + "\n"
+    print(text)
+    if args.out:
+        write_text_atomic(Path(args.out), text)
+    return 0
+
+
+def _group_key(group: str):
+    value = group.partition("=")[2]
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def _fmt(mean, lo, hi, signed=False) -> str:
+    if not np.isfinite(mean):
+        return "—"
+    sign = "+" if signed else ""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{mean:{sign}.1f}"
+    return f"{mean:{sign}.1f} [{lo:{sign}.1f}, {hi:{sign}.1f}]"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
