@@ -376,7 +376,108 @@ def _store_setup_rows() -> list[SpeedRow]:
 
 
 # ------------------------------------------------------------------------------------------
-# 5b. PANN with the shipped weights, and a training epoch
+# 5b. PANN with the shipped weights, stage by stage, and a training epoch
+
+
+PARTICLE_NM = {32: 0.8, 64: 1.5, 128: 3.0}
+
+
+def simulated_sample(size: int, seed: int = 0) -> dict:
+    """A store-like sample dict of one decahedron in a ``size``³ volume at 0.4 Å.
+
+    Parameters
+    ----------
+    size
+        Volume side in voxels (the particle is 0.8, 1.5 or 3.0 nm for 32, 64 or 128).
+    seed
+        Seed of the particle and the noise.
+    """
+    from simgen.sample import SampleSpec, simulate_sample
+
+    spec = SampleSpec(
+        index=0,
+        morphology="decahedron",
+        composition="L10:FePt",
+        size_nm=PARTICLE_NM.get(size, size * 0.4 / 20),
+        dose=1e4,
+        angles=tuple(np.linspace(-70, 70, 29)),
+        sampling=0.4,
+        size=size,
+        noise=("poisson",),
+        noise_model="poisson",
+        thermal_sigma=0.05,
+        structure_seed=seed,
+    )
+    s = simulate_sample(spec, np.random.default_rng(seed))
+    return {
+        "volume": s.volume,
+        "sampling": 0.4,
+        "tilt_series": s.tilt_series,
+        "angles": s.angles,
+        "dose": 1e4,
+        "shifts": s.shifts,
+        "angles_estimated": s.angles_estimated,
+        "n_atoms": len(s.atoms),
+    }
+
+
+def _best(function, repeats: int):
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def stage_times(model, sample: dict, repeats: int = 1) -> dict:
+    """Seconds per stage of ``model.predict`` on ``sample`` (best of ``repeats``), and counts.
+
+    Parameters
+    ----------
+    model
+        A :class:`models.pann.PannModel` with both stages trained.
+    sample
+        A store-like sample (:func:`simulated_sample`).
+    repeats
+        Timed runs per stage; the best is kept.
+    """
+    import torch
+
+    from models.pann import NOT_AN_ATOM, candidate_features
+    from models.refine import refine_sample
+
+    volume, sampling = sample["volume"], sample["sampling"]
+    out = {}
+    out["stage 1 (sliding window)"], refined = _best(lambda: model.refine(volume), repeats)
+    out["tracing"], cand = _best(lambda: model.candidates(refined, sampling), repeats)
+    positions = np.asarray(cand.positions, dtype=np.float64).reshape(-1, 3)
+    out["Zernike features"], _ = _best(
+        lambda: candidate_features(refined, volume, positions, sampling, model.config), repeats
+    )
+    x = model.graph_inputs(refined, volume, positions, sampling)[0]
+
+    def stage2():
+        from models.species import build_graph
+
+        graph = build_graph(torch.as_tensor(positions, dtype=torch.float32), k=model.config.knn)
+        with torch.inference_mode():
+            return model.stage2.eval()(x, *graph)
+
+    out["stage 2 (graph + transformer)"], _ = _best(stage2, repeats)
+    probs = model.classify(refined, volume, positions, sampling)
+    labels = probs.argmax(axis=1)
+    keep = np.array([model.config.classes[i] != NOT_AN_ATOM for i in labels], dtype=bool)
+    symbols = [model.config.classes[i] for i in labels[keep]]
+    out["refinement against the tilt series"], _ = _best(
+        lambda: refine_sample(sample, positions[keep], symbols), repeats
+    )
+    out["predict, all stages"], _ = _best(
+        lambda: model.predict(volume, sampling, measurement=sample), repeats
+    )
+    out["_candidates"] = len(positions)
+    out["_atoms"] = int(keep.sum())
+    return out
 
 
 def _shipped_pann_rows(quick: bool) -> list[SpeedRow]:
@@ -407,6 +508,55 @@ def _shipped_pann_rows(quick: bool) -> list[SpeedRow]:
                 "s/volume",
             )
         )
+    return rows
+
+
+def _pann_stage_rows(quick: bool) -> list[SpeedRow]:
+    """PANN predict with the shipped weights on a simulated sample, stage by stage."""
+    from pathlib import Path
+
+    import torch
+
+    from models.pann import PannModel
+
+    weights = Path(__file__).resolve().parents[1] / "models" / "weights" / "demo"
+    if not (weights / "pann.pt").is_file():
+        return []
+    model = PannModel.load(weights)
+    size = 32 if quick else 64
+    sample = simulated_sample(size)
+    model.predict(sample["volume"], sample["sampling"], measurement=sample)  # warm-up
+    logger.info("speed: PANN stages with refinement on a simulated %d³ sample", size)
+    times = stage_times(model, sample)
+    case = (
+        f"{size}³ simulated decahedron, {sample['n_atoms']} atoms, {times['_candidates']} "
+        f"candidates, {torch.get_num_threads()} torch threads"
+    )
+    total = times["predict, all stages"]
+    rows = []
+    for key, seconds in times.items():
+        if key.startswith("_") or key == "predict, all stages":
+            continue
+        rows.append(
+            SpeedRow(
+                f"PANN stage: {key} (A) / whole predict (B)",
+                case,
+                seconds,
+                total,
+                seconds / total,
+                "×",
+            )
+        )
+    rows.append(
+        SpeedRow(
+            "PANN predict with refinement, shipped weights (A)",
+            case,
+            total,
+            None,
+            total,
+            "s/volume",
+        )
+    )
     return rows
 
 
@@ -600,6 +750,7 @@ def measure_speed(quick: bool = False, multislice: bool = True) -> tuple[list[Sp
     rows += _zernike_rows(quick)
     rows += _pann_rows(quick)
     rows += _shipped_pann_rows(quick)
+    rows += _pann_stage_rows(quick)
     rows += _training_rows(quick, notes)
     notes.append(
         "Times are medians of the timed runs after a warm-up (1 run for abTEM, the 128³ cases and "
@@ -656,11 +807,14 @@ def run_speed(quick: bool = False, multislice: bool = True) -> str:
     import torch
 
     start = time.perf_counter()
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows, notes = measure_speed(quick=quick, multislice=multislice)
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     header = (
         f"Speed, {datetime.datetime.now().isoformat(timespec='minutes')}: {cpus} CPUs, "
         f"torch threads {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
-        f"{', quick' if quick else ''}; measured in {math.ceil(time.perf_counter() - start)} s"
+        f"{', quick' if quick else ''}; measured in {math.ceil(time.perf_counter() - start)} s; "
+        f"load average (1 min) {load_start:.1f} at the start, {load_end:.1f} at the end"
     )
     return format_table(rows, notes, header)

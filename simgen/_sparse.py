@@ -14,67 +14,127 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["sirt_residual", "sirt_update", "spmm_rows", "cgls_step", "cgls_direction"]
+__all__ = [
+    "block_splits",
+    "sirt_residual",
+    "sirt_update",
+    "spmm_rows",
+    "cgls_step",
+    "cgls_direction",
+]
 
 _jit = numba.njit(nogil=True, cache=True, boundscheck=False)
 
 
+def block_splits(matrix, n_blocks: int) -> np.ndarray:
+    """Where every row of a CSR matrix enters each of ``n_blocks`` equal column ranges.
+
+    Parameters
+    ----------
+    matrix
+        ``scipy.sparse.csr_matrix`` with sorted column indices.
+    n_blocks
+        Number of contiguous column ranges (blocks of the dense operand's rows).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_rows, n_blocks + 1)`` int64: the stored entries of row ``i`` whose column lies in
+        block ``b`` are ``split[i, b] : split[i, b + 1]``.
+    """
+    edges = np.linspace(0, matrix.shape[1], int(n_blocks) + 1).round().astype(np.int64)
+    return _block_splits(matrix.indptr, matrix.indices, edges)
+
+
 @_jit
-def sirt_residual(indptr, indices, data, x, b, inv_row, r, lo, hi):  # pragma: no cover - numba
-    """``r[i] = (b[i] − (W x)[i]) · inv_row[i]`` for rows ``lo ≤ i < hi``."""
+def _block_splits(indptr, indices, edges):  # pragma: no cover - numba
+    n = indptr.shape[0] - 1
+    nb = edges.shape[0] - 1
+    out = np.empty((n, nb + 1), np.int64)
+    for i in range(n):
+        k = indptr[i]
+        for b in range(nb):
+            while k < indptr[i + 1] and indices[k] < edges[b]:
+                k += 1
+            out[i, b] = k
+        out[i, nb] = indptr[i + 1]
+    return out
+
+
+# Cache blocking: a product visits the dense operand one block of its rows at a time (all output
+# rows of the range per block), so the operand rows that the stored entries gather stay in L2
+# instead of being fetched from L3/DRAM once per projection angle. Within a row the entries are
+# still added in column order, so the sums are the same, bit for bit, as without blocks.
+
+
+@_jit
+def sirt_residual(split, indices, data, x, b, inv_row, r, lo, hi):  # pragma: no cover - numba
+    """``r[i] = (b[i] − (W x)[i]) · inv_row[i]`` for rows ``lo ≤ i < hi`` (column-blocked)."""
     m = r.shape[1]
-    for i in range(lo, hi):
-        o = r[i]
-        for c in range(m):
-            o[c] = 0.0
-        for k in range(indptr[i], indptr[i + 1]):
-            v = data[k]
-            xr = x[indices[k]]
-            for c in range(m):
-                o[c] += v * xr[c]
-        w = inv_row[i]
-        bi = b[i]
-        for c in range(m):
-            o[c] = (bi[c] - o[c]) * w
+    nb = split.shape[1] - 1
+    for blk in range(nb):
+        for i in range(lo, hi):
+            o = r[i]
+            if blk == 0:
+                for c in range(m):
+                    o[c] = 0.0
+            for k in range(split[i, blk], split[i, blk + 1]):
+                v = data[k]
+                xr = x[indices[k]]
+                for c in range(m):
+                    o[c] += v * xr[c]
+            if blk == nb - 1:
+                w = inv_row[i]
+                bi = b[i]
+                for c in range(m):
+                    o[c] = (bi[c] - o[c]) * w
 
 
 @_jit
-def sirt_update(indptr, indices, data, r, step, x, positivity, acc, lo, hi):  # pragma: no cover
+def sirt_update(split, indices, data, r, step, x, positivity, acc, lo, hi):  # pragma: no cover
     """``x[j] += step[j] · (Wᵀ r)[j]`` (then ``max(·, 0)``) for rows ``lo ≤ j < hi`` of ``x``.
 
-    ``acc`` is a ``(P_y,)`` scratch row owned by the calling thread."""
+    ``acc`` is a scratch array shaped like ``x`` (rows ``lo:hi`` are used)."""
     m = x.shape[1]
-    for j in range(lo, hi):
-        for c in range(m):
-            acc[c] = 0.0
-        for k in range(indptr[j], indptr[j + 1]):
-            v = data[k]
-            rr = r[indices[k]]
-            for c in range(m):
-                acc[c] += v * rr[c]
-        s = step[j]
-        xj = x[j]
-        if positivity:
-            for c in range(m):
-                xj[c] = max(xj[c] + acc[c] * s, 0.0)
-        else:
-            for c in range(m):
-                xj[c] = xj[c] + acc[c] * s
+    nb = split.shape[1] - 1
+    for blk in range(nb):
+        for j in range(lo, hi):
+            a = acc[j]
+            if blk == 0:
+                for c in range(m):
+                    a[c] = 0.0
+            for k in range(split[j, blk], split[j, blk + 1]):
+                v = data[k]
+                rr = r[indices[k]]
+                for c in range(m):
+                    a[c] += v * rr[c]
+            if blk == nb - 1:
+                s = step[j]
+                xj = x[j]
+                if positivity:
+                    for c in range(m):
+                        xj[c] = max(xj[c] + a[c] * s, 0.0)
+                else:
+                    for c in range(m):
+                        xj[c] = xj[c] + a[c] * s
 
 
 @_jit
-def spmm_rows(indptr, indices, data, x, out, lo, hi):  # pragma: no cover - numba
-    """``out[i] = (M x)[i]`` for rows ``lo ≤ i < hi`` of a CSR matrix ``M``."""
+def spmm_rows(split, indices, data, x, out, lo, hi):  # pragma: no cover - numba
+    """``out[i] = (M x)[i]`` for rows ``lo ≤ i < hi`` of a CSR matrix ``M`` (column-blocked)."""
     m = out.shape[1]
-    for i in range(lo, hi):
-        o = out[i]
-        for c in range(m):
-            o[c] = 0.0
-        for k in range(indptr[i], indptr[i + 1]):
-            v = data[k]
-            xr = x[indices[k]]
-            for c in range(m):
-                o[c] += v * xr[c]
+    nb = split.shape[1] - 1
+    for blk in range(nb):
+        for i in range(lo, hi):
+            o = out[i]
+            if blk == 0:
+                for c in range(m):
+                    o[c] = 0.0
+            for k in range(split[i, blk], split[i, blk + 1]):
+                v = data[k]
+                xr = x[indices[k]]
+                for c in range(m):
+                    o[c] += v * xr[c]
 
 
 @_jit

@@ -206,7 +206,20 @@ def _plan_meta(rows: Sequence[dict]) -> dict[str, list]:
     # made as a random alloy, and the store says so next to the composition asked for.
     from simgen.structures import realised_ordering
 
-    meta["ordering"] = [realised_ordering(r["morphology"], r["composition"]) for r in rows]
+    # once per distinct (morphology, composition): 42,588 rows share a few dozen of them, and
+    # parsing a composition every row was most of the store set-up
+    ordering: dict = {}
+
+    def realised(morphology, composition):
+        try:
+            key = (morphology, composition)
+            if key not in ordering:
+                ordering[key] = realised_ordering(morphology, composition)
+            return ordering[key]
+        except TypeError:  # an unhashable composition (a mapping): parse it every time
+            return realised_ordering(morphology, composition)
+
+    meta["ordering"] = [realised(r["morphology"], r["composition"]) for r in rows]
     return meta
 
 

@@ -68,6 +68,17 @@ def test_quick_table_rows(quick_table):
         "3D U-Net baseline forward",
         "PANN stage-1 refine (A) / 3D U-Net",
         "PANN predict, shipped weights",
+        *[
+            f"PANN stage: {stage}"
+            for stage in (
+                "stage 1",
+                "tracing",
+                "Zernike features",
+                "stage 2",
+                "refinement against the tilt series",
+            )
+        ],
+        "PANN predict with refinement, shipped weights",
         "PANN stage-1 training step on CPU",
         *["projected stage-1 epoch over the pann-benchmark train split"] * 3,
     ]
