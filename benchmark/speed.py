@@ -116,7 +116,7 @@ def _imaging_rows(quick: bool, multislice: bool, notes: list[str]) -> list[Speed
                 **extra,
             ),
             repeats=1,
-            warmup=False,
+            warmup=0,
         )
         rows.append(SpeedRow(label, case, linear_time, seconds, seconds / linear_time, "×"))
     return rows
@@ -145,12 +145,12 @@ def _sirt_rows(quick: bool) -> list[SpeedRow]:
         astra_time, looped = timed(
             partial(reconstruct, tilt_series, angles, backend="astra", **kwargs),
             repeats,
-            warmup=False,
+            warmup=0,
         )
         batched_time, batched = timed(
             partial(reconstruct, tilt_series, angles, backend="matrix", **kwargs),
             repeats,
-            warmup=False,
+            warmup=0,
         )
         difference = float(np.linalg.norm(batched - looped) / np.linalg.norm(looped))
         logger.info("speed: SIRT %s: relative difference of the volumes %.1e", case, difference)

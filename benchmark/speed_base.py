@@ -38,11 +38,9 @@ class SpeedRow:
     unit: str
 
 
-def timed(
-    function: Callable[[], object], repeats: int, warmup: bool = True
-) -> tuple[float, object]:
-    """Median wall time (s) of ``repeats`` calls, after one untimed warm-up call if asked."""
-    if warmup:
+def timed(function: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[float, object]:
+    """Median wall time (s) of ``repeats`` calls, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
         function()
     times, result = [], None
     for _ in range(repeats):

@@ -140,7 +140,7 @@ def _shipped_pann_rows(quick: bool) -> list[SpeedRow]:
         volume = blob_phantom(size, np.random.default_rng(size), blobs=size * 3)
         logger.info("speed: PANN predict with the shipped weights on %d³", size)
         seconds, prediction = timed(
-            partial(model.predict, volume, model.config.sampling), 1, warmup=size <= 64
+            partial(model.predict, volume, model.config.sampling), 1, warmup=int(size <= 64)
         )
         rows.append(
             SpeedRow(
@@ -317,7 +317,7 @@ def _pann_rows(quick: bool) -> list[SpeedRow]:
     for size, repeats in sizes:
         volume = rng.random((size,) * 3, dtype=np.float32)
         logger.info("speed: PANN inference without stage 2 on %d³", size)
-        refine_time, refined = timed(partial(model.refine, volume), repeats, warmup=False)
+        refine_time, refined = timed(partial(model.refine, volume), repeats, warmup=0)
 
         def trace_and_describe(refined=refined, volume=volume):
             candidates = model.candidates(refined, sampling)
@@ -325,7 +325,7 @@ def _pann_rows(quick: bool) -> list[SpeedRow]:
             candidate_features(refined, volume, positions, sampling, model.config)
             return len(positions)
 
-        rest_time, n_candidates = timed(trace_and_describe, repeats, warmup=False)
+        rest_time, n_candidates = timed(trace_and_describe, repeats, warmup=0)
         refine_times[size] = refine_time
         rows.append(
             SpeedRow(

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+from benchmark.speed_base import blob_phantom, timed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # datasets.yaml lives here
 
@@ -40,26 +41,6 @@ def _sync():
     torch.cuda.synchronize()
 
 
-def _median_time(function, repeats: int, warmup: int = 1) -> tuple[float, object]:
-    for _ in range(warmup):
-        function()
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
-
-
-def _phantom(size: int, rng: np.random.Generator, blobs: int = 60) -> np.ndarray:
-    grid = np.arange(size, dtype=np.float32)
-    volume = np.zeros((size,) * 3, dtype=np.float32)
-    for z, y, x in (size - 1) / 2 + rng.uniform(-0.3, 0.3, size=(blobs, 3)) * size:
-        gz, gy, gx = (np.exp(-((grid - c) ** 2) / 2.0) for c in (z, y, x))
-        volume += gz[:, None, None] * gy[None, :, None] * gx[None, None, :]
-    return volume
-
-
 def sirt_rows(size: int, n_angles: int, iterations: int) -> list[tuple[str, str, str]]:
     import astra
 
@@ -69,14 +50,10 @@ def sirt_rows(size: int, n_angles: int, iterations: int) -> list[tuple[str, str,
     if not astra.use_cuda():
         return [("ASTRA SIRT3D_CUDA vs CPU batched SIRT", case, "skipped: astra.use_cuda() false")]
     angles = np.linspace(-70.0, 70.0, n_angles)
-    tilt_series = project(_phantom(size, np.random.default_rng(0)), angles)
+    tilt_series = project(blob_phantom(size, np.random.default_rng(0)), angles)
     kwargs = dict(method="sirt", iterations=iterations, positivity=True)
-    cpu_time, cpu = _median_time(
-        lambda: reconstruct(tilt_series, angles, backend="matrix", **kwargs), 1
-    )
-    gpu_time, gpu = _median_time(
-        lambda: reconstruct(tilt_series, angles, backend="cuda", **kwargs), 3
-    )
+    cpu_time, cpu = timed(lambda: reconstruct(tilt_series, angles, backend="matrix", **kwargs), 1)
+    gpu_time, gpu = timed(lambda: reconstruct(tilt_series, angles, backend="cuda", **kwargs), 3)
     difference = float(np.linalg.norm(gpu - cpu) / np.linalg.norm(cpu))
     return [
         ("CPU batched SIRT (numba, all cores)", case, f"{cpu_time:.2f} s"),
@@ -96,7 +73,7 @@ def pann_rows(size: int) -> list[tuple[str, str, str]]:
     net = PannModel(config).stage1.cuda().train()
     optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3)
     rng = np.random.default_rng(1)
-    volume = torch.as_tensor(_phantom(size, rng), device="cuda")[None, None]
+    volume = torch.as_tensor(blob_phantom(size, rng), device="cuda")[None, None]
     slab = min(config.slab, size)
     x = torch.cat([volume[..., :, y : y + slab, :] for y in (0, size - slab)])
     target = x * 1.1
@@ -111,7 +88,7 @@ def pann_rows(size: int) -> list[tuple[str, str, str]]:
         _sync()
 
     for amp in (False, True):
-        seconds, _ = _median_time(lambda amp=amp: step(amp), 5, warmup=2)
+        seconds, _ = timed(lambda amp=amp: step(amp), 5, warmup=2)
         label = "bf16 autocast" if amp else "float32"
         rows.append(
             (
@@ -123,17 +100,17 @@ def pann_rows(size: int) -> list[tuple[str, str, str]]:
 
     weights = os.path.join(ROOT, "models", "weights", "demo")
     model = PannModel.load(weights) if os.path.isdir(weights) else PannModel(config)
-    sample = _phantom(size, rng, blobs=300)
+    sample = blob_phantom(size, rng, blobs=300)
 
     def refine():
         out = model.refine(sample, device="cuda")
         _sync()
         return out
 
-    seconds, _ = _median_time(refine, 3)
+    seconds, _ = timed(refine, 3)
     rows.append(("PANN stage-1 inference on the GPU", f"{size}³ volume", f"{seconds:.2f} s"))
     if model.stage2 is not None:
-        seconds, prediction = _median_time(lambda: model.predict(sample, config.sampling), 1)
+        seconds, prediction = timed(lambda: model.predict(sample, config.sampling), 1)
         rows.append(
             (
                 "PANN full predict (stage 1 on GPU; tracing, features on CPU)",
