@@ -511,22 +511,14 @@ def train_pann(
 
             config.elements = tuple(sorted(names, key=atomic_numbers.get))
         config.sampling = samples.sampling
-        if world.is_main:
-            _write_config(
-                run_dir, config.to_dict(), world, num_workers, global_batch=config.batch_size
-            )
         torch.manual_seed(config.seed)
         model = PannModel(config)
-        init_record = _warm_start(model, init) if init is not None else None
-        if world.is_main and init_record is not None:
-            _write_config(
-                run_dir,
-                config.to_dict(),
-                world,
-                num_workers,
-                global_batch=config.batch_size,
-                init=init_record,
-            )
+        # What config.json records besides the configuration (written now and again at the end).
+        record = {"global_batch": config.batch_size}
+        if init is not None:
+            record["init"] = _warm_start(model, init)
+        if world.is_main:
+            _write_config(run_dir, config.to_dict(), world, num_workers, **record)
         t0 = time.perf_counter()
         losses = train_stage1(
             model, samples, run_dir, world=world, progress=progress, num_workers=num_workers
@@ -543,17 +535,10 @@ def train_pann(
                 "n_val": len(val) if val is not None else 0,
                 "world_size": world.world_size,
             }
-            if init_record is not None:
-                model.history["init"] = init_record
+            if "init" in record:
+                model.history["init"] = record["init"]
             model.save(run_dir)
-            _write_config(
-                run_dir,
-                config.to_dict(),
-                world,
-                num_workers,
-                global_batch=config.batch_size,
-                **({"init": init_record} if init_record is not None else {}),
-            )
+            _write_config(run_dir, config.to_dict(), world, num_workers, **record)
             _plot_curves(
                 {k: history[k] for k in ("stage1 voxel MSE", "stage2 loss", "stage2 val accuracy")},
                 run_dir / "loss_curves.png",
