@@ -261,6 +261,22 @@ def _doses(value, where: _Where) -> tuple[float, ...]:
     return tuple(out)
 
 
+def _preset_specs(key: str, value: Mapping, where: _Where, expected: str, parse_one) -> tuple:
+    """``{preset: [spec, ...]}`` of ``key`` (noise_models, damage_models): each preset name and
+    list checked, each spec parsed by ``parse_one(where_key, spec)``."""
+    out = []
+    for preset, specs in value.items():
+        if not isinstance(preset, str) or not preset or "/" in preset:
+            raise where.error(key, preset, "a preset name (string without '/')")
+        if specs is None:
+            specs = []
+        if not isinstance(specs, list) or not all(isinstance(s, (str, Spec)) for s in specs):
+            raise where.error(f"{key}.{preset}", specs, expected)
+        parsed = tuple(parse_one(f"{key}.{preset}[{i}]", spec) for i, spec in enumerate(specs))
+        out.append((preset, parsed))
+    return tuple(out)
+
+
 def _noise_models(value, where: _Where) -> tuple[tuple[str, tuple[Spec, ...]], ...]:
     """``noise_models: {preset: [noise spec, ...]}``, each spec parsed (a :class:`Spec`: the
     text as written and its model)."""
@@ -269,35 +285,25 @@ def _noise_models(value, where: _Where) -> tuple[tuple[str, tuple[Spec, ...]], .
     from simgen.noise import NOISE_REGISTRY
 
     known = NOISE_REGISTRY.names()
-    out = []
-    for preset, specs in value.items():
-        if not isinstance(preset, str) or not preset or "/" in preset:
-            raise where.error("noise_models", preset, "a preset name (string without '/')")
-        if specs is None:
-            specs = []
-        if not isinstance(specs, list) or not all(isinstance(s, (str, Spec)) for s in specs):
+
+    def parse_one(key: str, spec) -> Spec:
+        name = str(spec).split(":", 1)[0].strip()
+        if name not in known:
             raise where.error(
-                f"noise_models.{preset}",
-                specs,
-                'a list of noise specs like "poisson", "read:sigma=1.0"',
+                key, spec, f"a noise model among {', '.join(known)}{did_you_mean(name, known)}"
             )
-        parsed = []
-        for i, spec in enumerate(specs):
-            name = str(spec).split(":", 1)[0].strip()
-            if name not in known:
-                raise where.error(
-                    f"noise_models.{preset}[{i}]",
-                    spec,
-                    f"a noise model among {', '.join(known)}{did_you_mean(name, known)}",
-                )
-            try:
-                parsed.append(NOISE_REGISTRY.parse_spec(spec))
-            except ValueError as exc:
-                raise where.error(
-                    f"noise_models.{preset}[{i}]", spec, f"a valid noise spec ({exc})"
-                ) from None
-        out.append((preset, tuple(parsed)))
-    return tuple(out)
+        try:
+            return NOISE_REGISTRY.parse_spec(spec)
+        except ValueError as exc:
+            raise where.error(key, spec, f"a valid noise spec ({exc})") from None
+
+    return _preset_specs(
+        "noise_models",
+        value,
+        where,
+        'a list of noise specs like "poisson", "read:sigma=1.0"',
+        parse_one,
+    )
 
 
 def _damage_models(value, where: _Where, energy: float) -> tuple[tuple[str, tuple[Spec, ...]], ...]:
@@ -311,30 +317,23 @@ def _damage_models(value, where: _Where, energy: float) -> tuple[tuple[str, tupl
         )
     from simgen import damage
 
-    out = []
-    for preset, specs in value.items():
-        if not isinstance(preset, str) or not preset or "/" in preset:
-            raise where.error("damage_models", preset, "a preset name (string without '/')")
-        if specs is None:
-            specs = []
-        if not isinstance(specs, list) or not all(isinstance(s, (str, Spec)) for s in specs):
+    def parse_one(key: str, spec) -> Spec:
+        try:
+            return damage.DAMAGE_REGISTRY.parse_spec(spec, energy=energy)
+        except ValueError as exc:
             raise where.error(
-                f"damage_models.{preset}",
-                specs,
-                'a list of damage specs like "surface_diffusion:rate=1e-4", "knock_on"',
-            )
-        parsed = []
-        for i, spec in enumerate(specs):
-            try:
-                parsed.append(damage.DAMAGE_REGISTRY.parse_spec(spec, energy=energy))
-            except ValueError as exc:
-                raise where.error(
-                    f"damage_models.{preset}[{i}]",
-                    spec,
-                    f"a damage spec with a model among {', '.join(damage.DAMAGE_MODELS)} ({exc})",
-                ) from None
-        out.append((preset, tuple(parsed)))
-    return tuple(out)
+                key,
+                spec,
+                f"a damage spec with a model among {', '.join(damage.DAMAGE_MODELS)} ({exc})",
+            ) from None
+
+    return _preset_specs(
+        "damage_models",
+        value,
+        where,
+        'a list of damage specs like "surface_diffusion:rate=1e-4", "knock_on"',
+        parse_one,
+    )
 
 
 def _split(value, where: _Where) -> Split:
