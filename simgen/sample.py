@@ -209,6 +209,8 @@ def simulate_sample(
         nominal,
         spec.align,
         refine_angles=spec.align == "projection_matching",
+        shift_prior=chain.alignment_prior()["shift_sigma"] / spec.sampling,
+        angle_prior=chain.alignment_prior()["angle_sigma"],
     )
     errors = alignment.alignment_errors(
         aligned.shifts * spec.sampling, drawn["shifts"], true_angles, aligned.angles, true_angles

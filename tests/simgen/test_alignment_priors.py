@@ -1,0 +1,114 @@
+"""Projection matching with a split reference, stage-precision priors and an acceptance test."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from simgen import imaging, noise, structures
+from simgen.alignment import (
+    _fit_shift,
+    _held_out_misfit,
+    _shrink,
+    _signal_sigma,
+    align_tilt_series,
+    alignment_errors,
+)
+from simgen.sample import normalise_tilt_series
+
+SIZE, SAMPLING = 40, 0.4
+ANGLES = np.linspace(-70.0, 70.0, 15)
+
+
+@pytest.fixture(scope="module")
+def clean():
+    rng = np.random.default_rng(1)
+    atoms = structures.build_particle("decahedron", "Pt", 1.0, rng=rng)
+    atoms = structures.place_in_volume(atoms, SIZE, SAMPLING)
+    return np.maximum(imaging.simulate_tilt_series(atoms, ANGLES, size=SIZE, sampling=SAMPLING), 0)
+
+
+def test_alignment_prior_of_a_chain_is_hand_computed():
+    chain = noise.NoiseChain.from_specs(
+        ["misalignment:sigma=0.3", "drift:amplitude=0.6", "tilt_error:sigma=0.4", "poisson"]
+    )
+    prior = chain.alignment_prior()
+    # frame-mean drift v/2 + w/3 with v, w ~ N(0, 0.6²/2): variance 0.18 (1/4 + 1/9) = 0.065
+    assert prior["shift_sigma"] == pytest.approx(math.sqrt(0.09 + 0.065))
+    assert prior["angle_sigma"] == pytest.approx(0.4)
+    assert noise.NoiseChain.from_specs(["poisson"]).alignment_prior() == {
+        "shift_sigma": 0.0,
+        "angle_sigma": 0.0,
+    }
+
+
+def test_shrinkage_is_the_gaussian_posterior_mean():
+    # prior N(0, 1), estimate 1.5 with error variance 0.5: posterior mean 1.5 · 1 / 1.5 = 1
+    np.testing.assert_allclose(_shrink(np.array([1.5, -3.0]), np.array([0.5, 2.0]), 1.0), [1, -1])
+    np.testing.assert_array_equal(_shrink(np.array([1.5]), np.array([0.5]), None), [1.5])
+    np.testing.assert_array_equal(_shrink(np.array([1.5]), np.array([0.5]), 0.0), [0.0])
+    # method of moments: mean(est²) = 1, mean(var) = 0.5 -> τ² = 0.5, capped by a prior of 0.5²
+    estimates, variances = np.array([1.0, -1.0, 1.0, -1.0]), np.full(4, 0.5)
+    assert _signal_sigma(estimates, variances, None) == pytest.approx(math.sqrt(0.5))
+    assert _signal_sigma(estimates, variances, 0.5) == pytest.approx(0.5)
+    assert _signal_sigma(estimates, np.full(4, 2.0), None) == 0.0  # all noise: keep recorded
+
+
+def test_fit_shift_covariance_matches_the_scatter_over_noise_draws():
+    x = np.arange(64, dtype=np.float64)
+    reference = np.exp(-0.5 * ((x - 30.0) / 2.5) ** 2)
+    rng = np.random.default_rng(0)
+    fits = [
+        _fit_shift(reference, reference + rng.normal(0, 0.05, 64), initial=[0.0])
+        for _ in range(300)
+    ]
+    shifts = np.array([f[0][0] for f in fits])
+    predicted = np.mean([f[1][0, 0] for f in fits])
+    assert np.var(shifts) == pytest.approx(predicted, rel=0.25)
+
+
+def test_held_out_misfit_ignores_the_scale_of_the_reference():
+    y = np.array([[[1.0, 2.0], [0.0, 1.0]]])
+    assert _held_out_misfit(3.0 * y, y) == pytest.approx(0.0, abs=1e-12)
+    r = np.array([[[1.0, 0.0], [0.0, 0.0]]])
+    assert _held_out_misfit(r, y) == pytest.approx(6.0 - 1.0)  # |y|² − (y·r)²/|r|²
+
+
+def measure(clean, dose, seed):
+    chain = noise.NoiseChain.from_specs(["misalignment:sigma=0.3", "poisson"])
+    record: dict = {}
+    counts = chain.apply(
+        clean * dose, np.random.default_rng(seed), sampling=SAMPLING, dose=dose, record=record
+    )
+    return normalise_tilt_series(counts, dose), record["shifts"], chain.alignment_prior()
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_low_dose_alignment_is_not_worse_than_none(clean, seed):
+    series, true, prior = measure(clean, 100.0, seed)
+    result = align_tilt_series(
+        series, ANGLES, "projection_matching", shift_prior=prior["shift_sigma"] / SAMPLING
+    )
+    aligned = alignment_errors(result.shifts * SAMPLING, true, ANGLES)["shift_error"]
+    unaligned = alignment_errors(np.zeros_like(true), true, ANGLES)["shift_error"]
+    assert aligned <= unaligned
+
+
+def test_split_reference_keeps_high_dose_accuracy(clean):
+    series, true, prior = measure(clean, 1e5, 5)
+    result = align_tilt_series(
+        series, ANGLES, "projection_matching", shift_prior=prior["shift_sigma"] / SAMPLING
+    )
+    assert alignment_errors(result.shifts * SAMPLING, true, ANGLES)["shift_error"] < 0.02  # Å
+
+
+def test_a_zero_prior_means_no_shift_and_bad_options_are_named(clean):
+    series, _, _ = measure(clean, 1e3, 6)
+    result = align_tilt_series(series, ANGLES, "projection_matching", shift_prior=0.0)
+    np.testing.assert_array_equal(result.shifts, 0.0)
+    with pytest.raises(ValueError, match=r"reference='half': expected 'split' or 'full'"):
+        align_tilt_series(series, ANGLES, "projection_matching", reference="half")
+    with pytest.raises(ValueError, match=r"shift_prior=-1.0: expected None or a standard"):
+        align_tilt_series(series, ANGLES, "projection_matching", shift_prior=-1.0)
