@@ -38,11 +38,18 @@ Methods (:data:`METHODS`)
     re-projection of the reconstruction from the odd-indexed ones and vice versa (two
     half-series SIRT reconstructions cost about one of the whole series). The mean squared
     residual against that independent reference is an honest noise level (Poisson, read noise,
-    reference error), so the Gauss–Newton covariance of each shift is honest too.
+    reference error). The information of a shift is the signal's gradient power, estimated
+    without noise bias by the cross product ``Σ ∂r·∂y`` of the reference and the measured
+    projection (two independent noisy copies); the Gauss–Newton ``Σ (∂r)²`` counts the
+    reference's noise as information (7× too confident when both are equally noisy).
 
     **Priors** (``shift_prior``, ``angle_prior``: the stage precision, e.g. from
     :meth:`simgen.noise.NoiseChain.alignment_prior`). Each round's estimate of a projection's
     total shift is replaced by its posterior mean under N(0, prior²): ``ŝ · p² / (p² + var)``.
+    The start (centroid / common line) is shrunk too when its shifts scatter significantly more
+    than the prior allows (mean square above that of N(0, p²) by more than 2 standard
+    deviations of its χ²): the excess is its error variance (at very low dose the centroids are
+    mostly noise, and matching against references built from them does not undo that).
     Tilt angles are refined against the re-projections of the whole series (the half-series
     ones bias the angle: their streaks lie along the other half's directions), with the
     honest residual level of the split reference for the variance ``2σ²/χ''`` of each angle,
@@ -326,6 +333,8 @@ def align_tilt_series(
     shifts[:, 1] = _com_x(series, angles, keep_offset)
     aligned = fourier_shift(series, -shifts)
     if method == "projection_matching":
+        if shift_prior is not None:
+            shifts = _shrink_start(shifts, float(shift_prior))
         aligned, shifts, estimated_angles = _projection_matching(
             series,
             angles,
@@ -407,6 +416,51 @@ def _held_out_misfit(references, aligned):
     return float(np.sum((y * y).sum(axis=1) - (y * r).sum(axis=1) ** 2 / power))
 
 
+def _shrink_start(shifts, prior_sigma):
+    """The centroid / common-line start shrunk toward 0 when its spread exceeds the prior's.
+
+    With true shifts ~ N(0, p²) and independent estimation errors of variance v, the gauge-fixed
+    estimates have ``E[mean ŝ²] = p²·(A − g)/A + v`` (g = 1 in y, 2 in x). When the observed
+    mean square exceeds that of the prior by more than two standard deviations of a χ² with
+    A − g degrees of freedom, ``v`` is its excess and each axis is multiplied by the posterior
+    factor ``p² / (p² + v)``; otherwise the start is kept."""
+    out = shifts.copy()
+    n = len(shifts)
+    for axis, gauge in ((0, 1), (1, 2)):
+        dof = max(n - gauge, 1)
+        expected = prior_sigma**2 * dof / n
+        observed = float(np.mean(shifts[:, axis] ** 2))
+        if observed > expected * (1.0 + 2.0 * np.sqrt(2.0 / dof)):
+            out[:, axis] *= prior_sigma**2 / (prior_sigma**2 + observed - expected)
+    return out
+
+
+def _cross_variance(references, aligned, update):
+    """(A, 2) variance of each matched shift, the signal's gradient power estimated without
+    noise bias: ``σ² / (a Σ ∂r·∂y)`` per axis, with ``σ²`` the residual per pixel, ``r`` the
+    independent reference moved by the fitted shift, ``a`` its fitted scale and ``y`` the
+    measured projection. A noisy reference's own gradient power ``Σ (∂r)²`` counts its noise as
+    information; the cross product of two independent noisy copies does not (its expectation
+    is the signal's). Infinite where the cross product is not positive (no information)."""
+    moved = fourier_shift(references.astype(np.float64), update)
+    y = aligned.astype(np.float64)
+    ny, nx = y.shape[1:]
+    flat_r, flat_y = moved.reshape(len(y), -1), y.reshape(len(y), -1)
+    scale = (flat_r * flat_y).sum(axis=1) / np.maximum((flat_r**2).sum(axis=1), 1e-300)
+    residual = ((y - scale[:, None, None] * moved) ** 2).mean(axis=(1, 2))
+    spec_r, spec_y = np.fft.fft2(moved), np.fft.fft2(y)
+    out = np.empty((len(y), 2))
+    for axis, k in enumerate(
+        (np.fft.fftfreq(ny)[None, :, None], np.fft.fftfreq(nx)[None, None, :])
+    ):
+        # Parseval: Σ ∂r ∂y = Σ (2πk)² R Y* / N
+        cross = ((2 * np.pi * k) ** 2 * spec_r * np.conj(spec_y)).real.sum(axis=(1, 2)) / (ny * nx)
+        info = scale * cross
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[:, axis] = np.where(info > 0, residual / info, np.inf)
+    return out
+
+
 def _signal_sigma(estimate, variance, prior_sigma):
     """Empirical-Bayes spread of the true values behind noisy ``estimate`` s (method of moments).
 
@@ -456,6 +510,8 @@ def _projection_matching(
         ]
         update = np.array([f[0] for f in fits])
         variance = np.array([np.diag(f[1]) for f in fits])
+        if split:
+            variance = _cross_variance(references[:, centre], aligned, update)
         total = _shrink(shifts + update, variance, shift_prior)
         total[:, 0] -= total[:, 0].mean()
         if keep_offset:
