@@ -493,6 +493,7 @@ def _projection_matching(
 ):
     from simgen.reconstruct import project, reconstruct
 
+    split = split and len(nominal) >= 4  # two halves of at least two projections each
     angles = nominal.copy()
     aligned = fourier_shift(series, -shifts)
     offsets = np.array([-1.0, 0.0, 1.0]) * angle_step if refine_angles else np.zeros(1)
