@@ -3,7 +3,10 @@
 One decahedral Pt particle, linear HAADF imaging, ``misalignment`` of 0.3 Å per axis and a 0.3°
 tilt error, Poisson noise at each dose; every method estimates the shifts from the measured data
 and the RMS error modulo the gauge (:func:`simgen.alignment.alignment_errors`) is printed in pm,
-with the tilt-angle error of projection matching (its angles refined) in degrees.
+with the tilt-angle error of projection matching (its angles refined) in degrees. Columns
+``pm_full`` (``projection_matching``, what generation uses by default), ``pm_split`` (split
+reference, no prior) and ``pm_split_map`` (``projection_matching_split`` as generation runs it:
+split reference and the noise chain's stage-precision prior).
 
     python scripts/alignment_accuracy.py                       # 64 px, 29 angles, 0.4 Å
     python scripts/alignment_accuracy.py --size 48 --angles 15

@@ -124,7 +124,8 @@ def _with(raw, name, path, value):
             "reconstruction.align",
             "projection_match",
             "reconstruction.align='projection_match': expected one of auto, none, com, "
-            "cross_correlation, projection_matching (did you mean 'projection_matching'?)",
+            "cross_correlation, projection_matching, projection_matching_split "
+            "(did you mean 'projection_matching'?)",
         ),
         (
             "split.hold_out",
