@@ -33,8 +33,8 @@ Methods (:data:`METHODS`)
 
 ``"projection_matching_split"``
     Projection matching with ``reference="split"`` and, in generation, the stage-precision
-    priors of the noise chain (:meth:`simgen.noise.NoiseChain.alignment_prior`). Not yet what
-    ``auto`` chooses: switching it changes the bytes of every stored ``realistic`` sample.
+    priors of the noise chain (:meth:`simgen.noise.NoiseChain.alignment_prior`). What the
+    catalogue's ``auto`` chooses for noise with a geometric error since 2026-11-30.
 
     **Split reference** (``reference="split"``; ``"full"`` is the default). Matched against a reconstruction
     that contains its own noise, a projection finds that noise again: at low dose (≲300 e/Å²)
