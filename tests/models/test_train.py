@@ -136,9 +136,14 @@ def test_two_gloo_processes_match_one_with_the_same_global_batch(smoke_store, tm
     )
     state = torch.load(tmp_path / "two" / "stage1.ckpt", weights_only=True)
     np.testing.assert_allclose(state["losses"], single, rtol=1e-4)
+    # Two half-batch gradients averaged by all-reduce equal the full-batch gradient up to float32
+    # summation order; Adam divides each gradient by its own running RMS, so a parameter whose
+    # gradient is tiny can move by a visible fraction of a step (lr = 2e-3) on that rounding
+    # alone: 5e-5 was seen. atol = 1e-4 (5% of one step) still fails a missing all-reduce, a
+    # wrong batch split or a rank that skips steps, which differ by whole steps.
     for name, value in model.stage1.state_dict().items():
         np.testing.assert_allclose(
-            state["model"][name].numpy(), value.numpy(), rtol=1e-3, atol=1e-5, err_msg=name
+            state["model"][name].numpy(), value.numpy(), rtol=1e-3, atol=1e-4, err_msg=name
         )
 
 
