@@ -285,7 +285,8 @@ def label_candidates(
 
 
 def _stage1_digest(model: PannModel) -> str:
-    """A short hash of the stage-1 weights and the stage-2 settings (keys the graph cache)."""
+    """A short hash of the stage-1 weights, the stage-2 settings and the classes (keys the graph
+    cache)."""
     h = hashlib.sha256()
     for name, value in sorted(model.stage1.state_dict().items()):
         h.update(name.encode())
@@ -294,6 +295,7 @@ def _stage1_digest(model: PannModel) -> str:
     h.update(
         json.dumps(
             [cfg.zernike_order, cfg.zernike_radius, cfg.trace_threshold, cfg.match_radius]
+            + list(cfg.classes)  # the labels' class indices
         ).encode()
     )
     return h.hexdigest()[:16]
@@ -639,6 +641,34 @@ def _selected(history: dict) -> dict:
     }
 
 
+def _union_elements(elements, selections) -> tuple[str, ...]:
+    """The weights' elements plus those of the stores, lightest first.
+
+    The classes may grow only where tracing stays the same: its default minimum distance and
+    contrast ratio depend on the elements (:mod:`models.tracing`), and the kept stage 1's
+    candidates must be those it was trained with.
+    """
+    from ase.data import atomic_numbers
+
+    from models.tracing import contrast_ratio, default_min_distance
+
+    names = set(elements)
+    for train, val in selections:
+        names |= set(train.elements()) | set(val.elements() if val is not None else ())
+    union = tuple(sorted(names, key=atomic_numbers.get))
+    if union != tuple(elements):
+        before = (default_min_distance(elements), contrast_ratio(elements))
+        after = (default_min_distance(union), contrast_ratio(union))
+        if not np.allclose(before, after):
+            raise ValueError(
+                f"stores: elements {list(union)} would change how candidates are traced "
+                f"(min distance, contrast ratio {before} -> {after}); the weights know "
+                f"{list(elements)}"
+            )
+        logger.info("stage 2 classes: %s (the weights had %s)", union, tuple(elements))
+    return union
+
+
 def train_stage2_only(
     init, stores, run_dir, *, epochs=None, lr=None, seed=0, progress=True, limit=None
 ) -> PannModel:
@@ -651,8 +681,9 @@ def train_stage2_only(
 
     Args:
         init: PANN weights (run directory or ``pann.pt``) whose stage 1 is kept.
-        stores: simgen stores, each with a ``train`` (and optionally ``val``) split; their
-            elements must be among ``init``'s.
+        stores: simgen stores, each with a ``train`` (and optionally ``val``) split. Elements
+            that ``init`` does not know become new classes when that leaves tracing unchanged
+            (:func:`_union_elements`).
         run_dir: Run directory.
         epochs: Stage-2 epochs (default: ``init``'s).
         lr: Learning rate (default: ``init``'s).
@@ -678,19 +709,13 @@ def train_stage2_only(
     selections = [
         (StoreSamples(s, "train", limit=limit), _selection(s, "val", limit)) for s in stores
     ]
-    for store, (train, val) in zip(stores, selections):
-        known = set(config.elements)
-        extra = (set(train.elements()) | set(val.elements() if val is not None else ())) - known
-        if extra:
-            raise ValueError(
-                f"stores: {str(store)!r} has {sorted(extra)}, not among the weights' elements "
-                f"{list(config.elements)}"
-            )
+    for store, (train, _) in zip(stores, selections):
         if abs(train.sampling - config.sampling) > 1e-6:
             raise ValueError(
                 f"stores: {str(store)!r} has sampling {train.sampling} Å, the weights "
                 f"{config.sampling} Å"
             )
+    config.elements = _union_elements(config.elements, selections)
     run_dir = _open_run_dir(run_dir, "pann train --stage2-only", World())
     world = World()
     _write_config(run_dir, config.to_dict(), world, 0, global_batch=config.batch_size, **record)

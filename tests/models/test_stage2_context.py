@@ -172,3 +172,23 @@ def test_cli_several_stores_need_stage2_only(tmp_path, capsys):
     rc = pann_main(["train", "--stage2-only", "--data", str(store), "--out", str(tmp_path / "r")])
     assert rc != 0 and "--init" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+class _Split:
+    def __init__(self, *elements):
+        self._elements = elements
+
+    def elements(self):
+        return self._elements
+
+
+def test_new_classes_only_where_tracing_stays_the_same():
+    from models.train import _union_elements
+
+    old = ("Fe", "Ni", "Pd", "Pt", "Au")
+    # Co and Cu lie between Fe and Au: the same minimum distance and contrast ratio
+    got = _union_elements(old, [(_Split("Co", "Pt"), _Split("Cu", "Fe")), (_Split("Pd"), None)])
+    assert got == ("Fe", "Co", "Ni", "Cu", "Pd", "Pt", "Au")
+    assert _union_elements(old, [(_Split("Pt"), None)]) == old
+    with pytest.raises(ValueError, match="traced"):
+        _union_elements(old, [(_Split("Al"), None)])  # lighter than Fe: another contrast ratio
