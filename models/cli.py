@@ -48,6 +48,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "architecture); stage 2 is trained anew",
     )
     p.add_argument("--lr", type=float, help="peak learning rate of both stages (default 2e-3)")
+    p.add_argument(
+        "--class-weight-power",
+        type=float,
+        help="stage-2 class weights (1/frequency)**P: 1 balances classes, 0 is plain cross-entropy "
+        "(default 1)",
+    )
     p.add_argument("--limit", type=int, help="use at most N samples per split")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
@@ -192,6 +198,7 @@ def _cmd_train(args) -> int:
             epochs=args.epochs,
             lr=args.lr,
             seed=args.seed,
+            class_weight_power=args.class_weight_power,
             limit=args.limit,
         )
         print(
@@ -226,6 +233,8 @@ def _cmd_train(args) -> int:
         config.physics_weight = args.physics_weight
     if args.lr is not None:
         config.lr = args.lr
+    if args.class_weight_power is not None:
+        config.class_weight_power = args.class_weight_power
     model = train_pann(args.data, args.out, config, init=args.init, **common)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0

@@ -79,6 +79,8 @@ class PannConfig:
             :func:`context_features` (intensity contrast within the particle, the elements
             present and their expected contrast), and the training loss sees only the elements
             present, as inference does.
+        class_weight_power: Stage-2 cross-entropy class weights ``(1 / frequency)**power``
+            (1: every class the same total weight; 0: plain cross-entropy).
     """
 
     elements: tuple[str, ...] = ()
@@ -103,6 +105,7 @@ class PannConfig:
     refine: bool = True
     seed: int = 0
     stage2_features: int = 2
+    class_weight_power: float = 1.0
 
     @property
     def classes(self) -> tuple[str, ...]:

@@ -363,16 +363,18 @@ def _allowed(config, present) -> torch.Tensor:
     return torch.tensor([c in present or c == NOT_AN_ATOM for c in config.classes])
 
 
-def class_weights(counts) -> torch.Tensor:
-    """Cross-entropy weights that give every class the same total weight (at most 10×).
+def class_weights(counts, power: float = 1.0) -> torch.Tensor:
+    """Cross-entropy weights ``(total / (classes · count))**power``, at most 10.
 
+    ``power=1`` gives every class the same total weight; ``power=0.5`` only half-way (in log)
+    from plain cross-entropy, so rare classes are not favoured where candidates are ambiguous.
     ``counts[c]`` labelled candidates of class ``c``; absent classes get weight 0.
     """
     counts = np.asarray(counts, dtype=np.float64)
-    return torch.as_tensor(
-        np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(counts), 0.0),
-        dtype=torch.float32,
-    ).clamp(max=10.0)
+    balanced = counts.sum() / np.maximum(counts, 1) / len(counts)
+    return torch.as_tensor(np.where(counts > 0, balanced**power, 0.0), dtype=torch.float32).clamp(
+        max=10.0
+    )
 
 
 def train_stage2(
@@ -428,7 +430,7 @@ def fit_stage2(model: PannModel, train_items, val_items, *, progress=True) -> di
     mean = total / n
     std = np.sqrt(np.maximum(total_sq / n - mean**2, 0.0)) + 1e-6
     model.feature_mean, model.feature_std = mean.astype(np.float32), std.astype(np.float32)
-    weights = class_weights(counts)
+    weights = class_weights(counts, cfg.class_weight_power)
     logger.info("stage 2: %d candidates, per class %s", n, dict(zip(cfg.classes, counts.tolist())))
     net = build_stage2(cfg, width)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
@@ -670,7 +672,16 @@ def _union_elements(elements, selections) -> tuple[str, ...]:
 
 
 def train_stage2_only(
-    init, stores, run_dir, *, epochs=None, lr=None, seed=0, progress=True, limit=None
+    init,
+    stores,
+    run_dir,
+    *,
+    epochs=None,
+    lr=None,
+    seed=0,
+    class_weight_power=None,
+    progress=True,
+    limit=None,
 ) -> PannModel:
     """Keep the stage 1 of ``init``; train a new stage 2 (``stage2_features=2``) on the union of
     the train splits of ``stores``, selected on the union of their val splits.
@@ -688,6 +699,8 @@ def train_stage2_only(
         epochs: Stage-2 epochs (default: ``init``'s).
         lr: Learning rate (default: ``init``'s).
         seed: Seed of stage-2 initialisation and sample order.
+        class_weight_power: Exponent of the class weights (:func:`class_weights`; default
+            ``init``'s).
         limit: Use at most this many samples per split and store.
     """
     from models.data import GraphCache, StoreSamples
@@ -706,6 +719,12 @@ def train_stage2_only(
         config.stage2_epochs = int(epochs)
     if lr is not None:
         config.lr = float(lr)
+    if class_weight_power is not None:
+        if not 0.0 <= class_weight_power <= 1.0:
+            raise ValueError(
+                f"class_weight_power={class_weight_power!r}: expected a value in [0, 1]"
+            )
+        config.class_weight_power = float(class_weight_power)
     selections = [
         (StoreSamples(s, "train", limit=limit), _selection(s, "val", limit)) for s in stores
     ]

@@ -76,6 +76,9 @@ def test_class_weights_give_every_class_the_same_total():
     totals = w.numpy() * counts
     np.testing.assert_allclose(totals[counts > 0], 25.0, rtol=1e-6)
     assert class_weights([1, 1000])[0] == 10.0  # capped
+    half = class_weights([10, 30, 0, 60], power=0.5)  # half-way (in log) to plain cross-entropy
+    np.testing.assert_allclose(half.numpy(), np.sqrt([2.5, 100 / 120, 0.0, 100 / 240]), rtol=1e-6)
+    np.testing.assert_allclose(class_weights([10, 30, 0, 60], power=0.0).numpy(), [1, 1, 0, 1])
 
 
 def test_loss_mask_keeps_present_elements_and_none():
