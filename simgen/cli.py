@@ -69,7 +69,13 @@ def _positive(name):
 _LIST_TOPICS = ("morphologies", "compositions", "noise", "damage", "codecs")
 #: simgen.alignment.METHODS (kept here so that building the parser imports nothing heavy;
 #: tests/test_cli.py checks that the two agree).
-_ALIGN_METHODS = ("none", "com", "cross_correlation", "projection_matching")
+_ALIGN_METHODS = (
+    "none",
+    "com",
+    "cross_correlation",
+    "projection_matching",
+    "projection_matching_split",
+)
 _CATALOG_HELP = (
     "dataset catalogue (YAML); default: ./datasets.yaml if present, "
     "else the one shipped with simgen (simgen/data/datasets.yaml)"

@@ -632,6 +632,29 @@ class NoiseChain:
                 level *= model.value
         return float(level)
 
+    def alignment_prior(self) -> dict:
+        """The spread of what an alignment estimates, known from the chain's parameters.
+
+        Returns
+        -------
+        dict
+            ``shift_sigma``: standard deviation in Å per axis of a projection's rigid shift,
+            ``√(σ_misalignment² + a_drift² (1/4 + 1/9) / 2)`` (the mean displacement of a drift
+            frame is ``v/2 + w/3``, ``v, w ~ N(0, a²/2)``); ``angle_sigma``: standard deviation
+            in degrees of a tilt angle about the recorded one (``tilt_error`` ``sigma``; its
+            common ``offset`` is a rigid rotation, not estimated). 0 for what the chain does not
+            perturb.
+        """
+        shift_var, angle_var = 0.0, 0.0
+        for model in self.models:
+            if isinstance(model, Misalignment):
+                shift_var += model.sigma**2
+            elif isinstance(model, Drift):
+                shift_var += model.amplitude**2 * (1 / 4 + 1 / 9) / 2
+            elif isinstance(model, TiltError):
+                angle_var += model.sigma**2
+        return {"shift_sigma": math.sqrt(shift_var), "angle_sigma": math.sqrt(angle_var)}
+
     def to_dict(self) -> dict:
         """A record of every model and parameter, in application order, for the store."""
         return {

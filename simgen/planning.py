@@ -55,12 +55,15 @@ def structure_seed(dataset_seed: int, particle: int) -> int:
 
 
 def resolve_align(align: str, noise: Sequence[str]) -> str:
-    """The alignment a sample gets: ``"auto"`` → ``"projection_matching"`` when ``noise`` (spec
-    strings) includes a geometric error (:data:`GEOMETRIC_NOISE`), else ``"none"``."""
+    """The alignment a sample gets: ``"auto"`` → ``"projection_matching_split"`` (projection
+    matching against split references with the stage-precision prior of the noise models) when
+    ``noise`` (spec strings) includes a geometric error (:data:`GEOMETRIC_NOISE`), else
+    ``"none"``. (Until 2026-11-30 ``auto`` chose ``"projection_matching"``; name it in the
+    catalogue to reproduce a store made then.)"""
     if align != "auto":
         return align
     names = {str(spec).partition(":")[0].strip() for spec in noise}
-    return "projection_matching" if names & set(GEOMETRIC_NOISE) else "none"
+    return "projection_matching_split" if names & set(GEOMETRIC_NOISE) else "none"
 
 
 def axis_values(spec, axis: str) -> tuple:

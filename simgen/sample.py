@@ -204,11 +204,17 @@ def simulate_sample(
     normalised = normalise_tilt_series(
         measured, dose, background=chain.background(spec.dose, sampling=spec.sampling)
     )
+    # The split reference uses the stage precision (the geometric noise models' spread) as its
+    # prior; "projection_matching" keeps the bytes of the stores made before it existed.
+    split = spec.align == "projection_matching_split"
+    prior = chain.alignment_prior() if split else {"shift_sigma": None, "angle_sigma": None}
     aligned = alignment.align_tilt_series(
         normalised,
         nominal,
         spec.align,
-        refine_angles=spec.align == "projection_matching",
+        refine_angles=spec.align in ("projection_matching", "projection_matching_split"),
+        shift_prior=None if prior["shift_sigma"] is None else prior["shift_sigma"] / spec.sampling,
+        angle_prior=prior["angle_sigma"],
     )
     errors = alignment.alignment_errors(
         aligned.shifts * spec.sampling, drawn["shifts"], true_angles, aligned.angles, true_angles

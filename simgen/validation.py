@@ -36,7 +36,14 @@ MODES = ("linear", "multislice", "prism")
 RECON_METHODS = ("sirt", "cgls", "fbp", "sart")
 #: ``reconstruction.align``: a method of :mod:`simgen.alignment` or ``"auto"`` (projection
 #: matching with tilt-angle refinement for a noise model with geometric errors, else none).
-ALIGN_CHOICES = ("auto", "none", "com", "cross_correlation", "projection_matching")
+ALIGN_CHOICES = (
+    "auto",
+    "none",
+    "com",
+    "cross_correlation",
+    "projection_matching",
+    "projection_matching_split",
+)
 DOSE_PROFILES = ("uniform", "cos")
 SAMPLE_ORDERS = ("grid", "shuffled")
 

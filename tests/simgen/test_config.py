@@ -124,7 +124,8 @@ def _with(raw, name, path, value):
             "reconstruction.align",
             "projection_match",
             "reconstruction.align='projection_match': expected one of auto, none, com, "
-            "cross_correlation, projection_matching (did you mean 'projection_matching'?)",
+            "cross_correlation, projection_matching, projection_matching_split "
+            "(did you mean 'projection_matching'?)",
         ),
         (
             "split.hold_out",
@@ -184,12 +185,13 @@ def test_align_auto_aligns_exactly_the_noise_models_with_geometric_errors(raw):
     from simgen.config import resolve_align
 
     assert resolve_align("auto", ["poisson", "read:sigma=1"]) == "none"
-    assert resolve_align("auto", ["poisson", "drift:amplitude=0.5"]) == "projection_matching"
-    assert resolve_align("auto", ["tilt_error:sigma=0.3"]) == "projection_matching"
+    assert resolve_align("auto", ["poisson", "drift:amplitude=0.5"]) == "projection_matching_split"
+    assert resolve_align("auto", ["tilt_error:sigma=0.3"]) == "projection_matching_split"
+    assert resolve_align("projection_matching", ["tilt_error:sigma=0.3"]) == "projection_matching"
     assert resolve_align("com", ["misalignment:sigma=0.3"]) == "com"
     spec = DatasetSpec.from_dict("dose-sweep", copy.deepcopy(raw["dose-sweep"]))
     assert spec.align == "auto"
-    assert {s.align for s in spec.plan(limit=3)} == {"projection_matching"}
+    assert {s.align for s in spec.plan(limit=3)} == {"projection_matching_split"}
     poisson = DatasetSpec.from_dict("dose-sweep-poisson", copy.deepcopy(raw["dose-sweep-poisson"]))
     assert {s.align for s in poisson.plan(limit=3)} == {"none"}
 
