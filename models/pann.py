@@ -368,6 +368,12 @@ class PannModel:
             raise ValueError("weights: this model has no trained stage 2 (species classifier)")
         if len(positions) == 0:
             return np.zeros((0, len(self.config.classes)), dtype=np.float32)
+        if elements is None and self.config.stage2_features >= 2:
+            logger.warning(
+                "elements: not given; these weights (stage2_features=2) were trained with the "
+                "elements present and now assume all of %s (give them, e.g. --elements Fe,Pt)",
+                list(self.config.elements),
+            )
         x, edge_index, edge_attr = self.graph_inputs(refined, raw, positions, sampling, elements)
         self.stage2.eval()
         with torch.no_grad():

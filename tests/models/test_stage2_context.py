@@ -195,3 +195,17 @@ def test_new_classes_only_where_tracing_stays_the_same():
     assert _union_elements(old, [(_Split("Pt"), None)]) == old
     with pytest.raises(ValueError, match="traced"):
         _union_elements(old, [(_Split("Al"), None)])  # lighter than Fe: another contrast ratio
+
+
+def test_version_2_without_elements_warns(caplog):
+    model = _tiny_model(2)
+    volume, _ = _particle()
+    refined = model.refine(volume)
+    positions = np.asarray(model.candidates(refined, 0.4).positions, dtype=np.float64)
+    with caplog.at_level("WARNING", logger="models.pann"):
+        model.classify(refined, volume, positions, 0.4)
+    assert "elements: not given" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="models.pann"):
+        model.classify(refined, volume, positions, 0.4, ["Fe", "Pt"])
+    assert "not given" not in caplog.text
