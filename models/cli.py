@@ -21,9 +21,20 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train", help="train PANN (stage 1 + stage 2) or the unet3d baseline on a store"
     )
-    p.add_argument("--data", required=True, help="simgen Zarr store (uses its train/val splits)")
+    p.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        help="simgen Zarr store (uses its train/val splits); several only with --stage2-only",
+    )
     p.add_argument(
         "--out", required=True, help="run directory (weights, config, loss curves); rerun to resume"
+    )
+    p.add_argument(
+        "--stage2-only",
+        action="store_true",
+        help="keep the stage 1 of --init; train a new stage 2 (context features) on the train "
+        "splits of every --data, select it on their val splits",
     )
     p.add_argument(
         "--model", choices=["pann", "unet3d"], default="pann", help="what to train (default pann)"
@@ -37,6 +48,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "architecture); stage 2 is trained anew",
     )
     p.add_argument("--lr", type=float, help="peak learning rate of both stages (default 2e-3)")
+    p.add_argument(
+        "--class-weight-power",
+        type=float,
+        help="stage-2 class weights (1/frequency)**P: 1 balances classes, 0 is plain cross-entropy "
+        "(default 1)",
+    )
     p.add_argument("--limit", type=int, help="use at most N samples per split")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
@@ -158,14 +175,37 @@ def _cmd_train(args) -> int:
         raise ValueError(f"--init={args.init!r}: only for --model pann")
     if args.init is not None and not Path(args.init).exists():
         raise FileNotFoundError(f"--init={args.init!r}: no such weights")
-    if not Path(args.data).exists():
-        raise FileNotFoundError(f"--data={args.data!r}: no such store")
+    if args.stage2_only and (args.model != "pann" or args.init is None):
+        raise ValueError("--stage2-only: needs --model pann and --init (the stage 1 to keep)")
+    if len(args.data) > 1 and not args.stage2_only:
+        raise ValueError(f"--data={args.data}: several stores only with --stage2-only")
+    for store in args.data:
+        if not Path(store).exists():
+            raise FileNotFoundError(f"--data={store!r}: no such store")
     from models.distributed import resolve_device
     from simgen.outputs import check_output
 
     resolve_device(args.device)  # a clear error before any work
     # A new or empty folder, or a run of ours to resume; checked before any data is read.
     check_output(args.out, "run", resume=True)
+    if args.stage2_only:
+        from models.train import train_stage2_only
+
+        model = train_stage2_only(
+            args.init,
+            args.data,
+            args.out,
+            epochs=args.epochs,
+            lr=args.lr,
+            seed=args.seed,
+            class_weight_power=args.class_weight_power,
+            limit=args.limit,
+        )
+        print(
+            f"wrote {Path(args.out) / 'pann.pt'} ({model!r}); curves in {Path(args.out) / 'loss_curves.png'}"
+        )
+        return 0
+    (args.data,) = args.data
     common = {"device": args.device, "num_workers": args.num_workers, "limit": args.limit}
     if args.model == "unet3d":
         train_unet3d(
@@ -193,6 +233,8 @@ def _cmd_train(args) -> int:
         config.physics_weight = args.physics_weight
     if args.lr is not None:
         config.lr = args.lr
+    if args.class_weight_power is not None:
+        config.class_weight_power = args.class_weight_power
     model = train_pann(args.data, args.out, config, init=args.init, **common)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0

@@ -30,12 +30,18 @@ __all__ = [
     "PannPrediction",
     "volume_scale",
     "candidate_features",
+    "context_features",
     "NOT_AN_ATOM",
 ]
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
+
+#: Exponent of the power law sigma(Z) ∝ Z**1.7 that approximates ADF-STEM cross-sections
+#: (the same law the classical species assignment orders elements by); it sets the expected
+#: log-contrast between the elements present (:func:`context_features`).
+Z_EXPONENT = 1.7
 
 
 @dataclass
@@ -68,6 +74,13 @@ class PannConfig:
         refine: Last step: refine the atoms against the measured tilt series
             (:mod:`models.refine`) whenever :meth:`PannModel.predict` is given one.
         seed: Seed of initialisation and sampling.
+        stage2_features: Stage-2 node features. 1: :func:`candidate_features` only (weights
+            before 2026-11-30; a checkpoint without this key is read as 1). 2: plus
+            :func:`context_features` (intensity contrast within the particle, the elements
+            present and their expected contrast), and the training loss sees only the elements
+            present, as inference does.
+        class_weight_power: Stage-2 cross-entropy class weights ``(1 / frequency)**power``
+            (1: every class the same total weight; 0: plain cross-entropy).
     """
 
     elements: tuple[str, ...] = ()
@@ -91,6 +104,8 @@ class PannConfig:
     match_radius: float = 0.5
     refine: bool = True
     seed: int = 0
+    stage2_features: int = 2
+    class_weight_power: float = 1.0
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -106,6 +121,9 @@ class PannConfig:
         if unknown:
             raise ValueError(f"config keys {unknown}: not PANN settings (allowed: {sorted(known)})")
         data = dict(data)
+        data.setdefault("stage2_features", 1)  # checkpoints written before the key existed
+        if data["stage2_features"] not in (1, 2):
+            raise ValueError(f"stage2_features={data['stage2_features']!r}: expected 1 or 2")
         if "elements" in data:
             data["elements"] = tuple(data["elements"])
         return cls(**data)
@@ -207,6 +225,74 @@ def candidate_features(
     return np.nan_to_num(features.astype(np.float32))
 
 
+def _log_ratio(values: np.ndarray, reference: float) -> np.ndarray:
+    if not reference > 0:
+        return np.zeros(len(values))
+    return np.log(np.clip(values / reference, 1e-3, None))
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Fraction of the other candidates with a smaller value (0 = lowest, 1 = highest)."""
+    n = len(values)
+    return np.argsort(np.argsort(values, kind="stable"), kind="stable") / max(n - 1, 1)
+
+
+def context_features(
+    base: np.ndarray, elements: tuple[str, ...] | list[str], present=None
+) -> np.ndarray:
+    """Per-candidate context features added by ``stage2_features=2``.
+
+    :func:`candidate_features` divides intensities by the median over *all* candidates; most
+    candidates are false peaks whose share changes with dose and particle, so that median moves
+    and the contrast between elements is blurred across particles. These features describe each
+    candidate's intensity within the particle's own distribution instead, and what contrast the
+    elements present should give:
+
+    - log of the integrated and peak intensities (refined and raw) over their 95th percentile
+      over candidates, and of the refined ones over their 75th percentile (6);
+    - the rank of the refined integrated and peak intensities among the candidates (2);
+    - per element of ``elements``: 1 if present, else 0 (len(elements));
+    - per element: its expected log-contrast ``Z_EXPONENT * log(Z / Z_heaviest present)`` if
+      present, else 0 (len(elements)).
+
+    All are unchanged when the volume is multiplied by a positive constant.
+
+    Args:
+        base: (N, F) features from :func:`candidate_features` (columns 0-3: integrated and peak
+            intensities of the refined and raw volumes over their median).
+        elements: The weights' elements (class order).
+        present: Elements in the particle (a subset of ``elements``); ``None``: all of them.
+
+    Returns:
+        (N, 8 + 2 len(elements)) float32.
+    """
+    from ase.data import atomic_numbers
+
+    n = len(base)
+    present = set(elements if present is None else present)
+    unknown = present - set(elements)
+    if unknown:
+        raise ValueError(f"present={sorted(present)}: {sorted(unknown)} not among {list(elements)}")
+    if n == 0:
+        return np.zeros((0, 8 + 2 * len(elements)), dtype=np.float32)
+    columns = [_log_ratio(base[:, c], np.percentile(base[:, c], 95)) for c in range(4)]
+    columns += [_log_ratio(base[:, c], np.percentile(base[:, c], 75)) for c in (0, 2)]
+    columns += [_ranks(base[:, 0]), _ranks(base[:, 2])]
+    flags = np.array([e in present for e in elements], dtype=np.float64)
+    z = np.array([atomic_numbers[e] for e in elements], dtype=np.float64)
+    z_max = max(z[flags > 0]) if flags.any() else max(z)
+    expected = np.where(flags > 0, Z_EXPONENT * np.log(z / z_max), 0.0)
+    per_node = np.broadcast_to(np.concatenate([flags, expected]), (n, 2 * len(elements)))
+    return np.nan_to_num(np.column_stack([*columns, per_node]).astype(np.float32))
+
+
+def stage2_features(base: np.ndarray, config: PannConfig, present=None) -> np.ndarray:
+    """The stage-2 node features of ``config.stage2_features`` from :func:`candidate_features`."""
+    if config.stage2_features == 1:
+        return base
+    return np.hstack([base, context_features(base, config.elements, present)])
+
+
 class PannModel:
     """Both PANN stages with their configuration; apply with :meth:`predict`.
 
@@ -259,10 +345,16 @@ class PannModel:
             elements=list(self.config.elements) or None,
         )
 
-    def graph_inputs(self, refined, raw, positions, sampling):
+    def graph_inputs(self, refined, raw, positions, sampling, elements=None):
+        """Stage-2 inputs: standardised node features, ``edge_index``, ``edge_attr``.
+
+        ``elements`` (those present; ``None``: all the weights know) matter only for
+        ``stage2_features=2``.
+        """
         from models.species import build_graph
 
-        features = candidate_features(refined, raw, positions, sampling, self.config)
+        base = candidate_features(refined, raw, positions, sampling, self.config)
+        features = stage2_features(base, self.config, elements)
         if self.feature_mean is not None:
             features = (features - self.feature_mean) / self.feature_std
         edge_index, edge_attr = build_graph(
@@ -276,7 +368,13 @@ class PannModel:
             raise ValueError("weights: this model has no trained stage 2 (species classifier)")
         if len(positions) == 0:
             return np.zeros((0, len(self.config.classes)), dtype=np.float32)
-        x, edge_index, edge_attr = self.graph_inputs(refined, raw, positions, sampling)
+        if elements is None and self.config.stage2_features >= 2:
+            logger.warning(
+                "elements: not given; these weights (stage2_features=2) were trained with the "
+                "elements present and now assume all of %s (give them, e.g. --elements Fe,Pt)",
+                list(self.config.elements),
+            )
+        x, edge_index, edge_attr = self.graph_inputs(refined, raw, positions, sampling, elements)
         self.stage2.eval()
         with torch.no_grad():
             logits = self.stage2(x, edge_index, edge_attr)

@@ -47,6 +47,10 @@ __all__ = [
     "load_unet3d",
     "load_training_samples",
     "label_candidates",
+    "train_stage2_only",
+    "fit_stage2",
+    "stage2_confusion",
+    "class_weights",
     "physics_loss",
     "weighted_voxel_loss",
 ]
@@ -281,7 +285,8 @@ def label_candidates(
 
 
 def _stage1_digest(model: PannModel) -> str:
-    """A short hash of the stage-1 weights and the stage-2 settings (keys the graph cache)."""
+    """A short hash of the stage-1 weights, the stage-2 settings and the classes (keys the graph
+    cache)."""
     h = hashlib.sha256()
     for name, value in sorted(model.stage1.state_dict().items()):
         h.update(name.encode())
@@ -290,6 +295,7 @@ def _stage1_digest(model: PannModel) -> str:
     h.update(
         json.dumps(
             [cfg.zernike_order, cfg.zernike_radius, cfg.trace_threshold, cfg.match_radius]
+            + list(cfg.classes)  # the labels' class indices
         ).encode()
     )
     return h.hexdigest()[:16]
@@ -320,15 +326,55 @@ def _fill_graph_cache(model: PannModel, samples, cache, world, *, progress=True)
         cache.write(int(s["index"]), positions, features, labels)
 
 
-def _graph(cache, index, mean, std, knn):
+def _present(samples, index: int) -> tuple[str, ...]:
+    """Elements of one sample's true atoms (what a user states and inference masks to)."""
+    from ase.data import chemical_symbols
+
+    numbers = samples._open()._numbers(int(index))
+    return tuple(sorted({chemical_symbols[int(z)] for z in np.unique(numbers)}))
+
+
+def _items(samples, cache) -> list[tuple]:
+    """Stage-2 training items of a selection: (cache, sample index, elements present)."""
+    if samples is None:
+        return []
+    return [(cache, int(i), _present(samples, int(i))) for i in samples.indices]
+
+
+def _graph(item, mean, std, config):
+    """Standardised stage-2 inputs of one cached sample, or None (fewer than two candidates)."""
+    from models.pann import stage2_features
     from models.species import build_graph
 
+    cache, index, present = item
     positions, features, labels = cache.read(index)
     if len(positions) < 2:
         return None
-    ei, ea = build_graph(torch.as_tensor(positions, dtype=torch.float32), k=knn)
+    features = stage2_features(features, config, present)
+    ei, ea = build_graph(torch.as_tensor(positions, dtype=torch.float32), k=config.knn)
     x = torch.as_tensor((features - mean) / std, dtype=torch.float32)
-    return x, ei, ea, torch.as_tensor(labels)
+    return x, ei, ea, torch.as_tensor(labels), _allowed(config, present)
+
+
+def _allowed(config, present) -> torch.Tensor:
+    """Classes the loss and the prediction may choose: the elements present and "none" (v2)."""
+    if config.stage2_features == 1:
+        return torch.ones(len(config.classes), dtype=torch.bool)
+    return torch.tensor([c in present or c == NOT_AN_ATOM for c in config.classes])
+
+
+def class_weights(counts, power: float = 1.0) -> torch.Tensor:
+    """Cross-entropy weights ``(total / (classes · count))**power``, at most 10.
+
+    ``power=1`` gives every class the same total weight; ``power=0.5`` only half-way (in log)
+    from plain cross-entropy, so rare classes are not favoured where candidates are ambiguous.
+    ``counts[c]`` labelled candidates of class ``c``; absent classes get weight 0.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    balanced = counts.sum() / np.maximum(counts, 1) / len(counts)
+    return torch.as_tensor(np.where(counts > 0, balanced**power, 0.0), dtype=torch.float32).clamp(
+        max=10.0
+    )
 
 
 def train_stage2(
@@ -339,23 +385,41 @@ def train_stage2(
     from models.distributed import World, barrier
 
     world = world or World()
-    cfg = model.config
     cache = GraphCache(Path(run_dir) / "stage2_cache" / _stage1_digest(model))
     _fill_graph_cache(model, train_samples, cache, world, progress=progress)
     if val_samples is not None:
         _fill_graph_cache(model, val_samples, cache, world, progress=progress)
     barrier(world)
-    history = {"stage2 loss": [], "stage2 val accuracy": []}
     if not world.is_main:
-        return history
-    train_ids = [int(i) for i in train_samples.indices]
-    val_ids = [int(i) for i in val_samples.indices] if val_samples is not None else []
+        return {"stage2 loss": [], "stage2 val accuracy": []}
+    return fit_stage2(
+        model, _items(train_samples, cache), _items(val_samples, cache), progress=progress
+    )
+
+
+def fit_stage2(model: PannModel, train_items, val_items, *, progress=True) -> dict:
+    """Train ``model.stage2`` anew on cached graphs; keep the epoch best on validation.
+
+    Args:
+        model: Its config (``stage2_features``, ``stage2_epochs``, ``lr``, ``seed``...) is used;
+            ``stage2``, ``feature_mean`` and ``feature_std`` are replaced.
+        train_items: (cache, sample index, elements present) per training sample.
+        val_items: The same for validation samples (empty: select on the training samples).
+
+    The loss is class-weighted (:func:`class_weights`; every class counts alike) and, for
+    ``stage2_features=2``, sees only the elements present and "none". The kept epoch has the
+    best balanced accuracy (mean recall over the classes present) on ``val_items``.
+    """
+    cfg = model.config
     # Streaming statistics: one graph in memory at a time.
     n, total, total_sq, counts, width = 0, 0.0, 0.0, np.zeros(len(cfg.classes)), None
-    for i in train_ids:
+    from models.pann import stage2_features
+
+    for cache, i, present in train_items:
         positions, features, labels = cache.read(i)
         if len(positions) < 2:
             continue
+        features = stage2_features(features, cfg, present)
         width = features.shape[1]
         n += len(features)
         total = total + features.sum(axis=0, dtype=np.float64)
@@ -366,49 +430,65 @@ def train_stage2(
     mean = total / n
     std = np.sqrt(np.maximum(total_sq / n - mean**2, 0.0)) + 1e-6
     model.feature_mean, model.feature_std = mean.astype(np.float32), std.astype(np.float32)
-    weights = torch.as_tensor(
-        np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(cfg.classes), 0.0),
-        dtype=torch.float32,
-    ).clamp(max=10.0)
+    weights = class_weights(counts, cfg.class_weight_power)
+    logger.info("stage 2: %d candidates, per class %s", n, dict(zip(cfg.classes, counts.tolist())))
     net = build_stage2(cfg, width)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 2]))
+    history = {"stage2 loss": [], "stage2 val accuracy": [], "stage2 val balanced accuracy": []}
     best, best_state = -1.0, None
     for _epoch in progress_bar(range(cfg.stage2_epochs), desc="stage 2", enabled=progress):
         net.train()
         loss_sum, graphs = 0.0, 0
-        for k in rng.permutation(len(train_ids)):
-            g = _graph(cache, train_ids[k], mean, std, cfg.knn)
+        for k in rng.permutation(len(train_items)):
+            g = _graph(train_items[k], mean, std, cfg)
             if g is None:
                 continue
-            x, ei, ea, y = g
-            loss = F.cross_entropy(net(x, ei, ea), y, weight=weights)
+            x, ei, ea, y, allowed = g
+            logits = net(x, ei, ea).masked_fill(~allowed, -1e4)
+            loss = F.cross_entropy(logits, y, weight=weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             loss_sum, graphs = loss_sum + loss.item(), graphs + 1
         history["stage2 loss"].append(loss_sum / max(graphs, 1))
-        acc = _accuracy(net, cache, val_ids or train_ids, mean, std, cfg.knn)
+        confusion = stage2_confusion(net, val_items or train_items, mean, std, cfg)
+        acc, balanced = _accuracies(confusion)
         history["stage2 val accuracy"].append(acc)
-        if acc >= best:
-            best, best_state = acc, {k: v.clone() for k, v in net.state_dict().items()}
+        history["stage2 val balanced accuracy"].append(balanced)
+        logger.info("stage 2 epoch %d: val accuracy %.4f, balanced %.4f", _epoch, acc, balanced)
+        if balanced >= best:
+            best, best_state = balanced, {k: v.clone() for k, v in net.state_dict().items()}
     net.load_state_dict(best_state)
     model.stage2 = net
     return history
 
 
-def _accuracy(net, cache, ids, mean, std, knn) -> float:
+def stage2_confusion(net, items, mean, std, config) -> np.ndarray:
+    """Confusion matrix (rows: true class, columns: predicted) of stage 2 on cached graphs, the
+    logits masked to each sample's elements (+ "none") as inference does."""
     net.eval()
-    correct = total = 0
+    k = len(config.classes)
+    confusion = np.zeros((k, k), dtype=np.int64)
     with torch.no_grad():
-        for i in ids:
-            g = _graph(cache, i, mean, std, knn)
+        for cache, i, present in items:
+            g = _graph((cache, i, present), mean, std, config)
             if g is None:
                 continue
-            x, ei, ea, y = g
-            correct += int((net(x, ei, ea).argmax(-1) == y).sum())
-            total += len(y)
-    return correct / max(total, 1)
+            x, ei, ea, y, _ = g
+            allowed = torch.tensor([c in present or c == NOT_AN_ATOM for c in config.classes])
+            pred = net(x, ei, ea).masked_fill(~allowed, float("-inf")).argmax(-1)
+            np.add.at(confusion, (y.numpy(), pred.numpy()), 1)
+    return confusion
+
+
+def _accuracies(confusion: np.ndarray) -> tuple[float, float]:
+    """Overall accuracy and balanced accuracy (mean recall over the classes present)."""
+    support = confusion.sum(axis=1)
+    acc = float(np.trace(confusion) / max(support.sum(), 1))
+    has = support > 0
+    balanced = float(np.mean(np.diag(confusion)[has] / support[has])) if has.any() else 0.0
+    return acc, balanced
 
 
 # ---------------------------------------------------------------------------- entry points
@@ -530,7 +610,7 @@ def train_pann(
             model.history = {
                 "stage1_seconds": t1 - t0,
                 "stage2_seconds": time.perf_counter() - t1,
-                "stage2_val_accuracy": max(history["stage2 val accuracy"]),
+                **_selected(history),
                 "n_train": len(samples),
                 "n_val": len(val) if val is not None else 0,
                 "world_size": world.world_size,
@@ -550,6 +630,155 @@ def train_pann(
     finally:
         if joined:
             teardown()
+
+
+def _selected(history: dict) -> dict:
+    """Validation accuracies of the kept stage-2 epoch (best balanced accuracy, last on ties)."""
+    balanced = history["stage2 val balanced accuracy"]
+    k = len(balanced) - 1 - int(np.argmax(balanced[::-1]))
+    return {
+        "stage2_val_accuracy": history["stage2 val accuracy"][k],
+        "stage2_val_balanced_accuracy": balanced[k],
+        "stage2_epoch": k + 1,
+    }
+
+
+def _union_elements(elements, selections) -> tuple[str, ...]:
+    """The weights' elements plus those of the stores, lightest first.
+
+    The classes may grow only where tracing stays the same: its default minimum distance and
+    contrast ratio depend on the elements (:mod:`models.tracing`), and the kept stage 1's
+    candidates must be those it was trained with.
+    """
+    from ase.data import atomic_numbers
+
+    from models.tracing import contrast_ratio, default_min_distance
+
+    names = set(elements)
+    for train, val in selections:
+        names |= set(train.elements()) | set(val.elements() if val is not None else ())
+    union = tuple(sorted(names, key=atomic_numbers.get))
+    if union != tuple(elements):
+        before = (default_min_distance(elements), contrast_ratio(elements))
+        after = (default_min_distance(union), contrast_ratio(union))
+        if not np.allclose(before, after):
+            raise ValueError(
+                f"stores: elements {list(union)} would change how candidates are traced "
+                f"(min distance, contrast ratio {before} -> {after}); the weights know "
+                f"{list(elements)}"
+            )
+        logger.info("stage 2 classes: %s (the weights had %s)", union, tuple(elements))
+    return union
+
+
+def train_stage2_only(
+    init,
+    stores,
+    run_dir,
+    *,
+    epochs=None,
+    lr=None,
+    seed=0,
+    class_weight_power=None,
+    progress=True,
+    limit=None,
+) -> PannModel:
+    """Keep the stage 1 of ``init``; train a new stage 2 (``stage2_features=2``) on the union of
+    the train splits of ``stores``, selected on the union of their val splits.
+
+    Candidates are traced with ``init``'s stage 1 and cached per store in
+    ``run_dir/stage2_cache/<stage-1 digest>/<store name>/`` (a rerun reuses them). Writes
+    ``run_dir/pann.pt``, ``config.json`` and ``loss_curves.png``.
+
+    Args:
+        init: PANN weights (run directory or ``pann.pt``) whose stage 1 is kept.
+        stores: simgen stores, each with a ``train`` (and optionally ``val``) split. Elements
+            that ``init`` does not know become new classes when that leaves tracing unchanged
+            (:func:`_union_elements`).
+        run_dir: Run directory.
+        epochs: Stage-2 epochs (default: ``init``'s).
+        lr: Learning rate (default: ``init``'s).
+        seed: Seed of stage-2 initialisation and sample order.
+        class_weight_power: Exponent of the class weights (:func:`class_weights`; default
+            ``init``'s).
+        limit: Use at most this many samples per split and store.
+    """
+    from models.data import GraphCache, StoreSamples
+    from models.distributed import World
+
+    stores = [Path(s) for s in stores]
+    names = [s.name for s in stores]
+    if not stores or len(set(names)) != len(names):
+        raise ValueError(f"stores={[str(s) for s in stores]}: expected stores with distinct names")
+    model = PannModel.load(init)
+    record = {"init": _warm_start(model, init)}
+    model.stage2 = None
+    config = model.config
+    config.stage2_features, config.seed = 2, int(seed)
+    if epochs is not None:
+        config.stage2_epochs = int(epochs)
+    if lr is not None:
+        config.lr = float(lr)
+    if class_weight_power is not None:
+        if not 0.0 <= class_weight_power <= 1.0:
+            raise ValueError(
+                f"class_weight_power={class_weight_power!r}: expected a value in [0, 1]"
+            )
+        config.class_weight_power = float(class_weight_power)
+    selections = [
+        (StoreSamples(s, "train", limit=limit), _selection(s, "val", limit)) for s in stores
+    ]
+    for store, (train, _) in zip(stores, selections):
+        if abs(train.sampling - config.sampling) > 1e-6:
+            raise ValueError(
+                f"stores: {str(store)!r} has sampling {train.sampling} Å, the weights "
+                f"{config.sampling} Å"
+            )
+    config.elements = _union_elements(config.elements, selections)
+    run_dir = _open_run_dir(run_dir, "pann train --stage2-only", World())
+    world = World()
+    _write_config(run_dir, config.to_dict(), world, 0, global_batch=config.batch_size, **record)
+    t0 = time.perf_counter()
+    digest = _stage1_digest(model)
+    train_items, val_items = [], []
+    for store, (train, val) in zip(stores, selections):
+        cache = GraphCache(run_dir / "stage2_cache" / digest / store.name)
+        for part in (train, val):
+            if part is not None:
+                _fill_graph_cache(model, part, cache, world, progress=progress)
+        train_items += _items(train, cache)
+        val_items += _items(val, cache)
+    t1 = time.perf_counter()
+    history = fit_stage2(model, train_items, val_items, progress=progress)
+    model.history = {
+        "stage2_cache_seconds": t1 - t0,
+        "stage2_seconds": time.perf_counter() - t1,
+        **_selected(history),
+        "n_train": len(train_items),
+        "n_val": len(val_items),
+        "stores": [str(s) for s in stores],
+        "world_size": 1,
+        **record,
+    }
+    model.save(run_dir)
+    _write_config(
+        run_dir,
+        config.to_dict(),
+        world,
+        0,
+        global_batch=config.batch_size,
+        stores=model.history["stores"],
+        **record,
+    )
+    _plot_curves(
+        {
+            k: history[k]
+            for k in ("stage2 loss", "stage2 val accuracy", "stage2 val balanced accuracy")
+        },
+        run_dir / "loss_curves.png",
+        "PANN stage 2",
+    )
+    return model
 
 
 def train_unet3d(

@@ -1,7 +1,10 @@
 """PANN end to end on the tiny smoke store: train both stages, save/load, predict, bad input."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
 from models.cli import main as pann_main
 from models.pann import PannConfig, PannModel
@@ -214,3 +217,26 @@ def test_predict_uses_the_exact_resampled_spacing(trained, monkeypatch):
     assert len(pred.positions) == 2
     # The bug put the first atom 9.0 * (1 - 0.5 / 0.50625) = 0.11 Å off; now the fit error is left.
     np.testing.assert_allclose(pred.positions[order], truth[::-1], atol=0.04)
+
+
+@pytest.mark.slow  # trains PANN (module fixture)
+def test_stage2_only_keeps_stage1_and_trains_context_features(trained, smoke_store, tmp_path):
+    from models.train import train_stage2_only
+    from simgen.store import open_dataset
+
+    run, model = trained
+    assert model.config.stage2_features == 2  # the default for new training
+    again = train_stage2_only(run, [smoke_store], tmp_path / "s2", epochs=2, progress=False)
+    for a, b in zip(model.stage1.state_dict().values(), again.stage1.state_dict().values()):
+        assert torch.equal(a, b)  # stage 1 kept bit for bit
+    loaded = PannModel.load(tmp_path / "s2")
+    assert loaded.config.stage2_features == 2 and loaded.history["stage2_epoch"] in (1, 2)
+    width = model.stage2.in_features  # version-1 features + 8 + 2 per element
+    assert loaded.stage2.in_features == width
+    # caches per store, reused by a rerun into the same folder
+    (digest,) = (tmp_path / "s2" / "stage2_cache").iterdir()
+    assert (digest / Path(smoke_store).name).is_dir()
+    sample = open_dataset(smoke_store)[0]
+    prediction = loaded.predict(sample["volume"], float(sample["sampling"]), ["Fe", "Pt"])
+    assert prediction.probabilities.shape[1] == 3
+    assert set(prediction.elements) <= {"Fe", "Pt"}
