@@ -139,11 +139,15 @@ def format_inspection(info: Mapping) -> str:
     else:
         lines.append(f"size on disk: {_human_bytes(info['size_on_disk'])}")
     if info.get("alignment"):
-        lines.append("alignment  samples  shift error (pm, median / max)  angle error (°, median)")
+        width = max(22, *(len(method) for method in info["alignment"]))
+        lines.append(
+            f"{'alignment':<{width + 2}} samples  shift error (pm, median / max)  "
+            "angle error (°, median)"
+        )
         for method, row in info["alignment"].items():
             lines.append(
-                f"  {method:<22} {row['n']:>4}  {row['shift_error_pm_median']:>8.1f} / "
-                f"{row['shift_error_pm_max']:<8.1f}  {row['angle_error_deg_median']:>10.3f}"
+                f"  {method:<{width}} {row['n']:>7}  {row['shift_error_pm_median']:>12.1f} / "
+                f"{row['shift_error_pm_max']:<8.1f}  {row['angle_error_deg_median']:>12.3f}"
             )
     for name, lossy in info["lossy"].items():
         if lossy.get("max_abs_error") is not None:
