@@ -205,7 +205,7 @@ def _fit_shift(reference, moving, *, steps=4, initial=None, max_shift=None):
         shift = np.array([lag[peak] for lag in lags], dtype=np.float64)
     freqs = np.meshgrid(*[np.fft.fftfreq(n) for n in reference.shape], indexing="ij")
     scale = 1.0
-    covariance = np.full((len(axes), len(axes)), np.inf)
+    last = None  # (residual, jac, step, normal) of the last step taken
     for _ in range(steps):
         phase = np.exp(-2j * np.pi * sum(f * s for f, s in zip(freqs, shift)))
         shifted_spec = spec_ref * phase
@@ -221,11 +221,14 @@ def _fit_shift(reference, moving, *, steps=4, initial=None, max_shift=None):
         step[: len(axes)] = np.clip(step[: len(axes)], -1.0, 1.0)
         shift = shift + step[: len(axes)]
         scale = scale + step[-1]
-        variance = float(np.mean((residual - jac @ step) ** 2))
-        covariance = variance * np.linalg.inv(normal)[: len(axes), : len(axes)]
+        last = (residual, jac, step, normal)
         if np.all(np.abs(step[: len(axes)]) < 1e-4):
             break
-    return shift, covariance
+    if last is None:
+        return shift, np.full((len(axes), len(axes)), np.inf)
+    residual, jac, step, normal = last
+    variance = float(np.mean((residual - jac @ step) ** 2))
+    return shift, variance * np.linalg.inv(normal)[: len(axes), : len(axes)]
 
 
 def _profile_y(series: np.ndarray, initial: np.ndarray, rounds: int = 3) -> np.ndarray:
@@ -357,29 +360,24 @@ def align_tilt_series(
     return Alignment(aligned.astype(np.float32), shifts, estimated_angles, method)
 
 
-def _cross_references(
-    project,
-    reconstruct,
-    aligned,
-    angles,
-    trial_offsets,
-    sirt_iterations,
-    split,
-    return_volume=False,
-):
-    """Re-projections of each projection's reference at ``angles + trial_offsets`` (A, T, Py, Px).
+def _cross_references(aligned, angles, trial_offsets, sirt_iterations, split):
+    """Re-projections of each projection's reference at ``angles + trial_offsets`` (A, T, Py, Px),
+    and the volume of all projections (the reconstructions weighted by their projections).
 
     ``split``: the even-indexed projections are referenced to the reconstruction from the
     odd-indexed ones and vice versa, so no projection is compared with a model built from its
-    own noise. Otherwise one reconstruction from all projections (self-consistent)."""
+    own noise (the caller ensures each half has at least two projections). Otherwise one
+    reconstruction from all projections (self-consistent)."""
+    from simgen.reconstruct import project, reconstruct
+
     n_angles = len(angles)
     out = np.empty((n_angles, len(trial_offsets), *aligned.shape[1:]), dtype=np.float32)
-    groups = [np.arange(0, n_angles, 2), np.arange(1, n_angles, 2)] if split else None
-    if groups is None or min(len(g) for g in groups) < 2:
-        groups = [np.arange(n_angles)]
-        pairs = [(groups[0], groups[0])]
+    if split:
+        even, odd = np.arange(0, n_angles, 2), np.arange(1, n_angles, 2)
+        pairs = [(odd, even), (even, odd)]  # (model from, referenced)
     else:
-        pairs = [(groups[1], groups[0]), (groups[0], groups[1])]  # (model from, referenced)
+        every = np.arange(n_angles)
+        pairs = [(every, every)]
     volumes = []
     for source, target in pairs:
         volume = reconstruct(
@@ -390,9 +388,7 @@ def _cross_references(
         out[target] = project(volume, trial).reshape(
             len(target), len(trial_offsets), *out.shape[2:]
         )
-    if return_volume:  # all projections: the reconstructions weighted by their projections
-        return out, sum(n * v for n, v in volumes) / sum(n for n, _ in volumes)
-    return out
+    return out, sum(n * v for n, v in volumes) / sum(n for n, _ in volumes)
 
 
 def _shrink(estimate, variance, prior_sigma):
@@ -521,7 +517,7 @@ def _projection_matching(
     shift_prior=None,
     angle_prior=None,
 ):
-    from simgen.reconstruct import project, reconstruct
+    from simgen.reconstruct import project
 
     split = split and len(nominal) >= 4  # two halves of at least two projections each
     if not split and shift_prior is None and angle_prior is None:
@@ -540,9 +536,7 @@ def _projection_matching(
     offsets = np.array([-1.0, 0.0, 1.0]) * angle_step if refine_angles else np.zeros(1)
     centre = len(offsets) // 2
     for _ in range(iterations):
-        references, volume = _cross_references(
-            project, reconstruct, aligned, angles, offsets, sirt_iterations, split, True
-        )
+        references, volume = _cross_references(aligned, angles, offsets, sirt_iterations, split)
         fits = [
             _fit_shift(references[k, centre], aligned[k], initial=(0.0, 0.0))
             for k in range(len(angles))

@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+from simgen.validation import ALIGN_CHOICES, ALIGN_METHODS
+
 __all__ = ["main", "parse_tilt"]
 
 EXIT_BAD_INPUT = 2
@@ -67,15 +69,6 @@ def _positive(name):
 
 
 _LIST_TOPICS = ("morphologies", "compositions", "noise", "damage", "codecs")
-#: simgen.alignment.METHODS (kept here so that building the parser imports nothing heavy;
-#: tests/test_cli.py checks that the two agree).
-_ALIGN_METHODS = (
-    "none",
-    "com",
-    "cross_correlation",
-    "projection_matching",
-    "projection_matching_split",
-)
 _CATALOG_HELP = (
     "dataset catalogue (YAML); default: ./datasets.yaml if present, "
     "else the one shipped with simgen (simgen/data/datasets.yaml)"
@@ -197,7 +190,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--align",
-        choices=["auto", *_ALIGN_METHODS],
+        choices=ALIGN_CHOICES,
         default="auto",
         help="alignment before reconstruction (auto: projection matching when the noise has "
         "geometric errors, else none)",
@@ -310,9 +303,9 @@ def _build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const="cross_correlation",
         default="none",
-        choices=_ALIGN_METHODS,
+        choices=ALIGN_METHODS,
         help="align the projections before reconstruction: "
-        + ", ".join(_ALIGN_METHODS)
+        + ", ".join(ALIGN_METHODS)
         + " (default none; a bare --align is cross_correlation, as before)",
     )
     p.add_argument(

@@ -34,16 +34,19 @@ __all__ = [
 
 MODES = ("linear", "multislice", "prism")
 RECON_METHODS = ("sirt", "cgls", "fbp", "sart")
-#: ``reconstruction.align``: a method of :mod:`simgen.alignment` or ``"auto"`` (projection
-#: matching with tilt-angle refinement for a noise model with geometric errors, else none).
-ALIGN_CHOICES = (
-    "auto",
+#: The methods of :mod:`simgen.alignment` (its ``METHODS``; kept here, in a module that imports
+#: only the standard library, so the CLI parser is built without numpy; tests/test_cli.py checks
+#: that the two agree).
+ALIGN_METHODS = (
     "none",
     "com",
     "cross_correlation",
     "projection_matching",
     "projection_matching_split",
 )
+#: ``reconstruction.align``: a method or ``"auto"`` (``projection_matching_split`` for a noise
+#: model with geometric errors, else none; :func:`simgen.planning.resolve_align`).
+ALIGN_CHOICES = ("auto", *ALIGN_METHODS)
 DOSE_PROFILES = ("uniform", "cos")
 SAMPLE_ORDERS = ("grid", "shuffled")
 

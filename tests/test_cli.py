@@ -170,8 +170,9 @@ def test_import_align_takes_the_alignment_methods():
     ``--align`` is still cross-correlation."""
     from simgen import cli
     from simgen.alignment import METHODS
+    from simgen.validation import ALIGN_METHODS
 
-    assert cli._ALIGN_METHODS == METHODS
+    assert ALIGN_METHODS == METHODS
     parser = cli._build_parser()
     base = ["import", "ts.npy", "--angles", "a.txt", "--sampling", "0.5", "--out", "o.zarr"]
     assert parser.parse_args(base).align == "none"
