@@ -13,12 +13,20 @@ differs). From the matching:
   whose predicted element is right / true atoms;
 - ``precision``: matched predicted atoms / predicted atoms;
 - ``species_accuracy``: right elements among matched pairs, overall and per true element
-  (``species_accuracy_<El>``).
+  (``species_accuracy_<El>``);
+- per element e, over the union of the true and the predicted elements, the species labels as a
+  detector of e: ``recovery_rate_species_<El>`` = true atoms of e matched *and* labelled e / true
+  atoms of e (recall); ``precision_species_<El>`` = predicted atoms labelled e that are matched to
+  a true atom of e / predicted atoms labelled e (unmatched predictions labelled e count as wrong);
+  ``f1_species_<El>`` = their harmonic mean (0 when both are 0). Recall alone rewards naming every
+  light atom the same element (it then scores 100% for that element); precision shows it.
 
 The main keys are also given at a matching radius of 0.5 Å with the suffix ``_r05``, and the
-coordinate error per true element (``coordinate_error_pm_<El>``). Quantities undefined for an
-empty set (an error with no pairs, a precision with no prediction) are NaN. ``score(...,
-per_atom=True)`` also returns the pairs themselves (``matches``), for paired comparisons.
+coordinate error per true element (``coordinate_error_pm_<El>``); the per-element keys are given
+at the main radius only. Quantities undefined for an empty set (an error with no pairs, a
+precision with no prediction, a recall of an element absent from the truth, an F1 where either
+is undefined) are NaN. ``score(..., per_atom=True)`` also returns the pairs themselves
+(``matches``), for paired comparisons and confusion tables.
 
 Paired comparisons (DESIGN.md, metrics contract): methods that recover different atoms cannot be
 compared by their errors over their own matched sets (a method that recovers more hard atoms
@@ -137,7 +145,33 @@ def _score_at(pred, pred_el, true, true_el, radius: float) -> dict:
         result[f"species_accuracy_{element}"] = _fraction(
             int(correct[of_element].sum()), int(of_element.sum())
         )
+    result.update(_species_by_element(pred_el, true_el, matching, correct))
     return result
+
+
+def _species_by_element(pred_el, true_el, matching, correct) -> dict:
+    """Per-element recovery, precision and F1 of the species labels (see the module docstring).
+
+    Elements are the union of the true and the predicted ones (``"unknown"`` is no element).
+    A pair counts for element e when both its true and its predicted element are e; unmatched
+    predictions labelled e count against e's precision.
+    """
+    right = pred_el[matching.pred_idx][correct]  # element of each correctly labelled pair
+    out = {}
+    for element in sorted((set(true_el) | set(pred_el)) - {"unknown"}):
+        n_right = int(np.count_nonzero(right == element))
+        recall = _fraction(n_right, int(np.count_nonzero(true_el == element)))
+        precision = _fraction(n_right, int(np.count_nonzero(pred_el == element)))
+        if not (np.isfinite(recall) and np.isfinite(precision)):
+            f1 = float("nan")
+        elif recall + precision == 0:
+            f1 = 0.0
+        else:
+            f1 = 2.0 * recall * precision / (recall + precision)
+        out[f"recovery_rate_species_{element}"] = recall
+        out[f"precision_species_{element}"] = precision
+        out[f"f1_species_{element}"] = f1
+    return out
 
 
 def score(
@@ -169,15 +203,18 @@ def score(
         Largest number of mean-shift steps.
     per_atom : bool
         Also return ``matches``: ``{"true_index": (K,) int, "element": (K,) str,
-        "displacement_pm": (K, 3)}`` of the pairs at ``radius`` (predicted − true, pm).
+        "predicted_element": (K,) str, "displacement_pm": (K, 3)}`` of the pairs at ``radius``
+        (``element`` is the true element; displacement predicted − true, pm).
 
     Returns
     -------
     dict
         ``n_true, n_pred, n_matched, radius, coordinate_error_pm, coordinate_error_{x,y,z}_pm,
         coordinate_error_aet_pm, recovery_rate, recovery_rate_species, precision,
-        species_accuracy, species_accuracy_<El>`` and ``<key>_r05`` for the main keys. Floats are
-        NaN where undefined (no pairs; no predicted atoms for precision).
+        species_accuracy, species_accuracy_<El>, coordinate_error_pm_<El>`` (true elements),
+        ``recovery_rate_species_<El>, precision_species_<El>, f1_species_<El>`` (true and
+        predicted elements) and ``<key>_r05`` for the main keys. Floats are NaN where undefined
+        (no pairs; no predicted atoms for precision; no atom of the element).
     """
     pred = (
         np.asarray(pred_positions, dtype=np.float64).reshape(-1, 3)
@@ -203,6 +240,7 @@ def score(
         result["matches"] = {
             "true_index": np.asarray(matching.true_idx, dtype=int),
             "element": np.asarray(true_el[matching.true_idx], dtype=str),
+            "predicted_element": np.asarray(pred_el[matching.pred_idx], dtype=str),
             "displacement_pm": 100.0 * (pred[matching.pred_idx] - true[matching.true_idx]),
         }
     at_r05 = _score_at(pred, pred_el, true, true_el, 0.5)
