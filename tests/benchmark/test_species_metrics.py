@@ -8,9 +8,7 @@ import pytest
 from benchmark.metrics import score
 
 # Six true atoms on a 3 Å grid (far apart against the 1.0 Å radius): Fe Fe Fe Ni Ni Ni.
-TRUE = np.array(
-    [[0.0, 0, 0], [3.0, 0, 0], [6.0, 0, 0], [0, 3.0, 0], [3.0, 3.0, 0], [6.0, 3.0, 0]]
-)
+TRUE = np.array([[0.0, 0, 0], [3.0, 0, 0], [6.0, 0, 0], [0, 3.0, 0], [3.0, 3.0, 0], [6.0, 3.0, 0]])
 TRUE_EL = ["Fe", "Fe", "Fe", "Ni", "Ni", "Ni"]
 
 
