@@ -92,3 +92,8 @@ def test_an_unmatched_prediction_counts_against_precision_even_with_the_right_la
     assert r["precision_species_Fe"] == pytest.approx(2 / 3)
     assert r["f1_species_Fe"] == pytest.approx(2 / 3)
     assert r["recovery_rate_species_Ni"] == 1.0 and r["precision_species_Ni"] == 1.0
+
+
+def test_true_atoms_per_element_are_counted():
+    r = score(TRUE[:2], ["Fe", "Fe"], TRUE, TRUE_EL)
+    assert r["n_true_Fe"] == 3 and r["n_true_Ni"] == 3 and "n_true_unknown" not in r
