@@ -261,7 +261,8 @@ def _write_leaderboard_files(records, rows, out_dir: Path, title: str) -> None:
             "above; mean ± standard deviation over the samples where it is defined, n of them): "
             "recovery = true atoms matched and labelled with the element / its true atoms; "
             "precision = predicted atoms labelled with it that are matched to a true atom of it / "
-            "predicted atoms labelled with it; F1 = their harmonic mean. Calling every light atom "
+            "predicted atoms labelled with it; F1 = 2 TP / (2 TP + FP + FN) (0 where the element "
+            "is present but never named). Calling every light atom "
             "the same element gives that element a full recovery and a low precision.",
             "",
             "| method | dose (e/Å²) | element | recovery (%) | precision (%) | F1 (%) |",

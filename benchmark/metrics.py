@@ -18,14 +18,15 @@ differs). From the matching:
   detector of e: ``recovery_rate_species_<El>`` = true atoms of e matched *and* labelled e / true
   atoms of e (recall); ``precision_species_<El>`` = predicted atoms labelled e that are matched to
   a true atom of e / predicted atoms labelled e (unmatched predictions labelled e count as wrong);
-  ``f1_species_<El>`` = their harmonic mean (0 when both are 0). Recall alone rewards naming every
+  ``f1_species_<El>`` = 2 TP / (2 TP + FP + FN), their harmonic mean where both are defined and 0
+  when the element is present but never predicted (NaN when it is absent from the truth). Recall
+  alone rewards naming every
   light atom the same element (it then scores 100% for that element); precision shows it.
 
 The main keys are also given at a matching radius of 0.5 Å with the suffix ``_r05``, and the
 coordinate error per true element (``coordinate_error_pm_<El>``); the per-element keys are given
 at the main radius only. Quantities undefined for an empty set (an error with no pairs, a
-precision with no prediction, a recall of an element absent from the truth, an F1 where either
-is undefined) are NaN. ``score(..., per_atom=True)`` also returns the pairs themselves
+precision with no prediction, a recall or F1 of an element absent from the truth) are NaN. ``score(..., per_atom=True)`` also returns the pairs themselves
 (``matches``), for paired comparisons and confusion tables.
 
 Paired comparisons (DESIGN.md, metrics contract): methods that recover different atoms cannot be
@@ -164,14 +165,12 @@ def _species_by_element(pred_el, true_el, matching, correct) -> dict:
     out = {}
     for element in sorted((set(true_el) | set(pred_el)) - {"unknown"}):
         n_right = int(np.count_nonzero(right == element))
-        recall = _fraction(n_right, int(np.count_nonzero(true_el == element)))
-        precision = _fraction(n_right, int(np.count_nonzero(pred_el == element)))
-        if not (np.isfinite(recall) and np.isfinite(precision)):
-            f1 = float("nan")
-        elif recall + precision == 0:
-            f1 = 0.0
-        else:
-            f1 = 2.0 * recall * precision / (recall + precision)
+        n_true = int(np.count_nonzero(true_el == element))
+        n_pred = int(np.count_nonzero(pred_el == element))
+        recall = _fraction(n_right, n_true)
+        precision = _fraction(n_right, n_pred)
+        # 2 TP / (2 TP + FP + FN): 0, not undefined, when e is present but never predicted.
+        f1 = _fraction(2 * n_right, n_true + n_pred) if n_true else float("nan")
         out[f"recovery_rate_species_{element}"] = recall
         out[f"precision_species_{element}"] = precision
         out[f"f1_species_{element}"] = f1

@@ -8,8 +8,9 @@ every file scored, and prints per element, with 95% bootstrap intervals over par
   atoms of that element), from each record's matches and per-element species accuracy and the
   store's truth;
 - precision of the species labels (predicted atoms labelled e that are matched to a true atom
-  of e / predicted atoms labelled e) and its F1 with the recovery above, from the records' keys
-  ``precision_species_<El>`` and ``f1_species_<El>``; the row ``all`` pools the elements
+  of e / predicted atoms labelled e, from the records' key ``precision_species_<El>``) and its
+  F1 with the recovery above (0 where the element is present but nothing was labelled with it:
+  a particle where a method never names Fe counts, it is not dropped); the row ``all`` pools the elements
   (correctly labelled pairs / predicted atoms). Records written before those keys existed lack
   them: their cells are "—" and a note under the table names the files (rescore them with
   ``aet-bench run`` to fill them);
@@ -78,8 +79,13 @@ def _species_label_scores(r: dict, element: str, recovery_pct: float) -> tuple[f
         precision = recall * float(r["n_true"]) / float(n_pred)  # right pairs / predicted atoms
         f1 = 2 * recall * precision / (recall + precision) if recall + precision else 0.0
         return 100.0 * precision, 100.0 * f1
-    values = [r.get(f"{prefix}{element}") for prefix in NEW_KEYS.values()]
-    return tuple(np.nan if v is None else 100.0 * float(v) for v in values)
+    precision = r.get(f"precision_species_{element}")
+    precision = np.nan if precision is None else float(precision)
+    recall = recovery_pct / 100.0
+    if not np.isfinite(precision):  # the element is present but nothing was labelled with it
+        return np.nan, 0.0 if np.isfinite(recall) else np.nan
+    f1 = 2 * recall * precision / (recall + precision) if recall + precision else 0.0
+    return 100.0 * precision, 100.0 * f1
 
 
 def lacks_species_keys(r: dict) -> bool:

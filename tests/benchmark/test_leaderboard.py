@@ -160,9 +160,10 @@ def test_species_rows_and_table_from_the_per_element_keys(tmp_path):
     assert fe["precision_species"] == pytest.approx((25.0 + 100.0) / 2)  # 1/4 and 2/2
     assert fe["precision_species_std"] == pytest.approx(np.std([25.0, 100.0], ddof=1))
     assert fe["f1_species"] == pytest.approx((40.0 + 100.0) / 2)  # 2·1·0.25/1.25 = 0.4
-    # Ni: never labelled in sample 0 (precision and F1 undefined there: one sample left)
+    # Ni: never labelled in sample 0 (precision undefined there: one sample left; F1 0 there)
     assert ni["recovery_rate_species"] == pytest.approx(50.0) and ni["precision_species_n"] == 1
-    assert ni["precision_species"] == pytest.approx(100.0) and ni["f1_species_n"] == 1
+    assert ni["precision_species"] == pytest.approx(100.0) and ni["f1_species_n"] == 2
+    assert ni["f1_species"] == pytest.approx(50.0)
     paths = write_leaderboard(records, tmp_path / "lb")
     text = paths["md"].read_text()
     assert "| m | 100 | Fe | 100.0 ± 0.0 (n=2) | 62.5 ± 53.0 (n=2) | 70.0 ± 42.4 (n=2) |" in text

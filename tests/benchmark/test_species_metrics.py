@@ -52,9 +52,9 @@ def test_calling_every_atom_fe_has_full_recall_and_precision_equal_to_the_fe_fra
     assert r["species_accuracy_Fe"] == 1.0  # recall alone calls this a perfect Fe classifier
     assert r["precision_species_Fe"] == pytest.approx(2 / 6)
     assert r["f1_species_Fe"] == pytest.approx(2 * (1 / 3) / (1 + 1 / 3))  # 0.5
-    # Ni is never predicted: recall 0, precision undefined, F1 undefined.
+    # Ni is never predicted: recall 0, precision undefined, F1 = 2 TP / (2 TP + FP + FN) = 0.
     assert r["recovery_rate_species_Ni"] == 0.0
-    assert math.isnan(r["precision_species_Ni"]) and math.isnan(r["f1_species_Ni"])
+    assert math.isnan(r["precision_species_Ni"]) and r["f1_species_Ni"] == 0.0
 
 
 def test_keys_cover_predicted_elements_absent_from_the_truth():
