@@ -271,21 +271,24 @@ def fit_group_mixture(
     )
 
 
+def _e_step(x, reference, offset, width, weights):
+    """Posteriors (N, K) and mean log-likelihood per atom."""
+    z = (x[:, None] - reference[None, :] - offset) / width
+    log_p = np.log(np.clip(weights, 1e-300, None))[None, :] - 0.5 * z**2 - math.log(width)
+    top = log_p.max(axis=1, keepdims=True)
+    norm = top[:, 0] + np.log(np.exp(log_p - top).sum(axis=1))
+    log_likelihood = float(np.mean(norm)) - 0.5 * math.log(2.0 * math.pi)
+    return np.exp(log_p - norm[:, None]), log_likelihood
+
+
 def _em(x, reference, offset, floor, iterations, tolerance):
-    k = reference.size
-    weights = np.full(k, 1.0 / k)
+    weights = np.full(reference.size, 1.0 / reference.size)
     width = max(float(np.std(x - np.median(x))), floor)
-    previous = -np.inf
-    n_iter = 0
-    for n_iter in range(1, iterations + 1):
-        # E step: responsibilities under N(reference + offset, width²) with weights.
-        z = (x[:, None] - reference[None, :] - offset) / width
-        log_p = np.log(np.clip(weights, 1e-300, None))[None, :] - 0.5 * z**2 - math.log(width)
-        top = log_p.max(axis=1, keepdims=True)
-        norm = top[:, 0] + np.log(np.exp(log_p - top).sum(axis=1))
-        posteriors = np.exp(log_p - norm[:, None])
-        log_likelihood = float(np.mean(norm)) - 0.5 * math.log(2.0 * math.pi)
-        # M step: shared offset, shared width (floored), free weights.
+    previous, n_iter = -np.inf, 0
+    while n_iter < iterations:
+        n_iter += 1
+        posteriors, log_likelihood = _e_step(x, reference, offset, width, weights)
+        # M step: one shared offset, one shared width (floored), free weights.
         offset = float(np.sum(posteriors * (x[:, None] - reference[None, :])) / x.size)
         residual = x[:, None] - reference[None, :] - offset
         width = max(math.sqrt(float(np.sum(posteriors * residual**2)) / x.size), floor)
@@ -293,12 +296,7 @@ def _em(x, reference, offset, floor, iterations, tolerance):
         if abs(log_likelihood - previous) < tolerance:
             break
         previous = log_likelihood
-    z = (x[:, None] - reference[None, :] - offset) / width
-    log_p = np.log(np.clip(weights, 1e-300, None))[None, :] - 0.5 * z**2 - math.log(width)
-    top = log_p.max(axis=1, keepdims=True)
-    norm = top[:, 0] + np.log(np.exp(log_p - top).sum(axis=1))
-    posteriors = np.exp(log_p - norm[:, None])
-    log_likelihood = float(np.mean(norm)) - 0.5 * math.log(2.0 * math.pi)
+    posteriors, log_likelihood = _e_step(x, reference, offset, width, weights)
     return offset, width, weights, posteriors, log_likelihood, n_iter
 
 
