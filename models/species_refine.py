@@ -66,6 +66,9 @@ class ReassignConfig:
         use_standard_errors: Also floor the width by the atoms' root-mean-square Fisher standard
             error of the log cross-section.
         amplitude_prior: Standard deviation of the per-atom log-amplitude prior of the refit.
+        weights: ``"free"``: mixing weights fitted by EM; ``"equal"``: held at 1/K (an
+            equimolar group, e.g. a high-entropy alloy), which stops a broad mixture from
+            emptying components.
         starts: EM starts, with offsets spread over ± one mean component spacing around the
             median-matched offset; the fit of highest likelihood wins.
         iterations: Largest number of EM iterations per start.
@@ -76,6 +79,7 @@ class ReassignConfig:
     width_floor: float = 0.0
     use_standard_errors: bool = True
     amplitude_prior: float = 1.0
+    weights: str = "free"
     starts: int = 5
     iterations: int = 500
 
@@ -96,6 +100,8 @@ class ReassignConfig:
             raise ValueError(
                 f"reassign_amplitude_prior={self.amplitude_prior!r}: expected a log width > 0"
             )
+        if self.weights not in ("free", "equal"):
+            raise ValueError(f"reassign_weights={self.weights!r}: expected 'free' or 'equal'")
         if isinstance(self.starts, bool) or not isinstance(self.starts, int) or self.starts < 1:
             raise ValueError(f"reassign_starts={self.starts!r}: expected an integer >= 1")
         if (
@@ -205,6 +211,7 @@ def fit_group_mixture(
     elements: Sequence[str] | None = None,
     standard_errors=None,
     width_floor: float = 0.0,
+    equal_weights: bool = False,
     starts: int = 5,
     iterations: int = 500,
     tolerance: float = 1e-10,
@@ -222,6 +229,7 @@ def fit_group_mixture(
         elements: Names of the K components (for the result).
         standard_errors: (N,) standard errors of ``log_cross_sections`` (optional).
         width_floor: Smallest width, natural log.
+        equal_weights: Hold the mixing weights at 1/K instead of fitting them.
         starts: EM starts over offsets within ± one component spacing of the median match.
         iterations: Largest number of EM iterations per start.
         tolerance: Stop when the mean log-likelihood changes by less than this.
@@ -254,7 +262,7 @@ def fit_group_mixture(
     offsets = [centre] if starts == 1 else list(centre + spacing * np.linspace(-1.0, 1.0, starts))
     best = None
     for offset in offsets:
-        fit = _em(x, reference, offset, floor, iterations, tolerance)
+        fit = _em(x, reference, offset, floor, iterations, tolerance, equal_weights)
         if best is None or fit[-2] > best[-2] + 1e-12:
             best = fit
     offset, width, weights, posteriors, log_likelihood, n_iter = best
@@ -281,7 +289,7 @@ def _e_step(x, reference, offset, width, weights):
     return np.exp(log_p - norm[:, None]), log_likelihood
 
 
-def _em(x, reference, offset, floor, iterations, tolerance):
+def _em(x, reference, offset, floor, iterations, tolerance, equal_weights=False):
     weights = np.full(reference.size, 1.0 / reference.size)
     width = max(float(np.std(x - np.median(x))), floor)
     previous, n_iter = -np.inf, 0
@@ -292,7 +300,8 @@ def _em(x, reference, offset, floor, iterations, tolerance):
         offset = float(np.sum(posteriors * (x[:, None] - reference[None, :])) / x.size)
         residual = x[:, None] - reference[None, :] - offset
         width = max(math.sqrt(float(np.sum(posteriors * residual**2)) / x.size), floor)
-        weights = posteriors.mean(axis=0)
+        if not equal_weights:
+            weights = posteriors.mean(axis=0)
         if abs(log_likelihood - previous) < tolerance:
             break
         previous = log_likelihood
@@ -388,6 +397,7 @@ def reassign_species(
             elements=group,
             standard_errors=None if se is None else se[members],
             width_floor=config.width_floor,
+            equal_weights=config.weights == "equal",
             starts=config.starts,
             iterations=config.iterations,
         )

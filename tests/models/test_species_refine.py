@@ -79,6 +79,10 @@ def test_mixture_recovers_a_shared_offset_and_the_labels():
     # The standard errors floor the width: 0.05 everywhere -> width exactly 0.05.
     floored = fit_group_mixture(x, reference, standard_errors=np.full(x.size, 0.05))
     assert floored.width == pytest.approx(0.05)
+    # Equal weights: a skewed sample still gets the right labels and weights stay 1/4.
+    equal = fit_group_mixture(x, reference, equal_weights=True)
+    assert np.allclose(equal.weights, 0.25)
+    assert np.mean(equal.labels == truth) > 0.99
     # Two atoms exactly on two means: offset, labels and weights by hand.
     exact = fit_group_mixture(reference[[0, 3]] - 0.2, reference, width_floor=0.01)
     assert exact.offset == pytest.approx(-0.2, abs=1e-6)
@@ -162,6 +166,7 @@ def test_refine_method_option_reassigns_and_reports_posteriors():
         ({"reassign": True, "reassign_max_z_gap": 0}, "reassign_max_z_gap="),
         ({"reassign": True, "reassign_width_floor": -0.1}, "reassign_width_floor="),
         ({"reassign": True, "reassign_starts": 0}, "reassign_starts="),
+        ({"reassign": True, "reassign_weights": "fixed"}, "reassign_weights="),
         ({"reassign_positions": "joint"}, "reassign_positions"),
     ],
 )
