@@ -124,6 +124,9 @@ class MixtureFit:
         weights: (K,) mixing weights.
         posteriors: (N, K) posterior probability of each element per atom.
         labels: (N,) index of the most probable element.
+        outlier: (N,) posterior probability that an atom belongs to the outlier component (a
+            uniform density over the data's range: false atoms, failed amplitude fits); its element
+            posterior is then still the best guess among the group.
         log_likelihood: Mean log-likelihood per atom at the fit.
         iterations: EM iterations of the winning start.
     """
@@ -135,6 +138,7 @@ class MixtureFit:
     weights: np.ndarray
     posteriors: np.ndarray
     labels: np.ndarray
+    outlier: np.ndarray
     log_likelihood: float
     iterations: int
 
@@ -218,8 +222,8 @@ def fit_group_mixture(
 ) -> MixtureFit:
     """EM fit of a 1-D Gaussian mixture with fixed relative means and one shared offset.
 
-    Component ``k`` is ``N(reference_log_sigma[k] + δ, w²)`` with weight ``π_k``; δ, w and π are
-    fitted by expectation–maximisation (Dempster, Laird & Rubin 1977). The width is held at
+    Component ``k`` is ``N(reference_log_sigma[k] + δ, w²)`` with weight ``π_k``, plus a uniform
+    outlier component over the range of the data; δ, w, π and the outlier fraction are fitted by expectation–maximisation (Dempster, Laird & Rubin 1977). The width is held at
     ``max(w, floor)`` with ``floor = max(width_floor, rms(standard_errors))``.
 
     Args:
@@ -265,7 +269,7 @@ def fit_group_mixture(
         fit = _em(x, reference, offset, floor, iterations, tolerance, equal_weights)
         if best is None or fit[-2] > best[-2] + 1e-12:
             best = fit
-    offset, width, weights, posteriors, log_likelihood, n_iter = best
+    offset, width, weights, posteriors, outlier, log_likelihood, n_iter = best
     return MixtureFit(
         elements=names,
         means=reference + offset,
@@ -274,39 +278,60 @@ def fit_group_mixture(
         weights=weights,
         posteriors=posteriors,
         labels=posteriors.argmax(axis=1),
+        outlier=outlier,
         log_likelihood=log_likelihood,
         iterations=n_iter,
     )
 
 
-def _e_step(x, reference, offset, width, weights):
-    """Posteriors (N, K) and mean log-likelihood per atom."""
+def _e_step(x, reference, offset, width, weights, outlier, span):
+    """Element posteriors (N, K), outlier posterior (N,) and mean log-likelihood per atom."""
     z = (x[:, None] - reference[None, :] - offset) / width
-    log_p = np.log(np.clip(weights, 1e-300, None))[None, :] - 0.5 * z**2 - math.log(width)
+    log_p = (
+        np.log(np.clip(weights, 1e-300, None))[None, :]
+        - 0.5 * z**2
+        - math.log(width)
+        - 0.5 * math.log(2.0 * math.pi)
+    )
+    # A uniform component over the data's range takes false atoms and failed fits, which would
+    # otherwise widen the shared width until the components merge.
+    log_p = np.concatenate([log_p, np.full((x.size, 1), math.log(max(outlier, 1e-300) / span))], 1)
     top = log_p.max(axis=1, keepdims=True)
     norm = top[:, 0] + np.log(np.exp(log_p - top).sum(axis=1))
-    log_likelihood = float(np.mean(norm)) - 0.5 * math.log(2.0 * math.pi)
-    return np.exp(log_p - norm[:, None]), log_likelihood
+    posteriors = np.exp(log_p - norm[:, None])
+    return posteriors[:, :-1], posteriors[:, -1], float(np.mean(norm))
 
 
 def _em(x, reference, offset, floor, iterations, tolerance, equal_weights=False):
-    weights = np.full(reference.size, 1.0 / reference.size)
+    k = reference.size
+    outlier = 0.05
+    weights = np.full(k, (1.0 - outlier) / k)
+    span = max(float(np.ptp(x)), 10.0 * floor)
     width = max(float(np.std(x - np.median(x))), floor)
     previous, n_iter = -np.inf, 0
     while n_iter < iterations:
         n_iter += 1
-        posteriors, log_likelihood = _e_step(x, reference, offset, width, weights)
-        # M step: one shared offset, one shared width (floored), free weights.
-        offset = float(np.sum(posteriors * (x[:, None] - reference[None, :])) / x.size)
+        posteriors, outlying, log_likelihood = _e_step(
+            x, reference, offset, width, weights, outlier, span
+        )
+        # M step: one shared offset, one shared width (floored), weights, outlier fraction.
+        total = max(float(posteriors.sum()), 1e-12)
+        offset = float(np.sum(posteriors * (x[:, None] - reference[None, :])) / total)
         residual = x[:, None] - reference[None, :] - offset
-        width = max(math.sqrt(float(np.sum(posteriors * residual**2)) / x.size), floor)
-        if not equal_weights:
+        width = max(math.sqrt(float(np.sum(posteriors * residual**2)) / total), floor)
+        outlier = float(np.clip(outlying.mean(), 1e-6, 0.5))
+        if equal_weights:
+            weights = np.full(k, (1.0 - outlier) / k)
+        else:
             weights = posteriors.mean(axis=0)
         if abs(log_likelihood - previous) < tolerance:
             break
         previous = log_likelihood
-    posteriors, log_likelihood = _e_step(x, reference, offset, width, weights)
-    return offset, width, weights, posteriors, log_likelihood, n_iter
+    posteriors, outlying, log_likelihood = _e_step(
+        x, reference, offset, width, weights, outlier, span
+    )
+    elements = posteriors / np.clip(posteriors.sum(axis=1, keepdims=True), 1e-300, None)
+    return offset, width, weights / weights.sum(), elements, outlying, log_likelihood, n_iter
 
 
 def reassign_species(
