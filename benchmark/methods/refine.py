@@ -131,6 +131,7 @@ class RefinedMethod(Method):
             }
         )
         elements_out = list(prediction.elements)
+        positions = result.positions
         confidence = prediction.confidence
         if self.reassign and "unknown" not in prediction.elements:
             from ase.data import atomic_numbers
@@ -162,8 +163,10 @@ class RefinedMethod(Method):
             )
             elements_out = reassigned.elements
             confidence = reassigned.posteriors
+            if reassigned.positions is not None:  # moved by a joint refit
+                positions = reassigned.positions
         return Prediction(
-            positions=result.positions,
+            positions=positions,
             elements=elements_out,
             confidence=confidence,
             extra=extra,
