@@ -94,7 +94,12 @@ def test_wrong_labels_are_corrected_and_singletons_kept():
     sample, positions, truth = _sample()
     labels = ["Cu" if e == "Fe" else "Fe" if e == "Cu" else e for e in truth]  # all swapped
     labels[0] = "Pt"  # an Fe atom called Pt: Pt is a group of one, never relabelled
-    result = reassign_species(sample, positions, labels)
+    result = reassign_species(
+        sample,
+        positions,
+        labels,
+        config=ReassignConfig(positions="fixed", use_standard_errors=True),
+    )
     assert result.groups == [["Fe", "Cu"], ["Pt"]]
     assert result.elements[0] == "Pt"
     assert result.elements[12:] == ["Pt"] * 4
@@ -104,7 +109,7 @@ def test_wrong_labels_are_corrected_and_singletons_kept():
     assert result.classes == ["Fe", "Cu", "Pt"]
     assert np.allclose(result.posteriors.sum(axis=1), 1.0)
     assert np.all(result.posteriors[12:, 2] == 1.0)
-    # fixed positions by default: the refit did not move the atoms
+    # fixed positions: the refit did not move the atoms
     assert np.allclose(result.positions, positions)
 
 
