@@ -23,6 +23,7 @@ __all__ = [
     "write_leaderboard",
     "plot_against_dose",
     "efficiency_rows",
+    "species_rows",
     "bound_by_dose",
     "METRIC_LABELS",
 ]
@@ -252,6 +253,31 @@ def _write_leaderboard_files(records, rows, out_dir: Path, title: str) -> None:
                 f"| {r['method']} | {r['dose']:.3g} | {r['element']} | {r['error_pm']:.1f} | "
                 f"{r['bound_pm']:.1f} | {efficiency_text(r['efficiency'], r['efficiency_withheld'])} |"
             )
+    species = species_rows(records)
+    if species:
+        md += [
+            "",
+            "Per element: the species labels as a detector of each element (match radius as "
+            "above; mean ± standard deviation over the samples where it is defined, n of them): "
+            "recovery = true atoms matched and labelled with the element / its true atoms; "
+            "precision = predicted atoms labelled with it that are matched to a true atom of it / "
+            "predicted atoms labelled with it; F1 = 2 TP / (2 TP + FP + FN) (0 where the element "
+            "is present but never named). Calling every light atom "
+            "the same element gives that element a full recovery and a low precision.",
+            "",
+            "| method | dose (e/Å²) | element | recovery (%) | precision (%) | F1 (%) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in species:
+            cells = [
+                f"{r[m]:.1f} ± {r[m + '_std']:.1f} (n={r[m + '_n']})" if np.isfinite(r[m]) else "–"
+                for m in SPECIES_KEYS
+            ]
+            md.append(
+                f"| {r['method']} | {_cell('dose', r['dose'])} | {r['element']} | "
+                + " | ".join(cells)
+                + " |"
+            )
     paths = {
         "md": out_dir / "leaderboard.md",
         "html": out_dir / "leaderboard.html",
@@ -363,6 +389,43 @@ def efficiency_rows(records) -> list[dict]:
                     "efficiency_withheld": withheld,
                 }
             )
+    return rows
+
+
+#: Per-element keys of the species labels (benchmark.metrics.score), without the ``_<El>``.
+SPECIES_KEYS = ("recovery_rate_species", "precision_species", "f1_species")
+
+
+def species_rows(records) -> list[dict]:
+    """Per (method and other settings, dose, element): mean, std (percent) and count over samples
+    of ``recovery_rate_species_<El>``, ``precision_species_<El>`` and ``f1_species_<El>``.
+
+    NaN/None values (an element nobody labelled has no precision) are skipped and the count says
+    how many samples are left. Empty when no record carries the keys (results scored before
+    they existed).
+    """
+    by = [k for k in group_fields(records) if k != "dose"]
+    groups = defaultdict(list)
+    elements = set()
+    for r in records:
+        label = ", ".join(str(_hashable(r.get(k))) for k in by)
+        groups[(label, r.get("dose"))].append(r)
+        elements |= {
+            k[len("precision_species_") :] for k in r if k.startswith("precision_species_")
+        }
+    rows = []
+    for (method, dose), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        for element in sorted(elements):
+            row = {"method": method, "dose": dose, "element": element}
+            for key in SPECIES_KEYS:
+                values = [r.get(f"{key}_{element}") for r in group]
+                values = np.array([v for v in values if v is not None], dtype=float)
+                values = 100.0 * values[np.isfinite(values)]
+                row[key] = float(values.mean()) if len(values) else math.nan
+                row[key + "_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+                row[key + "_n"] = len(values)
+            if any(row[k + "_n"] for k in SPECIES_KEYS):
+                rows.append(row)
     return rows
 
 

@@ -346,7 +346,18 @@ def _by_sample(records, methods) -> dict[tuple[str, int], dict[str, dict]]:
     return {i: recs for i, recs in sorted(table.items()) if all(m in recs for m in methods)}
 
 
-def paired_table(records, methods, *, radii=(1.0, 0.5), seed: int = 0) -> list[dict]:
+def _true_counts_of(record, true_counts, key) -> dict[str, int] | None:
+    """``{element: true atoms}`` of one sample: from ``true_counts[key]`` (e.g. read from the
+    store), else the record's ``n_true_<El>`` keys; None when neither has them."""
+    if true_counts is not None and key in true_counts:
+        return dict(true_counts[key])
+    counts = {k[len("n_true_") :]: int(v) for k, v in record.items() if k.startswith("n_true_")}
+    return counts or None
+
+
+def paired_table(
+    records, methods, *, radii=(1.0, 0.5), seed: int = 0, true_counts=None
+) -> list[dict]:
     """Paired, per-element coordinate errors per dose with bootstrap CIs over particles.
 
     For every sample scored by all ``methods`` (records with ``matches``, one truth), the atoms
@@ -355,26 +366,37 @@ def paired_table(records, methods, *, radii=(1.0, 0.5), seed: int = 0) -> list[d
     errors are averaged over the particles of each dose, with a 95% bootstrap interval. The
     Cramér–Rao bound is the RMS of the records' per-atom ``crlb_atoms_pm`` over the same atoms,
     and ``efficiency = bound / error`` (ratio of the means), NaN where
-    :func:`benchmark.metrics.efficiency` withholds it (bound or error ≥ 1/3 of the radius, or the
-    method's recovery at that radius under 50%; the reason in ``efficiency_withheld``, the ratio
-    itself in ``efficiency_raw``).
+    :func:`benchmark.metrics.efficiency` withholds it (bound or error ≥ 1/3 of the radius, the
+    method's recovery at that radius under 50%, or the paired atoms under 50% of the element's
+    true atoms; the reason in ``efficiency_withheld``, the ratio itself in ``efficiency_raw``).
+
+    The paired recovery of a row is the mean over the dose's particles that hold the element of
+    (paired atoms of the element / its true atoms), a particle with none paired counting 0. The
+    true atoms per element come from ``true_counts`` (``{(dataset, index): {element: n}}``, e.g.
+    read from the store) or the records' ``n_true_<El>`` keys; for records with neither (scored
+    before those keys existed) the per-element paired recovery is unknown (NaN) and that part of
+    the rule is not applied, while the row ``all`` uses the records' ``n_true``.
 
     Returns
     -------
     list of dict
         ``radius, dose, element ("all" or a symbol), method, n_particles, n_atoms (mean paired
         per particle), error_pm, error_low, error_high, bound_pm, recovery (the method's mean
-        recovery at that radius), efficiency, efficiency_raw, efficiency_withheld``.
+        recovery at that radius), paired_recovery, efficiency, efficiency_raw,
+        efficiency_withheld``.
     """
     from benchmark.metrics import bootstrap_ci, efficiency, paired_errors
 
     methods = list(methods)
     samples = _by_sample(records, methods)
     per: dict[tuple, list] = {}
-    for recs in samples.values():
-        dose = float(recs[methods[0]]["dose"])
-        bound_atoms = recs[methods[0]].get("crlb_atoms_pm")
+    share: dict[tuple, list] = {}  # (radius, dose, element) -> paired / true atoms per particle
+    for key, recs in samples.items():
+        first = recs[methods[0]]
+        dose = float(first["dose"])
+        bound_atoms = first.get("crlb_atoms_pm")
         bound_atoms = None if bound_atoms is None else np.asarray(bound_atoms, dtype=float)
+        counts = _true_counts_of(first, true_counts, key)
         for radius in radii:
             paired = paired_errors(
                 {m: recs[m]["matches"] for m in methods},
@@ -382,6 +404,15 @@ def paired_table(records, methods, *, radii=(1.0, 0.5), seed: int = 0) -> list[d
                 aet=True,
             )
             index, elements = paired["true_index"], paired["element"]
+            if first.get("n_true"):
+                share.setdefault((radius, dose, "all"), []).append(
+                    len(index) / float(first["n_true"])
+                )
+            for element, n_true in (counts or {}).items():
+                if n_true:
+                    share.setdefault((radius, dose, element), []).append(
+                        int(np.count_nonzero(elements == element)) / n_true
+                    )
             for element in ["all", *sorted(set(elements.tolist()))]:
                 chosen = index if element == "all" else index[elements == element]
                 bound = (
@@ -409,7 +440,9 @@ def paired_table(records, methods, *, radii=(1.0, 0.5), seed: int = 0) -> list[d
         error, low, high = bootstrap_ci(values[:, 0], seed=seed)
         bound = float(np.nanmean(values[:, 1])) if np.isfinite(values[:, 1]).any() else np.nan
         recovery = float(np.nanmean(values[:, 3])) if np.isfinite(values[:, 3]).any() else np.nan
-        eff, withheld = efficiency(bound, error, radius, recovery)
+        shares = share.get((radius, dose, element))
+        paired_recovery = float(np.mean(shares)) if shares else np.nan
+        eff, withheld = efficiency(bound, error, radius, recovery, paired_recovery=paired_recovery)
         rows.append(
             {
                 "radius": radius,
@@ -423,6 +456,7 @@ def paired_table(records, methods, *, radii=(1.0, 0.5), seed: int = 0) -> list[d
                 "error_high": high,
                 "bound_pm": bound,
                 "recovery": recovery,
+                "paired_recovery": paired_recovery,
                 "efficiency": eff,
                 "efficiency_raw": bound / error if error and np.isfinite(error) else np.nan,
                 "efficiency_withheld": withheld or "",

@@ -7,6 +7,13 @@ every file scored, and prints per element, with 95% bootstrap intervals over par
 - recovery with the correct element (matched within the radius *and* classified right / true
   atoms of that element), from each record's matches and per-element species accuracy and the
   store's truth;
+- precision of the species labels (predicted atoms labelled e that are matched to a true atom
+  of e / predicted atoms labelled e, from the records' key ``precision_species_<El>``) and its
+  F1 with the recovery above (0 where the element is present but nothing was labelled with it:
+  a particle where a method never names Fe counts, it is not dropped); the row ``all`` pools the elements
+  (correctly labelled pairs / predicted atoms). Records written before those keys existed lack
+  them: their cells are "—" and a note under the table names the files (rescore them with
+  ``aet-bench run`` to fill them);
 - species accuracy among matched atoms;
 - the paired coordinate error (AET convention, each particle's rigid offset removed) on the true
   atoms that every method recovered (:func:`benchmark.metrics.paired_errors`);
@@ -30,12 +37,22 @@ import numpy as np
 from benchmark.metrics import bootstrap_ci, paired_difference, paired_errors
 from simgen.outputs import write_text_atomic
 
-METRICS = ("recovery_species", "species_accuracy", "paired_error_pm")
+METRICS = (
+    "recovery_species",
+    "precision_species",
+    "f1_species",
+    "species_accuracy",
+    "paired_error_pm",
+)
 LABELS = {
     "recovery_species": "recovery with the correct element (%)",
+    "precision_species": "precision of the species labels (%)",
+    "f1_species": "F1 of the species labels (%)",
     "species_accuracy": "species accuracy among matched (%)",
     "paired_error_pm": "paired coordinate error (pm, AET)",
 }
+#: Metrics read from record keys that records of older runs lack.
+NEW_KEYS = {"precision_species": "precision_species_", "f1_species": "f1_species_"}
 
 
 def _read(path: Path) -> dict[int, dict]:
@@ -46,6 +63,34 @@ def _read(path: Path) -> dict[int, dict]:
             if r.get("matches") is not None:
                 records[int(r["index"])] = r
     return records
+
+
+def _species_label_scores(r: dict, element: str, recovery_pct: float) -> tuple[float, float]:
+    """Precision and F1 (%) of the species labels of one record for ``element`` ('all': pooled).
+
+    NaN where the record lacks the keys (written before they existed) or they are undefined."""
+    if lacks_species_keys(r):
+        return np.nan, np.nan
+    if element == "all":
+        n_pred = r.get("n_pred")
+        if not n_pred or not np.isfinite(recovery_pct):
+            return np.nan, np.nan
+        recall = recovery_pct / 100.0
+        precision = recall * float(r["n_true"]) / float(n_pred)  # right pairs / predicted atoms
+        f1 = 2 * recall * precision / (recall + precision) if recall + precision else 0.0
+        return 100.0 * precision, 100.0 * f1
+    precision = r.get(f"precision_species_{element}")
+    precision = np.nan if precision is None else float(precision)
+    recall = recovery_pct / 100.0
+    if not np.isfinite(precision):  # the element is present but nothing was labelled with it
+        return np.nan, 0.0 if np.isfinite(recall) else np.nan
+    f1 = 2 * recall * precision / (recall + precision) if recall + precision else 0.0
+    return 100.0 * precision, 100.0 * f1
+
+
+def lacks_species_keys(r: dict) -> bool:
+    """Whether a record was scored before ``precision_species_<El>`` existed."""
+    return not any(k.startswith("precision_species_") for k in r)
 
 
 def per_particle(records: dict[str, dict], true_elements: np.ndarray) -> dict:
@@ -67,8 +112,12 @@ def per_particle(records: dict[str, dict], true_elements: np.ndarray) -> dict:
                 accuracy = r.get(f"species_accuracy_{element}")
             accuracy = np.nan if accuracy is None else float(accuracy)
             correct = accuracy * n_matched if n_matched else 0.0
+            recovery = 100.0 * correct / n_true[element]
+            precision, f1 = _species_label_scores(r, element, recovery)
             row[method] = {
-                "recovery_species": 100.0 * correct / n_true[element],
+                "recovery_species": recovery,
+                "precision_species": precision,
+                "f1_species": f1,
                 "species_accuracy": 100.0 * accuracy if n_matched else np.nan,
                 "paired_error_pm": paired[method].get(element, np.nan)
                 if element in paired[method]
@@ -106,6 +155,7 @@ def main(argv=None) -> int:
     common = sorted(set.intersection(*(set(f) for f in files.values())))
     values: dict = {}  # (group, element, method, metric) -> list over particles
     n_particles: dict = {}
+    stale: set = set()  # methods with records scored before the species-label keys existed
     for index in common:
         _, numbers = dataset.truth_atoms(index)
         from ase.data import chemical_symbols
@@ -114,6 +164,7 @@ def main(argv=None) -> int:
         if keep is not None and not set(true_elements.tolist()) <= keep:
             continue
         records = {m: files[m][index] for m in methods}
+        stale |= {m for m, r in records.items() if lacks_species_keys(r)}
         groups = ["all"]
         if args.by:
             groups.append(
@@ -132,7 +183,18 @@ def main(argv=None) -> int:
                         values.setdefault((group, element, method, metric), []).append(v)
     if not n_particles:
         raise SystemExit("no particle scored by every results file (after --elements)")
-    lines = [f"## {args.title}" if args.title else "", ""]
+    text = markdown(values, n_particles, methods, baseline, title=args.title, stale=stale)
+    print(text)
+    if args.out:
+        write_text_atomic(Path(args.out), text)
+    return 0
+
+
+def markdown(values, n_particles, methods, baseline, *, title="", stale=()) -> str:
+    """The Markdown tables: one per metric, rows (group, element), columns the methods and the
+    paired differences against ``baseline``. ``stale``: methods whose records lack the
+    species-label keys (named in a note under those tables)."""
+    lines = [f"## {title}" if title else "", ""]
     lines.append(
         f"{n_particles[('all', 'all')]} particles scored by every method; mean over particles "
         "[95% bootstrap CI]; Δ = paired per-particle difference against "
@@ -166,11 +228,19 @@ def main(argv=None) -> int:
                     + " | ".join(cells)
                     + " |"
                 )
-    text = "\n".join(lines).strip() + "\n"
-    print(text)
-    if args.out:
-        write_text_atomic(Path(args.out), text)
-    return 0
+        if metric in NEW_KEYS:
+            lines += [
+                "",
+                "Mean over the particles where it is defined (an element nobody labelled is "
+                "undefined, not 0).",
+            ]
+            if stale:
+                names = ", ".join(f"`{m}`" for m in methods if m in stale)
+                lines.append(
+                    f"Not available for {names}: records scored before `{NEW_KEYS[metric]}<El>` "
+                    "existed (rescore with `aet-bench run` to fill these cells)."
+                )
+    return "\n".join(lines).strip() + "\n"
 
 
 def _group_key(group: str):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -260,6 +261,10 @@ def recovery_table(records, method: str, baseline: str, stores) -> str:
     return "\n".join(lines)
 
 
+def _has_counts(record) -> bool:
+    return any(k.startswith("n_true_") for k in record)
+
+
 def cmd_report(args) -> None:
     from benchmark.runner import read_results
     from benchmark.sweep import _paired_markdown, paired_claim_verdict, paired_table, plot_paired
@@ -283,8 +288,19 @@ def cmd_report(args) -> None:
         figure_group = [args.baseline, *args.figure_methods.split(",")]
         if figure_group not in groups:
             groups.append(figure_group)
+    # the true atoms per element: the paired-recovery part of the efficiency rule
+    true_counts = None
+    if args.store:
+        keys = {(str(r.get("dataset", "")), int(r["index"])) for r in records if r.get("matches")}
+        true_counts = _true_counts(args.store, keys)
+    elif any(r.get("matches") and "n_true" in r and not _has_counts(r) for r in records):
+        print(
+            "note: records scored before n_true_<El> existed and no --store: the per-element "
+            "paired-recovery part of the efficiency rule is not applied (give --store)",
+            file=sys.stderr,
+        )
     for group in groups:
-        rows = paired_table(records, group)
+        rows = paired_table(records, group, true_counts=true_counts)
         if not rows:
             continue
         text += [f"## Paired: {', '.join(group)}", "", _paired_markdown(rows, group), ""]

@@ -136,3 +136,38 @@ def test_aggregate_refuses_a_sample_twice_in_one_group():
     with pytest.raises(ValueError, match="sample 3 of dataset 'd' appears twice"):
         aggregate([record, dict(record)])
     assert aggregate([record, {**record, "truth": "final"}])[0]["n"] == 1  # another truth: fine
+
+
+def test_species_rows_and_table_from_the_per_element_keys(tmp_path):
+    from benchmark.leaderboard import species_rows
+    from benchmark.metrics import score
+
+    true = np.array([[0.0, 0, 0], [3.0, 0, 0], [6.0, 0, 0], [0, 3.0, 0]])
+    records = []
+    # sample 0: Fe Ni Ni Ni, all called Fe; sample 1: Fe Fe Ni Ni, all right
+    for index, (true_el, pred_el) in enumerate(
+        [
+            (["Fe", "Ni", "Ni", "Ni"], ["Fe"] * 4),
+            (["Fe", "Fe", "Ni", "Ni"], ["Fe", "Fe", "Ni", "Ni"]),
+        ]
+    ):
+        r = score(true, pred_el, true, true_el)
+        r.update({"method": "m", "dose": 100.0, "index": index})
+        records.append(r)
+    rows = {r["element"]: r for r in species_rows(records)}
+    fe, ni = rows["Fe"], rows["Ni"]
+    assert fe["recovery_rate_species"] == pytest.approx(100.0)  # 1/1 and 2/2
+    assert fe["precision_species"] == pytest.approx((25.0 + 100.0) / 2)  # 1/4 and 2/2
+    assert fe["precision_species_std"] == pytest.approx(np.std([25.0, 100.0], ddof=1))
+    assert fe["f1_species"] == pytest.approx((40.0 + 100.0) / 2)  # 2·1·0.25/1.25 = 0.4
+    # Ni: never labelled in sample 0 (precision undefined there: one sample left; F1 0 there)
+    assert ni["recovery_rate_species"] == pytest.approx(50.0) and ni["precision_species_n"] == 1
+    assert ni["precision_species"] == pytest.approx(100.0) and ni["f1_species_n"] == 2
+    assert ni["f1_species"] == pytest.approx(50.0)
+    paths = write_leaderboard(records, tmp_path / "lb")
+    text = paths["md"].read_text()
+    assert "| m | 100 | Fe | 100.0 ± 0.0 (n=2) | 62.5 ± 53.0 (n=2) | 70.0 ± 42.4 (n=2) |" in text
+    # results scored before the keys existed: no table, no error
+    old = [{k: v for k, v in r.items() if "_species_" not in k} for r in records]
+    assert species_rows(old) == []
+    assert "precision (%) | F1" not in write_leaderboard(old, tmp_path / "old")["md"].read_text()

@@ -1,5 +1,6 @@
-"""Training (models/train.py): the physics term favours the truth, resume is exact, and a
-2-process gloo run reproduces the 1-process losses with the same global batch."""
+"""Training (models/train.py, models/train_stage1.py): the physics term favours the truth,
+resume is exact, and a 2-process gloo run reproduces the 1-process losses with the same global
+batch."""
 
 from __future__ import annotations
 
@@ -83,10 +84,10 @@ def _stage1_losses(store, run, world=None, steps=4):
 
 
 def test_a_killed_run_resumes_with_the_same_draws(smoke_store, tmp_path, monkeypatch):
-    import models.train as train
+    import models.train_stage1 as stage1
 
     torch.set_num_threads(1)
-    saved = train.save_atomic
+    saved = stage1.save_atomic
     resumed = tmp_path / "resumed"
     resumed.mkdir()
 
@@ -95,10 +96,10 @@ def test_a_killed_run_resumes_with_the_same_draws(smoke_store, tmp_path, monkeyp
         if payload.get("step") == 2:  # the state a run killed after step 2 leaves behind
             saved(payload, resumed / "stage1.ckpt")
 
-    monkeypatch.setattr(train, "CHECKPOINT_EVERY", 2)
-    monkeypatch.setattr(train, "save_atomic", save_and_keep_step_2)
+    monkeypatch.setattr(stage1, "CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(stage1, "save_atomic", save_and_keep_step_2)
     full, _ = _stage1_losses(smoke_store, tmp_path / "full")
-    monkeypatch.setattr(train, "save_atomic", saved)
+    monkeypatch.setattr(stage1, "save_atomic", saved)
     again, _ = _stage1_losses(smoke_store, resumed)
     assert len(full) == 4 and again == full  # steps 3-4 recomputed from the step-2 state
     state = torch.load(resumed / "stage1.ckpt", weights_only=True)

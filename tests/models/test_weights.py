@@ -63,7 +63,8 @@ def test_shipped_weights_load_with_weights_only(tmp_path):
     pann = load_checkpoint(DEFAULT_WEIGHTS / "pann.pt")
     assert isinstance(pann["config"], dict) and pann["config"]["sampling"] == 0.4
     model = PannModel.load(DEFAULT_WEIGHTS)
-    assert model.config.elements == ("Fe", "Ni", "Pd", "Pt", "Au")
+    assert model.config.elements == ("Fe", "Co", "Ni", "Cu", "Pd", "Pt", "Au")
+    assert model.config.stage2_features == 2
     net, meta = load_unet3d()
     assert meta["sampling"] == 0.4 and sum(p.numel() for p in net.parameters()) > 0
 
