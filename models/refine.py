@@ -142,6 +142,9 @@ class RefineResult:
         read_noise: Read-noise standard deviation used in the likelihood (counts).
         nll: Negative log-likelihood per pixel at the start and after each round.
         displacement: (N,) Å, distance each atom moved.
+        amplitude_standard_errors: (N,) standard error of each atom's log cross-section (from the
+            diagonal of the Fisher information plus the amplitude prior) when ``fit_amplitudes``;
+            ``None`` otherwise. Neighbour correlations are ignored, so it is a lower bound.
     """
 
     positions: np.ndarray
@@ -155,6 +158,7 @@ class RefineResult:
     read_noise: float
     nll: list[float] = field(default_factory=list)
     displacement: np.ndarray | None = None
+    amplitude_standard_errors: np.ndarray | None = None
 
 
 class LinearProjector:
@@ -610,6 +614,16 @@ def refine_atoms(
             math.sqrt(variance),
         )
 
+    standard_errors = None
+    if config.fit_amplitudes:
+        precision = _fisher_diagonal(
+            values,
+            lambda v: expected_counts(v, background),
+            variance,
+            config.fisher_probes,
+            generator,
+        )["log_amplitudes"]
+        standard_errors = (1.0 / torch.sqrt(precision + 1.0 / config.amplitude_prior**2)).numpy()
     with torch.no_grad():
         pos, shifts, ang, log_current, weights, db = unpack(values)
         scales = torch.exp(values.get("log_scales", torch.zeros(len(species), dtype=torch.float64)))
@@ -626,6 +640,7 @@ def refine_atoms(
         read_noise=math.sqrt(variance),
         nll=nll_history,
         displacement=np.linalg.norm(refined - positions, axis=1),
+        amplitude_standard_errors=standard_errors,
     )
 
 

@@ -9,6 +9,15 @@ are kept; the refined per-atom cross-sections are reported in ``Prediction.extra
 Options of ``X+refine`` are the base method's options plus any field of
 :class:`models.refine.RefineConfig` (``iterations``, ``shift_model``, ``position_prior``, ...).
 A sample without a tilt series is returned unrefined (with a log line).
+
+``reassign=True`` adds element reassignment from the tilt series after the refinement
+(:func:`models.species_refine.reassign_species`): per-atom amplitudes are refit and atoms of
+elements of similar contrast (Fe/Co/Ni/Cu, Pt/Au) are relabelled by a mixture of their log
+cross-sections. Its settings are the fields of :class:`models.species_refine.ReassignConfig`
+prefixed ``reassign_`` (``reassign_positions="fixed"|"joint"``, ``reassign_max_z_gap``,
+``reassign_width_floor``, ...). The per-atom posteriors become the prediction's ``confidence``
+(over ``extra["classes"]``) and are also in ``extra["species_posteriors"]``; the base method's labels
+are kept in ``extra["base_elements"]``.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import numpy as np
 
 from benchmark.methods.base import Method, Prediction
 
-__all__ = ["RefinedMethod", "refined_method", "REFINE_OPTIONS"]
+__all__ = ["RefinedMethod", "refined_method", "REFINE_OPTIONS", "REASSIGN_OPTIONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +44,25 @@ def _refine_fields() -> tuple[str, ...]:
 REFINE_OPTIONS = _refine_fields()
 
 
+def _reassign_fields() -> tuple[str, ...]:
+    from models.species_refine import ReassignConfig
+
+    return ("reassign",) + tuple(f"reassign_{f.name}" for f in dataclasses.fields(ReassignConfig))
+
+
+#: Option names of the element reassignment (``reassign`` and ``reassign_<ReassignConfig field>``).
+REASSIGN_OPTIONS = _reassign_fields()
+
+
 class RefinedMethod(Method):
     """A base method followed by maximum-likelihood refinement against the tilt series.
 
     Parameters
     ----------
     **options
-        Options of the base method, plus fields of :class:`models.refine.RefineConfig`.
+        Options of the base method, plus fields of :class:`models.refine.RefineConfig`, plus
+        ``reassign`` (bool) and ``reassign_<field>`` of
+        :class:`models.species_refine.ReassignConfig`.
     """
 
     base: str = ""
@@ -50,11 +71,30 @@ class RefinedMethod(Method):
 
     def __init__(self, **options):
         from models.refine import RefineConfig
+        from models.species_refine import ReassignConfig
 
         super().__init__(**options)
         refine_options = {k: v for k, v in options.items() if k in REFINE_OPTIONS}
-        base_options = {k: v for k, v in options.items() if k not in REFINE_OPTIONS}
+        reassign_options = {
+            k[len("reassign_") :]: v
+            for k, v in options.items()
+            if k in REASSIGN_OPTIONS and k != "reassign"
+        }
+        base_options = {
+            k: v
+            for k, v in options.items()
+            if k not in REFINE_OPTIONS and k not in REASSIGN_OPTIONS
+        }
+        self.reassign = options.get("reassign", False)
+        if not isinstance(self.reassign, bool):
+            raise ValueError(f"reassign={self.reassign!r}: expected True or False")
+        if reassign_options and not self.reassign:
+            raise ValueError(
+                f"{sorted('reassign_' + k for k in reassign_options)}: "
+                "expected only together with reassign=True"
+            )
         self.config = RefineConfig(**refine_options)
+        self.reassign_config = ReassignConfig(**reassign_options)
         self.base_method = self.base_class(**base_options)
 
     def predict(self, sample: dict) -> Prediction:
@@ -90,10 +130,45 @@ class RefinedMethod(Method):
                 "cross_sections": result.cross_sections,
             }
         )
+        elements_out = list(prediction.elements)
+        positions = result.positions
+        confidence = prediction.confidence
+        if self.reassign and "unknown" not in prediction.elements:
+            from ase.data import atomic_numbers
+
+            from models.species_refine import reassign_species
+
+            listed = [e for e in sample.get("elements") or [] if e in atomic_numbers]
+            present = sorted(set(listed) | set(elements_out), key=atomic_numbers.get)
+            reassigned = reassign_species(
+                sample,
+                result.positions,
+                elements_out,
+                config=self.reassign_config,
+                refine_config=config,
+                present=present,
+            )
+            extra.update(
+                {
+                    "base_elements": elements_out,
+                    "base_classes": extra.get("classes"),
+                    "classes": reassigned.classes,
+                    "species_posteriors": reassigned.posteriors,
+                    "species_log_cross_sections": reassigned.log_cross_sections,
+                    "species_changed": int(reassigned.changed.sum()),
+                    "species_groups": reassigned.groups,
+                    "species_offsets": {g: f.offset for g, f in reassigned.fits.items()},
+                    "species_widths": {g: f.width for g, f in reassigned.fits.items()},
+                }
+            )
+            elements_out = reassigned.elements
+            confidence = reassigned.posteriors
+            if reassigned.positions is not None:  # moved by a joint refit
+                positions = reassigned.positions
         return Prediction(
-            positions=result.positions,
-            elements=list(prediction.elements),
-            confidence=prediction.confidence,
+            positions=positions,
+            elements=elements_out,
+            confidence=confidence,
             extra=extra,
         )
 
