@@ -43,6 +43,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "--model-file", help="torch method: a TorchScript volume-to-volume network (.pt)"
     )
     p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method option, repeatable (e.g. --method pann+refine --option reassign=true); "
+        'VALUE is read as JSON (true, 3, 0.5, "text") or else as text',
+    )
+    p.add_argument(
         "--truth",
         default="initial",
         help="ground truth for damaged samples: initial, final, mean (comma-separated for several)",
@@ -129,6 +137,17 @@ def _method_options(args):
     options = {"weights": args.weights} if getattr(args, "weights", None) else {}
     if getattr(args, "model_file", None):
         options["model_file"] = args.model_file
+    for text in getattr(args, "option", None) or []:
+        key, sep, value = text.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--option={text!r}: expected KEY=VALUE with KEY an option name")
+        if key in options:
+            raise ValueError(f"--option={text!r}: {key} is given twice")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
     return options
 
 

@@ -205,6 +205,7 @@ def _run_one(method, view, position, models_dir, radius, align, dataset_name, tr
             "damage_model": str(sample.get("damage_model", "none")),
             "method": method.name,
             "method_version": getattr(method, "version", ""),
+            **_options_field(method),
             "align": bool(align),
             "seconds": seconds,
             **metrics,
@@ -228,6 +229,18 @@ def _bound(sample, view) -> dict:
     for key, value in rms_by_element(bound, sample["numbers"]).items():
         out["crlb_pm" if key == "all" else f"crlb_pm_{key}"] = value
     return out
+
+
+def _options_field(method) -> dict:
+    """``{"method_options": {...}}``: the options :func:`get_method` was given, beyond the
+    weights and model files (so two runs of one method with different options stay
+    distinguishable); nothing for the defaults."""
+    options = {
+        k: v
+        for k, v in (getattr(method, "given_options", None) or {}).items()
+        if k not in ("weights", "model_file")
+    }
+    return {"method_options": options} if options else {}
 
 
 def run_method(

@@ -87,8 +87,38 @@ def _load(name: str) -> type[Method]:
 
 
 def get_method(name: str, **options) -> Method:
-    """An instance of the method registered as ``name``, built with ``options``."""
-    return _load(name)(**options)
+    """An instance of the method registered as ``name``, built with ``options``.
+
+    Raises:
+        ValueError: An option the method does not take (one line naming it and the method's
+            options).
+    """
+    cls = _load(name)
+    accepted = _accepted_options(cls)
+    unknown = sorted(set(options) - accepted) if accepted is not None else []
+    if unknown:
+        raise ValueError(
+            f"{unknown[0]}={options[unknown[0]]!r}: not an option of method {name!r} "
+            f"(it takes: {', '.join(sorted(accepted)) or 'no options'})"
+        )
+    method = cls(**options)
+    method.given_options = dict(options)  # as asked for, defaults left out (results records)
+    return method
+
+
+def _accepted_options(cls) -> set[str] | None:
+    """Keyword options ``cls(...)`` takes, or None where it takes any (``**options``)."""
+    import inspect
+
+    from benchmark.methods.refine import REASSIGN_OPTIONS, REFINE_OPTIONS, RefinedMethod
+
+    if issubclass(cls, RefinedMethod):
+        base = _accepted_options(cls.base_class)
+        return None if base is None else base | set(REFINE_OPTIONS) | set(REASSIGN_OPTIONS)
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters if p.name != "self" and p.kind is not p.VAR_POSITIONAL}
 
 
 def available_methods() -> list[str]:

@@ -20,8 +20,8 @@ class PannMethod(Method):
 
     version = "1"
 
-    def __init__(self, weights=None, **options):
-        super().__init__(weights=weights, **options)
+    def __init__(self, weights=None):
+        super().__init__(weights=weights)
         from models.pann import PannModel
         from models.weights import DEFAULT_WEIGHTS
 

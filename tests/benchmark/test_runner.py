@@ -136,3 +136,33 @@ def test_bad_inputs(tmp_path, capsys, smoke_store):
         )
         == 2
     )
+
+
+def test_method_options_from_the_command_line(smoke_store, tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    argv = ["run", "--method", "classical", "--data", str(smoke_store), "--split", "all"]
+    argv += ["--limit", "1", "--out", str(out)]
+    # JSON values are typed (3 -> int, "none" -> text); the record names the options
+    assert bench_main([*argv, "--option", "iterations=3", "--option", 'refine="none"']) == 0
+    (record,) = read_results([out])
+    assert record["method_options"] == {"iterations": 3, "refine": "none"}
+    # default options: no field, so older results and new ones read alike
+    assert bench_main([*argv[:-1], str(tmp_path / "d.jsonl")]) == 0
+    assert "method_options" not in read_results([tmp_path / "d.jsonl"])[0]
+    for bad, message in [
+        ("iterations", "expected KEY=VALUE"),
+        ("itterations=3", "itterations=3: not an option of method 'classical'"),
+        ("iterations=3", "given twice"),
+    ]:
+        extra = ["--option", "iterations=3"] if message == "given twice" else []
+        assert bench_main([*argv[:-1], str(tmp_path / "x.jsonl"), *extra, "--option", bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_pann_refuses_options_it_does_not_take():
+    from benchmark.methods import get_method
+
+    with pytest.raises(ValueError, match="reasign=True: not an option of method 'pann\\+refine'"):
+        get_method("pann+refine", reasign=True)
