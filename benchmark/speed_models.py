@@ -62,6 +62,7 @@ def simulated_sample(size: int, seed: int = 0) -> dict:
         "shifts": s.shifts,
         "angles_estimated": s.angles_estimated,
         "n_atoms": len(s.atoms),
+        "elements": sorted(set(s.atoms.get_chemical_symbols())),
     }
 
 
@@ -72,6 +73,11 @@ def _best(function, repeats: int):
         result = function()
         times.append(time.perf_counter() - start)
     return min(times), result
+
+
+def _elements(sample: dict) -> list[str]:
+    """The elements present in a sample (what ``aet-bench run`` gives PANN)."""
+    return list(sample["elements"])
 
 
 def stage_times(model, sample: dict, repeats: int = 1) -> dict:
@@ -92,6 +98,7 @@ def stage_times(model, sample: dict, repeats: int = 1) -> dict:
     from models.refine import refine_sample
 
     volume, sampling = sample["volume"], sample["sampling"]
+    elements = _elements(sample)
     out = {}
     out["stage 1 (sliding window)"], refined = _best(lambda: model.refine(volume), repeats)
     out["tracing"], cand = _best(lambda: model.candidates(refined, sampling), repeats)
@@ -109,7 +116,7 @@ def stage_times(model, sample: dict, repeats: int = 1) -> dict:
             return model.stage2.eval()(x, *graph)
 
     out["stage 2 (graph + transformer)"], _ = _best(stage2, repeats)
-    probs = model.classify(refined, volume, positions, sampling)
+    probs = model.classify(refined, volume, positions, sampling, elements)
     labels = probs.argmax(axis=1)
     keep = np.array([model.config.classes[i] != NOT_AN_ATOM for i in labels], dtype=bool)
     symbols = [model.config.classes[i] for i in labels[keep]]
@@ -117,7 +124,7 @@ def stage_times(model, sample: dict, repeats: int = 1) -> dict:
         lambda: refine_sample(sample, positions[keep], symbols), repeats
     )
     out["predict, all stages"], _ = _best(
-        lambda: model.predict(volume, sampling, measurement=sample), repeats
+        lambda: model.predict(volume, sampling, elements, measurement=sample), repeats
     )
     out["_candidates"] = len(positions)
     out["_atoms"] = int(keep.sum())
@@ -140,7 +147,7 @@ def _shipped_pann_rows(quick: bool) -> list[SpeedRow]:
         volume = blob_phantom(size, np.random.default_rng(size), blobs=size * 3)
         logger.info("speed: PANN predict with the shipped weights on %d³", size)
         seconds, prediction = timed(
-            partial(model.predict, volume, model.config.sampling), 1, warmup=int(size <= 64)
+            partial(model.predict, volume, model.config.sampling, ["Pt"]), 1, warmup=int(size <= 64)
         )
         rows.append(
             SpeedRow(
@@ -169,7 +176,7 @@ def _pann_stage_rows(quick: bool) -> list[SpeedRow]:
     model = PannModel.load(weights)
     size = 32 if quick else 64
     sample = simulated_sample(size)
-    model.predict(sample["volume"], sample["sampling"], measurement=sample)  # warm-up
+    model.predict(sample["volume"], sample["sampling"], _elements(sample), measurement=sample)
     logger.info("speed: PANN stages with refinement on a simulated %d³ sample", size)
     times = stage_times(model, sample)
     case = (
