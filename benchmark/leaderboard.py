@@ -356,13 +356,7 @@ def efficiency_rows(records) -> list[dict]:
     """
     from benchmark.metrics import efficiency
 
-    by = [k for k in group_fields(records) if k != "dose"]
-    groups = defaultdict(list)
-    elements = set()
-    for r in records:
-        label = ", ".join(str(_hashable(r.get(k))) for k in by)
-        groups[(label, r.get("dose"))].append(r)
-        elements |= {k[len("crlb_pm_") :] for k in r if k.startswith("crlb_pm_")}
+    groups, elements = _by_setting_and_dose(records, "crlb_pm_")
     rows = []
     for (method, dose), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         for element in sorted(elements):
@@ -404,15 +398,7 @@ def species_rows(records) -> list[dict]:
     how many samples are left. Empty when no record carries the keys (results scored before
     they existed).
     """
-    by = [k for k in group_fields(records) if k != "dose"]
-    groups = defaultdict(list)
-    elements = set()
-    for r in records:
-        label = ", ".join(str(_hashable(r.get(k))) for k in by)
-        groups[(label, r.get("dose"))].append(r)
-        elements |= {
-            k[len("precision_species_") :] for k in r if k.startswith("precision_species_")
-        }
+    groups, elements = _by_setting_and_dose(records, "precision_species_")
     rows = []
     for (method, dose), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         for element in sorted(elements):
@@ -491,3 +477,15 @@ def plot_against_dose(
         fig.savefig(tmp, dpi=130, format="png")
     plt.close(fig)
     return Path(out)
+
+
+def _by_setting_and_dose(records, element_prefix: str):
+    """Records grouped by (setting label, dose), and the elements of keys ``<prefix><El>``."""
+    by = [k for k in group_fields(records) if k != "dose"]
+    groups = defaultdict(list)
+    elements = set()
+    for r in records:
+        label = ", ".join(str(_hashable(r.get(k))) for k in by)
+        groups[(label, r.get("dose"))].append(r)
+        elements |= {k[len(element_prefix) :] for k in r if k.startswith(element_prefix)}
+    return groups, elements

@@ -362,18 +362,23 @@ class PannModel:
         )
         return torch.as_tensor(features, dtype=torch.float32), edge_index, edge_attr
 
+    def _check_elements_given(self, elements) -> None:
+        """Weights with ``stage2_features=2`` classify each candidate relative to the elements
+        present; without them they see an input they were never trained on (the shipped weights
+        then call every candidate "not an atom"), so the elements are required."""
+        if elements is None and self.stage2 is not None and self.config.stage2_features >= 2:
+            raise ValueError(
+                "elements=None: these weights (stage2_features=2) need the elements present, "
+                f"a subset of {list(self.config.elements)} (e.g. --elements Fe,Pt)"
+            )
+
     def classify(self, refined, raw, positions, sampling, elements=None) -> np.ndarray:
         """Class probabilities (N, C) of candidates; classes absent from ``elements`` get 0."""
         if self.stage2 is None:
             raise ValueError("weights: this model has no trained stage 2 (species classifier)")
         if len(positions) == 0:
             return np.zeros((0, len(self.config.classes)), dtype=np.float32)
-        if elements is None and self.config.stage2_features >= 2:
-            logger.warning(
-                "elements: not given; these weights (stage2_features=2) were trained with the "
-                "elements present and now assume all of %s (give them, e.g. --elements Fe,Pt)",
-                list(self.config.elements),
-            )
+        self._check_elements_given(elements)
         x, edge_index, edge_attr = self.graph_inputs(refined, raw, positions, sampling, elements)
         self.stage2.eval()
         with torch.no_grad():
@@ -412,6 +417,7 @@ class PannModel:
                 f"sampling={sampling} Å: too far from the weights' training sampling {self.config.sampling} Å "
                 "(expected within a factor of 2; resample the volume first)"
             )
+        self._check_elements_given(elements)
         if elements is not None:
             unknown = [e for e in elements if e not in self.config.elements]
             if unknown:

@@ -560,15 +560,19 @@ def refine_atoms(
     with torch.no_grad():
         nll_history.append(float(objective(values, variance)) / n_pixels)
     generator = torch.Generator().manual_seed(int(config.seed))
-    evaluations: list[float] = []
-    for round_index in range(config.rounds):
-        precision = _fisher_diagonal(
+
+    def fisher():
+        return _fisher_diagonal(
             values,
             lambda v: expected_counts(v, background),
             variance,
             config.fisher_probes,
             generator,
         )
+
+    evaluations: list[float] = []
+    for round_index in range(config.rounds):
+        precision = fisher()
         if config.fit_amplitudes:
             precision["log_amplitudes"] = (
                 precision["log_amplitudes"] + 1.0 / config.amplitude_prior**2
@@ -616,13 +620,7 @@ def refine_atoms(
 
     standard_errors = None
     if config.fit_amplitudes:
-        precision = _fisher_diagonal(
-            values,
-            lambda v: expected_counts(v, background),
-            variance,
-            config.fisher_probes,
-            generator,
-        )["log_amplitudes"]
+        precision = fisher()["log_amplitudes"]
         standard_errors = (1.0 / torch.sqrt(precision + 1.0 / config.amplitude_prior**2)).numpy()
     with torch.no_grad():
         pos, shifts, ang, log_current, weights, db = unpack(values)

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     model = PannModel.load(args.weights)
     samples = {size: simulated_sample(size) for size in args.sizes}
     warm = samples[min(args.sizes)]
-    model.predict(warm["volume"], warm["sampling"], measurement=warm)  # warm-up
+    model.predict(warm["volume"], warm["sampling"], warm["elements"], measurement=warm)  # warm-up
     results = {}
     for size in args.sizes:
         load = os.getloadavg()[0]

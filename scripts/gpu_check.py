@@ -110,7 +110,9 @@ def pann_rows(size: int) -> list[tuple[str, str, str]]:
     seconds, _ = timed(refine, 3)
     rows.append(("PANN stage-1 inference on the GPU", f"{size}³ volume", f"{seconds:.2f} s"))
     if model.stage2 is not None:
-        seconds, prediction = timed(lambda: model.predict(sample, config.sampling), 1)
+        seconds, prediction = timed(
+            lambda: model.predict(sample, config.sampling, list(model.config.elements)), 1
+        )
         rows.append(
             (
                 "PANN full predict (stage 1 on GPU; tracing, features on CPU)",

@@ -303,9 +303,20 @@ def test_predict_on_a_constant_volume_finds_no_atoms(tmp_path, capsys, value):
 
     volume = _write_mrc(tmp_path / "v.mrc", np.full((16, 16, 16), value), 0.4)
     out = tmp_path / "p.xyz"
-    assert pann_main(["predict", "--volume", str(volume), "--out", str(out)]) == 0
+    argv = ["predict", "--volume", str(volume), "--out", str(out)]
+    assert pann_main([*argv, "--elements", "Pt"]) == 0
     assert "0 atoms" in capsys.readouterr().out
     assert len(ase.io.read(out)) == 0
+
+
+def test_predict_without_elements_is_refused_before_writing(tmp_path, capsys):
+    """The shipped weights classify relative to the elements present (stage2_features=2)."""
+    volume = _write_mrc(tmp_path / "v.mrc", np.random.default_rng(0).random((16, 16, 16)), 0.4)
+    out = tmp_path / "p.xyz"
+    assert pann_main(["predict", "--volume", str(volume), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "elements=None" in err and "--elements" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------ Ctrl-C

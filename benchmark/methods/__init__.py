@@ -109,12 +109,16 @@ def get_method(name: str, **options) -> Method:
 def _accepted_options(cls) -> set[str] | None:
     """Keyword options ``cls(...)`` takes, or None where it takes any (``**options``)."""
     import inspect
+    import sys
 
-    from benchmark.methods.refine import REASSIGN_OPTIONS, REFINE_OPTIONS, RefinedMethod
-
-    if issubclass(cls, RefinedMethod):
+    refine = sys.modules.get("benchmark.methods.refine")  # loaded iff cls can be an X+refine
+    if refine is not None and issubclass(cls, refine.RefinedMethod):  # (it imports torch)
         base = _accepted_options(cls.base_class)
-        return None if base is None else base | set(REFINE_OPTIONS) | set(REASSIGN_OPTIONS)
+        return (
+            None
+            if base is None
+            else base | set(refine.REFINE_OPTIONS) | set(refine.REASSIGN_OPTIONS)
+        )
     parameters = inspect.signature(cls.__init__).parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in parameters):
         return None

@@ -197,15 +197,19 @@ def test_new_classes_only_where_tracing_stays_the_same():
         _union_elements(old, [(_Split("Al"), None)])  # lighter than Fe: another contrast ratio
 
 
-def test_version_2_without_elements_warns(caplog):
+def test_version_2_needs_the_elements():
+    """v2 features are relative to the elements present: without them the input is one the
+    classifier never saw (the shipped weights then reject every candidate), so it is an error."""
     model = _tiny_model(2)
     volume, _ = _particle()
     refined = model.refine(volume)
     positions = np.asarray(model.candidates(refined, 0.4).positions, dtype=np.float64)
-    with caplog.at_level("WARNING", logger="models.pann"):
+    with pytest.raises(ValueError, match=r"elements=None: these weights \(stage2_features=2\)"):
         model.classify(refined, volume, positions, 0.4)
-    assert "elements: not given" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="models.pann"):
-        model.classify(refined, volume, positions, 0.4, ["Fe", "Pt"])
-    assert "not given" not in caplog.text
+    with pytest.raises(ValueError, match="elements=None"):
+        model.predict(volume, 0.4)
+    probabilities = model.classify(refined, volume, positions, 0.4, ["Fe", "Pt"])
+    assert probabilities.shape == (len(positions), len(model.config.classes))
+    # version-1 weights never used the composition: no elements is still allowed
+    v1 = _tiny_model(1)
+    assert v1.predict(volume, 0.4).probabilities.shape[1] == len(v1.config.classes)
