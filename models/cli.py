@@ -91,7 +91,10 @@ def _build_parser() -> argparse.ArgumentParser:
         type=float,
         help="voxel size of --volume (Å); default: the MRC header's (a contradicting value is an error)",
     )
-    p.add_argument("--elements", help="elements present in --volume, e.g. Fe,Pt")
+    p.add_argument(
+        "--elements",
+        help="elements present in --volume, e.g. Fe,Pt (required by weights with stage2_features=2, e.g. the shipped ones)",
+    )
     p.add_argument("--key", help="array name inside a .mat file or Zarr group")
     p.add_argument("--split", help="only this split of --data (e.g. test)")
     p.add_argument(
