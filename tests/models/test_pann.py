@@ -59,8 +59,9 @@ def test_save_load_round_trip_same_outputs(trained, smoke_store):
     run, model = trained
     sample = open_dataset(smoke_store)[0]
     again = PannModel.load(run)
-    a = model.predict(sample["volume"], float(sample["sampling"]))
-    b = again.predict(sample["volume"], float(sample["sampling"]))
+    elements = list(sample["elements"])
+    a = model.predict(sample["volume"], float(sample["sampling"]), elements)
+    b = again.predict(sample["volume"], float(sample["sampling"]), elements)
     np.testing.assert_array_equal(a.refined, b.refined)
     np.testing.assert_array_equal(a.positions, b.positions)
     np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=1e-5, atol=1e-6)
@@ -212,7 +213,7 @@ def test_predict_uses_the_exact_resampled_spacing(trained, monkeypatch):
         ],
     )
     assert zoom(volume, sampling / model.config.sampling, order=1).shape[0] == 25
-    pred = model.predict(volume, sampling, keep_refined=False)
+    pred = model.predict(volume, sampling, list(model.config.elements), keep_refined=False)
     order = np.argsort(pred.positions[:, 0])
     assert len(pred.positions) == 2
     # The bug put the first atom 9.0 * (1 - 0.5 / 0.50625) = 0.11 Å off; now the fit error is left.
