@@ -75,11 +75,6 @@ def _best(function, repeats: int):
     return min(times), result
 
 
-def _elements(sample: dict) -> list[str]:
-    """The elements present in a sample (what ``aet-bench run`` gives PANN)."""
-    return list(sample["elements"])
-
-
 def stage_times(model, sample: dict, repeats: int = 1) -> dict:
     """Seconds per stage of ``model.predict`` on ``sample`` (best of ``repeats``), and counts.
 
@@ -98,7 +93,7 @@ def stage_times(model, sample: dict, repeats: int = 1) -> dict:
     from models.refine import refine_sample
 
     volume, sampling = sample["volume"], sample["sampling"]
-    elements = _elements(sample)
+    elements = sample["elements"]
     out = {}
     out["stage 1 (sliding window)"], refined = _best(lambda: model.refine(volume), repeats)
     out["tracing"], cand = _best(lambda: model.candidates(refined, sampling), repeats)
@@ -176,7 +171,7 @@ def _pann_stage_rows(quick: bool) -> list[SpeedRow]:
     model = PannModel.load(weights)
     size = 32 if quick else 64
     sample = simulated_sample(size)
-    model.predict(sample["volume"], sample["sampling"], _elements(sample), measurement=sample)
+    model.predict(sample["volume"], sample["sampling"], sample["elements"], measurement=sample)
     logger.info("speed: PANN stages with refinement on a simulated %d³ sample", size)
     times = stage_times(model, sample)
     case = (

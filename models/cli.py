@@ -204,10 +204,7 @@ def _cmd_train(args) -> int:
             class_weight_power=args.class_weight_power,
             limit=args.limit,
         )
-        print(
-            f"wrote {Path(args.out) / 'pann.pt'} ({model!r}); curves in {Path(args.out) / 'loss_curves.png'}"
-        )
-        return 0
+        return _wrote_pann(args.out, model)
     (args.data,) = args.data
     common = {"device": args.device, "num_workers": args.num_workers, "limit": args.limit}
     if args.model == "unet3d":
@@ -239,11 +236,15 @@ def _cmd_train(args) -> int:
     if args.class_weight_power is not None:
         config.class_weight_power = args.class_weight_power
     model = train_pann(args.data, args.out, config, init=args.init, **common)
-    if int(os.environ.get("RANK", "0")) != 0:
-        return 0
-    print(
-        f"wrote {Path(args.out) / 'pann.pt'} ({model!r}); loss curves in {Path(args.out) / 'loss_curves.png'}"
-    )
+    return _wrote_pann(args.out, model)
+
+
+def _wrote_pann(out, model) -> int:
+    """Say where a PANN run wrote its weights (rank 0 only under torchrun)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(
+            f"wrote {Path(out) / 'pann.pt'} ({model!r}); loss curves in {Path(out) / 'loss_curves.png'}"
+        )
     return 0
 
 

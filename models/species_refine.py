@@ -290,6 +290,8 @@ def fit_group_mixture(
 
 def _e_step(x, reference, offset, width, weights, outlier, span):
     """Element posteriors (N, K), outlier posterior (N,) and mean log-likelihood per atom."""
+    from scipy.special import logsumexp
+
     z = (x[:, None] - reference[None, :] - offset) / width
     log_p = (
         np.log(np.clip(weights, 1e-300, None))[None, :]
@@ -300,8 +302,7 @@ def _e_step(x, reference, offset, width, weights, outlier, span):
     # A uniform component over the data's range takes false atoms and failed fits, which would
     # otherwise widen the shared width until the components merge.
     log_p = np.concatenate([log_p, np.full((x.size, 1), math.log(max(outlier, 1e-300) / span))], 1)
-    top = log_p.max(axis=1, keepdims=True)
-    norm = top[:, 0] + np.log(np.exp(log_p - top).sum(axis=1))
+    norm = logsumexp(log_p, axis=1)
     posteriors = np.exp(log_p - norm[:, None])
     return posteriors[:, :-1], posteriors[:, -1], float(np.mean(norm))
 

@@ -71,19 +71,17 @@ def _species_label_scores(r: dict, element: str, recovery_pct: float) -> tuple[f
     NaN where the record lacks the keys (written before they existed) or they are undefined."""
     if lacks_species_keys(r):
         return np.nan, np.nan
+    recall = recovery_pct / 100.0
     if element == "all":
         n_pred = r.get("n_pred")
         if not n_pred or not np.isfinite(recovery_pct):
             return np.nan, np.nan
-        recall = recovery_pct / 100.0
         precision = recall * float(r["n_true"]) / float(n_pred)  # right pairs / predicted atoms
-        f1 = 2 * recall * precision / (recall + precision) if recall + precision else 0.0
-        return 100.0 * precision, 100.0 * f1
-    precision = r.get(f"precision_species_{element}")
-    precision = np.nan if precision is None else float(precision)
-    recall = recovery_pct / 100.0
-    if not np.isfinite(precision):  # the element is present but nothing was labelled with it
-        return np.nan, 0.0 if np.isfinite(recall) else np.nan
+    else:
+        precision = r.get(f"precision_species_{element}")
+        precision = np.nan if precision is None else float(precision)
+        if not np.isfinite(precision):  # the element is present but nothing was labelled with it
+            return np.nan, 0.0 if np.isfinite(recall) else np.nan
     f1 = 2 * recall * precision / (recall + precision) if recall + precision else 0.0
     return 100.0 * precision, 100.0 * f1
 

@@ -94,7 +94,7 @@ def get_method(name: str, **options) -> Method:
             options).
     """
     cls = _load(name)
-    accepted = _accepted_options(cls)
+    accepted = cls.accepted_options()
     unknown = sorted(set(options) - accepted) if accepted is not None else []
     if unknown:
         raise ValueError(
@@ -104,25 +104,6 @@ def get_method(name: str, **options) -> Method:
     method = cls(**options)
     method.given_options = dict(options)  # as asked for, defaults left out (results records)
     return method
-
-
-def _accepted_options(cls) -> set[str] | None:
-    """Keyword options ``cls(...)`` takes, or None where it takes any (``**options``)."""
-    import inspect
-    import sys
-
-    refine = sys.modules.get("benchmark.methods.refine")  # loaded iff cls can be an X+refine
-    if refine is not None and issubclass(cls, refine.RefinedMethod):  # (it imports torch)
-        base = _accepted_options(cls.base_class)
-        return (
-            None
-            if base is None
-            else base | set(refine.REFINE_OPTIONS) | set(refine.REASSIGN_OPTIONS)
-        )
-    parameters = inspect.signature(cls.__init__).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in parameters):
-        return None
-    return {p.name for p in parameters if p.name != "self" and p.kind is not p.VAR_POSITIONAL}
 
 
 def available_methods() -> list[str]:

@@ -83,6 +83,16 @@ class Method:
     def __init__(self, **options):
         self.options = dict(options)
 
+    @classmethod
+    def accepted_options(cls) -> set[str] | None:
+        """Option names ``cls(...)`` takes, or None where it takes any (``**options``)."""
+        import inspect
+
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        if any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return None
+        return {p.name for p in parameters if p.name != "self" and p.kind is not p.VAR_POSITIONAL}
+
     def predict(self, sample: dict) -> Prediction:
         """Predict the atomic model of one sample."""
         raise NotImplementedError(f"{type(self).__name__}.predict")

@@ -97,6 +97,12 @@ class RefinedMethod(Method):
         self.reassign_config = ReassignConfig(**reassign_options)
         self.base_method = self.base_class(**base_options)
 
+    @classmethod
+    def accepted_options(cls) -> set[str] | None:
+        """The base method's options, the refinement's and the reassignment's."""
+        base = cls.base_class.accepted_options()
+        return None if base is None else base | set(REFINE_OPTIONS) | set(REASSIGN_OPTIONS)
+
     def predict(self, sample: dict) -> Prediction:
         from models.refine import missing_measurement, refine_sample
 
@@ -105,14 +111,15 @@ class RefinedMethod(Method):
         if missing or len(prediction) == 0:
             logger.info("%s: no %s (or no atoms); atoms left unrefined", self.name, missing)
             return prediction
+        from ase.data import atomic_numbers
+
+        listed = [e for e in sample.get("elements") or [] if e in atomic_numbers]
         elements = list(prediction.elements)
         config = self.config
         if "unknown" in elements:
             # No element known: render those atoms as the heaviest element present and let each
             # atom's amplitude float, so their brightness comes from the data.
-            from ase.data import atomic_numbers
-
-            present = [e for e in sample.get("elements") or [] if e in atomic_numbers]
+            present = listed
             if not present:
                 logger.info("%s: atoms without elements; left unrefined", self.name)
                 return prediction
@@ -134,11 +141,8 @@ class RefinedMethod(Method):
         positions = result.positions
         confidence = prediction.confidence
         if self.reassign and "unknown" not in prediction.elements:
-            from ase.data import atomic_numbers
-
             from models.species_refine import reassign_species
 
-            listed = [e for e in sample.get("elements") or [] if e in atomic_numbers]
             present = sorted(set(listed) | set(elements_out), key=atomic_numbers.get)
             reassigned = reassign_species(
                 sample,

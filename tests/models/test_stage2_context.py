@@ -124,6 +124,22 @@ def _tiny_model(version: int) -> PannModel:
     return model
 
 
+def _candidates(model, volume):
+    """The refined volume and the traced candidate positions (Å) of ``volume`` at 0.4 Å."""
+    refined = model.refine(volume)
+    return refined, np.asarray(model.candidates(refined, 0.4).positions, dtype=np.float64)
+
+
+def _assert_same_classes(model, again, volume):
+    """``again`` (a reloaded ``model``) gives the same class probabilities on the 14 candidates."""
+    refined, positions = _candidates(model, volume)
+    a = model.classify(refined, volume, positions, 0.4, ["Fe", "Pt"])
+    b = again.classify(refined, volume, positions, 0.4, ["Fe", "Pt"])
+    assert a.shape == (14, 3)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    return refined, positions
+
+
 def test_checkpoint_without_the_feature_key_loads_as_version_1_and_predicts(tmp_path):
     """Weights written before stage2_features existed keep their feature layout."""
     model = _tiny_model(1)
@@ -136,12 +152,7 @@ def test_checkpoint_without_the_feature_key_loads_as_version_1_and_predicts(tmp_
     volume, _ = _particle()
     prediction = again.predict(volume, 0.4, ["Fe", "Pt"])  # the whole path runs
     assert prediction.extra["n_candidates"] == 14
-    refined = model.refine(volume)
-    positions = np.asarray(model.candidates(refined, 0.4).positions, dtype=np.float64)
-    a = model.classify(refined, volume, positions, 0.4, ["Fe", "Pt"])
-    b = again.classify(refined, volume, positions, 0.4, ["Fe", "Pt"])
-    assert a.shape == (14, 3)
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    _assert_same_classes(model, again, volume)
 
 
 def test_version_2_round_trips_and_composition_changes_its_inputs(tmp_path):
@@ -149,12 +160,7 @@ def test_version_2_round_trips_and_composition_changes_its_inputs(tmp_path):
     again = PannModel.load(model.save(tmp_path / "new"))
     assert again.config.stage2_features == 2
     volume, _ = _particle()
-    refined = model.refine(volume)
-    positions = np.asarray(model.candidates(refined, 0.4).positions, dtype=np.float64)
-    a = model.classify(refined, volume, positions, 0.4, ["Fe", "Pt"])
-    b = again.classify(refined, volume, positions, 0.4, ["Fe", "Pt"])
-    assert a.shape == (14, 3)
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    refined, positions = _assert_same_classes(model, again, volume)
     x_both = model.graph_inputs(refined, volume, positions, 0.4, ["Fe", "Pt"])[0]
     x_pt = model.graph_inputs(refined, volume, positions, 0.4, ["Pt"])[0]
     assert not torch.equal(x_both, x_pt)  # the network is told what may be present
@@ -202,8 +208,7 @@ def test_version_2_needs_the_elements():
     classifier never saw (the shipped weights then reject every candidate), so it is an error."""
     model = _tiny_model(2)
     volume, _ = _particle()
-    refined = model.refine(volume)
-    positions = np.asarray(model.candidates(refined, 0.4).positions, dtype=np.float64)
+    refined, positions = _candidates(model, volume)
     with pytest.raises(ValueError, match=r"elements=None: these weights \(stage2_features=2\)"):
         model.classify(refined, volume, positions, 0.4)
     with pytest.raises(ValueError, match="elements=None"):
