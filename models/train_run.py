@@ -82,6 +82,27 @@ def mixed_precision(device: str):
     return context, scaler
 
 
+def optimiser_step(loss, opt, scaler, clip_parameters=None, max_norm: float = 1.0) -> None:
+    """Backward pass and optimiser step, through the fp16 ``scaler`` when there is one.
+
+    With ``clip_parameters`` the gradients are clipped to ``max_norm`` first (unscaled, so the
+    norm is the true one). Zero the gradients before calling.
+    """
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if clip_parameters is not None:
+            scaler.unscale_(opt)
+    else:
+        loss.backward()
+    if clip_parameters is not None:
+        torch.nn.utils.clip_grad_norm_(clip_parameters, max_norm)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+
+
 def plot_curves(history: dict, out: Path, title: str):
     """Write a PNG with one panel per curve of ``history`` (log scale where all are positive)."""
     import matplotlib

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from models.pann import PannModel
-from models.train_run import CHECKPOINT_EVERY, batch_loader, mixed_precision
+from models.train_run import CHECKPOINT_EVERY, batch_loader, mixed_precision, optimiser_step
 from models.weights import load_checkpoint, save_atomic
 from simgen.progress import progress_bar
 
@@ -132,17 +132,7 @@ def train_stage1(
                 pred, batch["meas"], batch["angles"], batch["offset"], psf, blur
             )
         opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-        else:
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        if scaler is not None:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
+        optimiser_step(loss, opt, scaler, clip_parameters=net.parameters())
         sched.step()
         losses.append(mean_over_ranks(float(voxel.detach()), world))
         bar.set_postfix(loss=f"{losses[-1]:.3g}")

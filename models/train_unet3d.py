@@ -16,6 +16,7 @@ from models.train_run import (
     batch_loader,
     mixed_precision,
     open_run_dir,
+    optimiser_step,
     plot_curves,
     write_config,
 )
@@ -104,13 +105,7 @@ def train_unet3d(
                 out = train_net(x)
             loss = F.mse_loss(out.float(), t)
             opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
+            optimiser_step(loss, opt, scaler)
             losses.append(mean_over_ranks(float(loss.detach()), world))
             if world.is_main and ((step + 1) % CHECKPOINT_EVERY == 0 or step + 1 == steps):
                 save_atomic(
