@@ -21,7 +21,12 @@ import torch
 
 from models.species import NOT_AN_ATOM
 from models.tracing import trace_atoms
-from models.weights import CHECKPOINT_ERRORS, load_checkpoint, save_atomic  # noqa: F401 (re-export)
+from models.weights import (  # noqa: F401 (re-export)
+    CHECKPOINT_ERRORS,
+    load_checkpoint,
+    save_atomic,
+    weights_file,
+)
 from simgen.outputs import write_text_atomic
 
 __all__ = [
@@ -502,11 +507,7 @@ class PannModel:
     @classmethod
     def load(cls, run_dir: str | Path) -> PannModel:
         """Load from a run directory (or a ``pann.pt`` file); a corrupted file gives a clear error."""
-        path = Path(run_dir)
-        if path.is_dir():
-            path = path / "pann.pt"
-        if not path.exists():
-            raise FileNotFoundError(f"weights={str(run_dir)!r}: no pann.pt found")
+        path = weights_file(run_dir, "pann.pt")
         # weights_only=True inside: a crafted file is refused without running any of its code.
         payload = load_checkpoint(path, what="PANN checkpoint")
         try:

@@ -50,6 +50,7 @@ from models.train_stage2 import (
 from models.train_stage2 import _graph as _graph
 from models.train_stage2 import _present as _present
 from models.train_unet3d import load_unet3d, train_unet3d
+from models.weights import weights_file
 
 __all__ = [
     "train_pann",
@@ -95,7 +96,7 @@ def _warm_start(model: PannModel, init) -> dict:
             f"({', '.join(f'{k}={a} here {b}' for k, (a, b) in different.items())})"
         )
     model.stage1.load_state_dict(source.stage1.state_dict())
-    path = Path(init) / "pann.pt" if Path(init).is_dir() else Path(init)
+    path = weights_file(init, "pann.pt")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     logger.info("stage 1 starts from %s (sha256 %s)", path, digest[:12])
     return {"weights": str(path), "sha256": digest}

@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
@@ -20,7 +18,13 @@ from models.train_run import (
     plot_curves,
     write_config,
 )
-from models.weights import CHECKPOINT_ERRORS, DEFAULT_WEIGHTS, load_checkpoint, save_atomic
+from models.weights import (
+    CHECKPOINT_ERRORS,
+    DEFAULT_WEIGHTS,
+    load_checkpoint,
+    save_atomic,
+    weights_file,
+)
 from simgen.progress import progress_bar
 
 __all__ = ["load_unet3d", "train_unet3d"]
@@ -143,11 +147,7 @@ def load_unet3d(weights=None):
     Lee, Jeong & Yang (2021) state dict (``DL_aug_Pt_FCC_Bf5`` etc.)."""
     from models.unet3d import build_unet3d, from_published_state
 
-    path = Path(weights) if weights else DEFAULT_WEIGHTS
-    if path.is_dir():
-        path = path / "unet3d.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"weights={str(weights or DEFAULT_WEIGHTS)!r}: no unet3d.pt found")
+    path = weights_file(weights or DEFAULT_WEIGHTS, "unet3d.pt")
     payload = load_checkpoint(path, what="unet3d checkpoint")
     try:
         if "model" in payload:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-__all__ = ["DEFAULT_WEIGHTS", "CHECKPOINT_ERRORS", "load_checkpoint", "save_atomic"]
+__all__ = ["DEFAULT_WEIGHTS", "CHECKPOINT_ERRORS", "load_checkpoint", "save_atomic", "weights_file"]
 
 #: The weights shipped with the package (trained on the ``demo`` dataset; see its README).
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "demo"
@@ -30,6 +30,20 @@ CHECKPOINT_ERRORS = (
     AttributeError,
     pickle.UnpicklingError,
 )
+
+
+def weights_file(weights, filename: str) -> Path:
+    """The weights file ``filename`` of a run directory, or ``weights`` itself when it is a file.
+
+    Raises:
+        FileNotFoundError: No such file (one line naming ``weights``).
+    """
+    path = Path(weights)
+    if path.is_dir():
+        path = path / filename
+    if not path.exists():
+        raise FileNotFoundError(f"weights={str(weights)!r}: no {filename} found")
+    return path
 
 
 def load_checkpoint(
