@@ -76,8 +76,15 @@ class PannConfig:
         trace_threshold: Candidate threshold as a fraction of the volume's robust maximum (kept
             low: stage 2 removes the false peaks).
         match_radius: Radius (Å) within which a candidate is labelled with a true atom.
-        refine: Last step: refine the atoms against the measured tilt series
-            (:mod:`models.refine`) whenever :meth:`PannModel.predict` is given one.
+        refine: Refine the atoms against the measured tilt series (:mod:`models.refine`)
+            whenever :meth:`PannModel.predict` is given one.
+        reassign: Last step, after ``refine``: name the atoms of each *contrast group* (elements
+            present within 3 in Z of each other, e.g. Fe, Co, Ni, Cu of a high-entropy alloy)
+            from per-atom amplitudes refit against the tilt series
+            (:func:`models.species_refine.reassign_species`); stage 2 keeps the choice between
+            groups. A no-op unless the elements given include such a group. Default on (chosen on
+            the validation split of ``pann-train``, ``docs/weights-2026-11-30.md``); a checkpoint
+            without this key is read as off, as it was trained and evaluated.
         seed: Seed of initialisation and sampling.
         stage2_features: Stage-2 node features. 1: :func:`candidate_features` only (weights
             before 2026-11-30; a checkpoint without this key is read as 1). 2: plus
@@ -108,6 +115,7 @@ class PannConfig:
     trace_threshold: float = 0.05
     match_radius: float = 0.5
     refine: bool = True
+    reassign: bool = True
     seed: int = 0
     stage2_features: int = 2
     class_weight_power: float = 1.0
@@ -127,6 +135,7 @@ class PannConfig:
             raise ValueError(f"config keys {unknown}: not PANN settings (allowed: {sorted(known)})")
         data = dict(data)
         data.setdefault("stage2_features", 1)  # checkpoints written before the key existed
+        data.setdefault("reassign", False)  # likewise: they predicted without reassignment
         if data["stage2_features"] not in (1, 2):
             raise ValueError(f"stage2_features={data['stage2_features']!r}: expected 1 or 2")
         if "elements" in data:
@@ -411,7 +420,12 @@ class PannModel:
             elements: Elements present (a subset of the model's); ``None`` allows all.
             measurement: The measured data (a store sample: ``tilt_series``, ``angles``, ``dose``,
                 ``sampling``, optional ``shifts``/``angles_estimated``); with ``config.refine`` the
-                atoms are refined against it (:func:`models.refine.refine_sample`).
+                atoms are refined against it (:func:`models.refine.refine_sample`), and with
+                ``config.reassign`` the atoms of a contrast group among ``elements`` are named from
+                it (:func:`models.species_refine.reassign_species`; the network's labels are kept
+                in ``extra["base_elements"]``, and each row of ``probabilities`` gives its
+                group's total probability to the group's elements by the reassignment's
+                posteriors).
         """
         volume = _check_volume(volume)
         if not (np.isfinite(sampling) and sampling > 0):
@@ -460,6 +474,7 @@ class PannModel:
         labels = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
         keep = np.array([classes[i] != NOT_AN_ATOM for i in labels], dtype=bool)
         positions, symbols = positions[keep], [classes[i] for i in labels[keep]]
+        kept = probs[keep]
         extra = {"n_candidates": int(len(probs)), "n_rejected": int((~keep).sum())}
         if self.config.refine and len(positions):
             from models.refine import missing_measurement, refine_sample
@@ -471,14 +486,43 @@ class PannModel:
                 result = refine_sample(measurement, positions, symbols)
                 positions = result.positions
                 extra["cross_sections"] = result.cross_sections
+                if self.config.reassign and elements is not None:
+                    positions, symbols, kept = self._reassign(
+                        measurement, positions, symbols, kept, elements, extra
+                    )
         return PannPrediction(
             positions=positions,
             elements=symbols,
-            probabilities=probs[keep],
+            probabilities=kept,
             classes=classes,
             refined=refined if keep_refined else None,
             extra=extra,
         )
+
+    def _reassign(self, measurement, positions, symbols, probabilities, elements, extra):
+        """Names within contrast groups from the tilt series (``config.reassign``)."""
+        from models.species_refine import contrast_groups, reassign_species
+
+        groups = [g for g in contrast_groups(list(elements)) if len(g) >= 2]
+        if not groups:
+            return positions, symbols, probabilities
+        result = reassign_species(measurement, positions, symbols, present=list(elements))
+        classes = list(self.config.classes)
+        probabilities = np.array(probabilities, copy=True)
+        for group in groups:
+            rows = np.flatnonzero([e in group for e in symbols])
+            cols = [classes.index(e) for e in group]
+            mass = probabilities[np.ix_(rows, cols)].sum(axis=1, keepdims=True)
+            posterior = result.posteriors[np.ix_(rows, [result.classes.index(e) for e in group])]
+            probabilities[np.ix_(rows, cols)] = mass * posterior
+        extra.update(
+            base_elements=list(symbols),
+            species_changed=int(result.changed.sum()),
+            species_groups=[list(g) for g in groups],
+        )
+        if result.positions is not None:
+            positions = result.positions
+        return positions, list(result.elements), probabilities
 
     # ------------------------------------------------------------------ persistence
     def save(self, run_dir: str | Path) -> Path:

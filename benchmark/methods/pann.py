@@ -16,16 +16,29 @@ class PannMethod(Method):
     ----------
     weights
         Run directory (or ``pann.pt``) from ``pann train``; default: the shipped demo weights.
+    reassign
+        Name the atoms of a contrast group (e.g. Fe, Co, Ni, Cu) from amplitudes refit against
+        the tilt series (``PannConfig.reassign``); default: what the weights' config says (on
+        for the shipped weights, off for checkpoints written before the option existed).
     """
 
-    version = "1"
+    version = "2"  # 2: contrast-group reassignment (PannConfig.reassign)
 
-    def __init__(self, weights=None):
-        super().__init__(weights=weights)
+    def __init__(self, weights=None, reassign=None):
+        if reassign is not None and not isinstance(reassign, bool):
+            raise ValueError(f"reassign={reassign!r}: expected true or false")
+        options = {"weights": weights}
+        if reassign is not None:
+            options["reassign"] = reassign
+        super().__init__(**options)
+        import dataclasses
+
         from models.pann import PannModel
         from models.weights import DEFAULT_WEIGHTS
 
         self.model = PannModel.load(weights or DEFAULT_WEIGHTS)
+        if reassign is not None:
+            self.model.config = dataclasses.replace(self.model.config, reassign=reassign)
 
     def predict(self, sample: dict) -> Prediction:
         elements = [

@@ -179,3 +179,62 @@ def test_bad_reassign_options_raise_one_line_errors(options, name):
     with pytest.raises(ValueError, match=name) as error:
         get_method("classical+refine", **options)
     assert "\n" not in str(error.value)
+
+
+def _network_probabilities(classes, labels, confidence=0.7):
+    """Rows that give ``confidence`` to each atom's label and the rest evenly to other classes."""
+    probabilities = np.full((len(labels), len(classes)), (1 - confidence) / (len(classes) - 1))
+    probabilities[np.arange(len(labels)), [classes.index(e) for e in labels]] = confidence
+    return probabilities
+
+
+def test_pann_names_a_contrast_group_from_the_tilt_series():
+    from models.pann import PannModel
+    from models.weights import DEFAULT_WEIGHTS
+
+    model = PannModel.load(DEFAULT_WEIGHTS)
+    assert model.config.reassign  # the shipped weights reassign by default
+    sample, positions, truth = _sample(seed=2)
+    labels = ["Fe"] * 12 + ["Pt"] * 4  # the network cannot tell Cu from Fe
+    classes = list(model.config.classes)
+    probabilities = _network_probabilities(classes, labels)
+    extra = {}
+    moved, named, rows = model._reassign(
+        sample, positions, labels, probabilities, ["Fe", "Cu", "Pt"], extra
+    )
+    assert named == truth
+    assert extra["base_elements"] == labels and extra["species_changed"] == 6
+    assert extra["species_groups"] == [["Fe", "Cu"]]
+    # each row keeps its total, the group's share now follows the reassignment
+    np.testing.assert_allclose(rows.sum(axis=1), probabilities.sum(axis=1))
+    assert [classes[k] for k in rows.argmax(axis=1)] == truth
+    np.testing.assert_array_equal(rows[12:], probabilities[12:])  # Pt rows untouched
+    assert moved.shape == positions.shape and np.abs(moved - positions).max() < 0.5
+
+
+def test_pann_reassignment_is_a_no_op_without_a_contrast_group(monkeypatch):
+    import models.species_refine
+    from models.pann import PannConfig, PannModel
+    from models.weights import DEFAULT_WEIGHTS
+
+    model = PannModel.load(DEFAULT_WEIGHTS)
+
+    def refit(*args, **kwargs):
+        raise AssertionError("no contrast group of two elements: nothing to refit")
+
+    monkeypatch.setattr(models.species_refine, "reassign_species", refit)
+    sample, positions, truth = _sample()
+    labels = ["Fe" if e != "Pt" else "Pt" for e in truth]
+    probabilities = _network_probabilities(list(model.config.classes), labels)
+    extra = {}
+    out = model._reassign(sample, positions, labels, probabilities, ["Fe", "Pt"], extra)
+    assert out[0] is positions and out[1] is labels and out[2] is probabilities and extra == {}
+    # checkpoints written before the option existed predict as they did: no reassignment
+    old = {k: v for k, v in model.config.to_dict().items() if k != "reassign"}
+    assert PannConfig.from_dict(old).reassign is False
+    assert get_method("pann", reassign=False).model.config.reassign is False
+
+
+def test_pann_reassign_option_must_be_a_boolean():
+    with pytest.raises(ValueError, match="reassign='yes': expected true or false"):
+        get_method("pann", reassign="yes")
