@@ -289,6 +289,8 @@ def train_stage2_only(
     model.stage2 = None
     config = model.config
     config.stage2_features, config.seed = 2, int(seed)
+    # the new stage 2 predicts with today's inference steps, not those of init's checkpoint
+    config.reassign = PannConfig.reassign
     if epochs is not None:
         config.stage2_epochs = int(epochs)
     if lr is not None:

@@ -232,6 +232,7 @@ def test_stage2_only_keeps_stage1_and_trains_context_features(trained, smoke_sto
         assert torch.equal(a, b)  # stage 1 kept bit for bit
     loaded = PannModel.load(tmp_path / "s2")
     assert loaded.config.stage2_features == 2 and loaded.history["stage2_epoch"] in (1, 2)
+    assert loaded.config.reassign  # today's default, whatever the init's checkpoint said
     width = model.stage2.in_features  # version-1 features + 8 + 2 per element
     assert loaded.stage2.in_features == width
     # caches per store, reused by a rerun into the same folder
