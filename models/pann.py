@@ -143,6 +143,15 @@ class PannConfig:
         return cls(**data)
 
 
+def _mixed_groups(elements) -> list[list[str]]:
+    """Contrast groups of two or more among ``elements`` (none when ``elements`` is None)."""
+    from models.species_refine import contrast_groups
+
+    if elements is None:
+        return []
+    return [g for g in contrast_groups(list(elements)) if len(g) >= 2]
+
+
 @dataclass
 class PannPrediction:
     """Atoms predicted by PANN for one volume.
@@ -482,6 +491,13 @@ class PannModel:
             missing = ["tilt_series"] if measurement is None else missing_measurement(measurement)
             if missing:
                 logger.info("no %s given: atoms not refined against the measurement", missing)
+                groups = _mixed_groups(elements) if self.config.reassign else []
+                if groups:
+                    logger.warning(
+                        "elements %s: stage 2 alone cannot tell them apart (Z within 3); give the "
+                        "tilt series (pann predict --data STORE) to name them from the measurement",
+                        groups,
+                    )
             else:
                 result = refine_sample(measurement, positions, symbols)
                 positions = result.positions
@@ -501,9 +517,9 @@ class PannModel:
 
     def _reassign(self, measurement, positions, symbols, probabilities, elements, extra):
         """Names within contrast groups from the tilt series (``config.reassign``)."""
-        from models.species_refine import contrast_groups, reassign_species
+        from models.species_refine import reassign_species
 
-        groups = [g for g in contrast_groups(list(elements)) if len(g) >= 2]
+        groups = _mixed_groups(elements)
         if not groups:
             return positions, symbols, probabilities
         result = reassign_species(measurement, positions, symbols, present=list(elements))

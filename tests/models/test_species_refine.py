@@ -238,3 +238,26 @@ def test_pann_reassignment_is_a_no_op_without_a_contrast_group(monkeypatch):
 def test_pann_reassign_option_must_be_a_boolean():
     with pytest.raises(ValueError, match="reassign='yes': expected true or false"):
         get_method("pann", reassign="yes")
+
+
+def test_pann_without_the_tilt_series_warns_that_a_contrast_group_stays_unresolved(caplog):
+    import logging
+
+    from models.pann import PannModel
+    from models.weights import DEFAULT_WEIGHTS
+
+    model = PannModel.load(DEFAULT_WEIGHTS)
+    sample, positions, truth = _sample()
+    volume = np.zeros((SIZE,) * 3, dtype=np.float32)
+    for x, y, z in positions / SAMPLING:
+        volume[int(round(z)), int(round(y)), int(round(x))] = 1.0
+    from scipy.ndimage import gaussian_filter
+
+    volume = gaussian_filter(volume, 1.5)
+    with caplog.at_level(logging.WARNING, logger="models.pann"):
+        model.predict(volume, SAMPLING, ["Fe", "Cu", "Pt"])
+    assert "['Fe', 'Cu']" in caplog.text and "tilt series" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="models.pann"):
+        model.predict(volume, SAMPLING, ["Fe", "Pt"])
+    assert "tilt series" not in caplog.text
