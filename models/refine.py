@@ -561,24 +561,26 @@ def refine_atoms(
         nll_history.append(float(objective(values, variance)) / n_pixels)
     generator = torch.Generator().manual_seed(int(config.seed))
 
-    def fisher():
-        return _fisher_diagonal(
+    def posterior_precision():
+        """Diagonal Fisher information at ``values`` plus the priors' precisions."""
+        precision = _fisher_diagonal(
             values,
             lambda v: expected_counts(v, background),
             variance,
             config.fisher_probes,
             generator,
         )
-
-    evaluations: list[float] = []
-    for round_index in range(config.rounds):
-        precision = fisher()
         if config.fit_amplitudes:
             precision["log_amplitudes"] = (
                 precision["log_amplitudes"] + 1.0 / config.amplitude_prior**2
             )
         if config.fit_positions and config.position_prior is not None:
             precision["positions"] = precision["positions"] + 1.0 / config.position_prior**2
+        return precision
+
+    evaluations: list[float] = []
+    for round_index in range(config.rounds):
+        precision = posterior_precision()
         scale = {name: 1.0 / torch.sqrt(torch.clamp(p, min=1e-12)) for name, p in precision.items()}
         base = {name: v.detach().clone() for name, v in values.items()}
         whitened = {name: torch.zeros_like(v, requires_grad=True) for name, v in values.items()}
@@ -620,8 +622,7 @@ def refine_atoms(
 
     standard_errors = None
     if config.fit_amplitudes:
-        precision = fisher()["log_amplitudes"]
-        standard_errors = (1.0 / torch.sqrt(precision + 1.0 / config.amplitude_prior**2)).numpy()
+        standard_errors = (1.0 / torch.sqrt(posterior_precision()["log_amplitudes"])).numpy()
     with torch.no_grad():
         pos, shifts, ang, log_current, weights, db = unpack(values)
         scales = torch.exp(values.get("log_scales", torch.zeros(len(species), dtype=torch.float64)))

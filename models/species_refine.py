@@ -92,10 +92,7 @@ class ReassignConfig:
             raise ValueError(
                 f"reassign_positions={self.positions!r}: expected one of {_POSITION_MODES}"
             )
-        if isinstance(self.max_z_gap, bool) or not isinstance(self.max_z_gap, (int, np.integer)):
-            raise ValueError(f"reassign_max_z_gap={self.max_z_gap!r}: expected an integer >= 1")
-        if self.max_z_gap < 1:
-            raise ValueError(f"reassign_max_z_gap={self.max_z_gap!r}: expected an integer >= 1")
+        _check_z_gap(self.max_z_gap, "reassign_max_z_gap")
         if not (isinstance(self.width_floor, (int, float)) and 0 <= self.width_floor < math.inf):
             raise ValueError(
                 f"reassign_width_floor={self.width_floor!r}: expected a log width >= 0"
@@ -175,6 +172,11 @@ class ReassignResult:
     positions: np.ndarray | None = None
 
 
+def _check_z_gap(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}={value!r}: expected an integer >= 1")
+
+
 def _atomic_number(element: str) -> int:
     from ase.data import atomic_numbers
 
@@ -200,8 +202,7 @@ def contrast_groups(elements: Sequence[str], max_z_gap: int = 3) -> list[list[st
         ``contrast_groups(["Pt", "Fe", "Cu", "Co", "Ni"])`` is
         ``[["Fe", "Co", "Ni", "Cu"], ["Pt"]]``.
     """
-    if isinstance(max_z_gap, bool) or not isinstance(max_z_gap, (int, np.integer)) or max_z_gap < 1:
-        raise ValueError(f"max_z_gap={max_z_gap!r}: expected an integer >= 1")
+    _check_z_gap(max_z_gap, "max_z_gap")
     ordered = sorted(set(elements), key=_atomic_number)
     groups: list[list[str]] = []
     for element in ordered:

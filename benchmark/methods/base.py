@@ -69,6 +69,13 @@ class Prediction:
         return Atoms(symbols=symbols, positions=self.positions)
 
 
+def flag_option(name: str, value) -> bool:
+    """``value`` when it is a bool; else a one-line ValueError naming the option."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r}: expected true or false")
+    return value
+
+
 class Method:
     """Base class of a benchmarked method.
 

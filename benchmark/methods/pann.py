@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from benchmark.methods import register
-from benchmark.methods.base import Method, Prediction
+from benchmark.methods.base import Method, Prediction, flag_option
 
 __all__ = ["PannMethod"]
 
@@ -25,14 +27,10 @@ class PannMethod(Method):
     version = "2"  # 2: contrast-group reassignment (PannConfig.reassign)
 
     def __init__(self, weights=None, reassign=None):
-        if reassign is not None and not isinstance(reassign, bool):
-            raise ValueError(f"reassign={reassign!r}: expected true or false")
         options = {"weights": weights}
         if reassign is not None:
-            options["reassign"] = reassign
+            options["reassign"] = flag_option("reassign", reassign)
         super().__init__(**options)
-        import dataclasses
-
         from models.pann import PannModel
         from models.weights import DEFAULT_WEIGHTS
 

@@ -27,7 +27,7 @@ import logging
 
 import numpy as np
 
-from benchmark.methods.base import Method, Prediction
+from benchmark.methods.base import Method, Prediction, flag_option
 
 __all__ = ["RefinedMethod", "refined_method", "REFINE_OPTIONS", "REASSIGN_OPTIONS"]
 
@@ -85,9 +85,7 @@ class RefinedMethod(Method):
             for k, v in options.items()
             if k not in REFINE_OPTIONS and k not in REASSIGN_OPTIONS
         }
-        self.reassign = options.get("reassign", False)
-        if not isinstance(self.reassign, bool):
-            raise ValueError(f"reassign={self.reassign!r}: expected True or False")
+        self.reassign = flag_option("reassign", options.get("reassign", False))
         if reassign_options and not self.reassign:
             raise ValueError(
                 f"{sorted('reassign_' + k for k in reassign_options)}: "
