@@ -502,7 +502,7 @@ class PannModel:
                 result = refine_sample(measurement, positions, symbols)
                 positions = result.positions
                 extra["cross_sections"] = result.cross_sections
-                if self.config.reassign and elements is not None:
+                if self.config.reassign:
                     positions, symbols, kept = self._reassign(
                         measurement, positions, symbols, kept, elements, extra
                     )
