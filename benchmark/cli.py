@@ -255,7 +255,8 @@ def _cmd_sweep(args) -> int:
     print(
         f"{'method':10s} "
         + "".join(f"{k:>14s} " for k in extra)
-        + f"{'dose':>9s} {'n':>3s} {'recovery+el %':>14s} {'error pm':>9s} {'species %':>10s}"
+        + f"{'dose':>9s} {'n':>3s} {'recovery+el %':>14s} {'error pm':>9s} {'raw pm':>9s} "
+        f"{'species %':>10s}"
     )
     for r in rows:
         cells = "".join(
@@ -266,7 +267,8 @@ def _cmd_sweep(args) -> int:
         )
         print(
             f"{r['method']:10s} {cells}{r['dose']:9.3g} {r['n']:3d} {r['recovery_rate_species']:14.1f} "
-            f"{r['coordinate_error_pm']:9.1f} {r['species_accuracy']:10.1f}"
+            f"{r['coordinate_error_aet_pm']:9.1f} {r['coordinate_error_pm']:9.1f} "
+            f"{r['species_accuracy']:10.1f}"
         )
     claim = Path(args.out) / "claim.md"
     if claim.exists():

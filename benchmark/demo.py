@@ -159,7 +159,7 @@ def main(argv=None) -> int:
         aggregate(records),
         out / "dose_sweep.png",
         title=f"{args.dataset} test split: metrics against dose",
-        metrics=("recovery_rate_species", "coordinate_error_pm", "species_accuracy"),
+        metrics=("recovery_rate_species", "coordinate_error_aet_pm", "species_accuracy"),
     )
 
     print("[4/4] preview images of one test sample")

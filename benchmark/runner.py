@@ -22,12 +22,15 @@ import numpy as np
 from simgen.outputs import staged_output, write_text_atomic
 from simgen.progress import progress_bar
 
-__all__ = ["run_method", "score_sample", "read_results", "METRIC_KEYS"]
+__all__ = ["run_method", "score_sample", "read_results", "with_aet_errors", "METRIC_KEYS"]
 
 logger = logging.getLogger(__name__)
 
-#: The headline metrics of leaderboards and sweeps, with whether lower is better.
+#: The headline metrics of leaderboards and sweeps, with whether lower is better. The headline
+#: coordinate error is the AET convention (each particle's rigid offset removed,
+#: ``coordinate_error_aet_pm``); the raw one (offset kept) is shown beside it.
 METRIC_KEYS = {
+    "coordinate_error_aet_pm": True,
     "coordinate_error_pm": True,
     "recovery_rate": False,
     "recovery_rate_species": False,
@@ -422,8 +425,35 @@ def read_results(paths) -> list[dict]:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"results={str(path)!r} line {n}: not JSON ({exc.msg})") from None
             _check_record(record, f"results={str(path)!r} line {n}")
-            records.append(record)
+            records.append(with_aet_errors(record))
     return records
+
+
+def with_aet_errors(record: dict) -> dict:
+    """``record`` with the AET-convention errors (``coordinate_error_aet_pm`` and
+    ``coordinate_error_aet_pm_<El>``) filled in from its per-atom ``matches`` where a record
+    written before those keys existed lacks them; unchanged otherwise (and without matches the
+    missing keys stay missing: tables show "–", never the raw error in their place)."""
+    matches = record.get("matches")
+    missing = "coordinate_error_aet_pm" not in record or not any(
+        k.startswith("coordinate_error_aet_pm_") for k in record
+    )
+    if not missing or not isinstance(matches, dict) or "displacement_pm" not in matches:
+        return record
+    displacement = np.asarray(matches["displacement_pm"], dtype=float).reshape(-1, 3)
+    elements = np.asarray(matches.get("element", ["unknown"] * len(displacement)), dtype=str)
+    if len(displacement) == 0 or len(elements) != len(displacement):
+        return record
+    centred = displacement - displacement.mean(axis=0)
+    out = dict(record)
+    out.setdefault("coordinate_error_aet_pm", float(np.sqrt(np.mean((centred**2).sum(axis=1)))))
+    for element in sorted(set(elements.tolist())):
+        of_element = centred[elements == element]
+        out.setdefault(
+            f"coordinate_error_aet_pm_{element}",
+            float(np.sqrt(np.mean((of_element**2).sum(axis=1)))),
+        )
+    return out
 
 
 def _is_number(value) -> bool:

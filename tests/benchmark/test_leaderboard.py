@@ -90,7 +90,9 @@ def test_claim_verdict_hand_computed():
         return {
             "method": method,
             "dose": dose,
-            "coordinate_error_pm": err,
+            "coordinate_error_aet_pm": err,  # the headline decides
+            "coordinate_error_aet_pm_std": 1.0,
+            "coordinate_error_pm": err + 15.0,  # raw: a rigid offset kept, shown beside
             "coordinate_error_pm_std": 1.0,
             "recovery_rate_species": rec,
             "recovery_rate_species_std": 1.0,
@@ -107,6 +109,7 @@ def test_claim_verdict_hand_computed():
     text = claim_verdict(rows)
     lines = text.splitlines()
     assert "| holds |" in lines[2] and "-30%" in lines[2]
+    assert "| 40.0 ± 1.0 (raw 55.0) | 28.0 ± 1.0 (raw 43.0) |" in lines[2]
     assert "**fails**" in lines[3]
     assert lines[4].endswith("| holds |")
     assert "does not hold" in text
@@ -171,3 +174,32 @@ def test_species_rows_and_table_from_the_per_element_keys(tmp_path):
     old = [{k: v for k, v in r.items() if "_species_" not in k} for r in records]
     assert species_rows(old) == []
     assert "precision (%) | F1" not in write_leaderboard(old, tmp_path / "old")["md"].read_text()
+
+
+def test_leaderboard_headline_is_the_error_without_the_rigid_offset(tmp_path):
+    """A method whose atoms are right up to one common offset leads on the headline error and
+    shows its raw error (offset kept) beside it; the per-element table shows both."""
+    from benchmark.metrics import score
+
+    true = np.array([[0.0, 0, 0], [3.0, 0, 0], [0, 3.0, 0], [0, 0, 3.0]])
+    elements = ["Pt", "Pt", "Fe", "Fe"]
+    jitter = np.array([[0.1, 0, 0], [-0.1, 0, 0], [0, 0.1, 0], [0, -0.1, 0]])  # mean 0
+    records = []
+    for method, pred in (("offset", true + jitter + [0.4, 0, 0]), ("plain", true + 2 * jitter)):
+        r = score(pred, elements, true, elements)
+        records.append({"method": method, "dose": 100.0, "crlb_pm_Pt": 5.0, "crlb_pm_Fe": 5.0, **r})
+    md = write_leaderboard(records, tmp_path / "lb")["md"].read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| method"))
+    cells = header.split(" | ")
+    assert cells.index("coordinate error (pm, rigid offset removed)") < cells.index(
+        "raw coordinate error (pm)"
+    )
+    offset = next(line for line in md.splitlines() if line.startswith("| offset | 100"))
+    plain = next(line for line in md.splitlines() if line.startswith("| plain | 100"))
+    # offset: 10 pm jitter (mean 0) plus 40 pm along x; raw squared distances (Å²)
+    # |(.5,0,0)|², |(.3,0,0)|², |(.4,.1,0)|², |(.4,-.1,0)|² = .25, .09, .17, .17 -> √.17 = 41.2 pm
+    assert "| **10.0 ± 0.0** |" in offset and f"| {100 * math.sqrt(0.17):.1f} ± 0.0 |" in offset
+    assert "| 20.0 ± 0.0 | **20.0 ± 0.0** |" in plain
+    # per element (Pt: pairs 0, 1): headline 10 pm, raw sqrt((.25 + .09) / 2) = 41.2 pm
+    pt = next(line for line in md.splitlines() if line.startswith("| offset | 100 | Pt |"))
+    assert pt.endswith(f"| 10.0 | {100 * math.sqrt(0.17):.1f} | 5.0 | 0.50 |")  # 5 / 10

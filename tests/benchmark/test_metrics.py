@@ -31,6 +31,44 @@ def test_a_common_offset_counts_in_rmsd_but_not_in_the_aet_error():
     assert r["coordinate_error_aet_pm"] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_a_known_rigid_shift_leaves_the_headline_error_at_the_raw_error_without_it():
+    displacement = np.array([[0.1, 0, 0], [-0.1, 0, 0], [0, 0.2, 0], [0, -0.2, 0]])  # mean 0
+    plain = score(TRUE + displacement, ELEMENTS, TRUE, ELEMENTS)
+    shifted = score(TRUE + displacement + [0.25, -0.15, 0.1], ELEMENTS, TRUE, ELEMENTS)
+    # raw without the shift: squared distances .01, .01, .04, .04 -> sqrt(.025) = 15.81 pm
+    assert plain["coordinate_error_pm"] == pytest.approx(100 * math.sqrt(0.025))
+    assert shifted["coordinate_error_aet_pm"] == pytest.approx(100 * math.sqrt(0.025))
+    # per element, the particle's offset removed: Pt pairs 10 pm, Fe pairs 20 pm
+    assert shifted["coordinate_error_aet_pm_Pt"] == pytest.approx(10.0)
+    assert shifted["coordinate_error_aet_pm_Fe"] == pytest.approx(20.0)
+    assert plain["coordinate_error_pm_Fe"] == pytest.approx(20.0)
+    # the raw error keeps the offset: + |(.25, -.15, .1)|² = .095 Å² on every pair
+    assert shifted["coordinate_error_pm"] == pytest.approx(100 * math.sqrt(0.025 + 0.095))
+
+
+def test_old_records_get_the_headline_error_from_their_matches():
+    from benchmark.runner import with_aet_errors
+
+    old = {
+        "method": "m",
+        "dose": 1.0,
+        "coordinate_error_pm": 40.0,
+        "matches": {
+            "true_index": [0, 1, 2],
+            "element": ["Pt", "Pt", "Fe"],
+            "displacement_pm": [[40, 10, 0], [40, -10, 0], [40, 0, 30]],
+        },
+    }
+    new = with_aet_errors(old)
+    # mean displacement (40, 0, 10); centred (0,10,-10), (0,-10,-10), (0,0,20): 200, 200, 400
+    assert new["coordinate_error_aet_pm"] == pytest.approx(math.sqrt(800 / 3))
+    assert new["coordinate_error_aet_pm_Pt"] == pytest.approx(math.sqrt(200))
+    assert new["coordinate_error_aet_pm_Fe"] == pytest.approx(20.0)
+    assert new["coordinate_error_pm"] == 40.0 and "coordinate_error_aet_pm" not in old
+    no_matches = {"method": "m", "dose": 1.0, "coordinate_error_pm": 40.0}
+    assert with_aet_errors(no_matches) == no_matches  # unknown stays unknown, never the raw one
+
+
 def test_duplicate_prediction_is_not_matched_twice():
     pred = np.concatenate([TRUE, TRUE[:1] + 0.05])
     r = score(pred, ELEMENTS + ["Pt"], TRUE, ELEMENTS)

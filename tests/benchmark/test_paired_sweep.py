@@ -52,6 +52,42 @@ def test_paired_table_scores_the_same_atoms_for_every_method():
     assert got[("Pt", "classical")]["efficiency"] == pytest.approx(2.0 / 30.0)
 
 
+def test_paired_table_gives_the_raw_error_beside_the_headline():
+    """A rigid shift added to every pair of one method leaves its headline error unchanged and
+    shows up, exactly, in the raw error beside it."""
+    shift = [30.0, 0.0, -40.0]  # |shift| = 50 pm
+    records = _records()
+    shifted = [
+        {
+            **r,
+            "matches": {
+                **r["matches"],
+                "displacement_pm": (
+                    np.asarray(r["matches"]["displacement_pm"], float) + shift
+                ).tolist(),
+            },
+        }
+        if r["method"] == "pann"
+        else r
+        for r in records
+    ]
+    methods = ["classical", "pann"]
+    plain = {(r["element"], r["method"]): r for r in paired_table(records, methods, radii=(1.0,))}
+    moved = {(r["element"], r["method"]): r for r in paired_table(shifted, methods, radii=(1.0,))}
+    for key in plain:
+        assert moved[key]["error_pm"] == pytest.approx(plain[key]["error_pm"])
+    # pann's pairs have mean 0 in both particles: raw² = headline² + 50² per particle
+    raw = (math.sqrt(100 + 2500) + math.sqrt(50 / 3 + 2500)) / 2
+    assert moved[("all", "pann")]["raw_error_pm"] == pytest.approx(raw)
+    assert plain[("all", "pann")]["raw_error_pm"] == pytest.approx(
+        plain[("all", "pann")]["error_pm"]
+    )
+    from benchmark.sweep import _paired_markdown
+
+    text = _paired_markdown(paired_table(shifted, methods, radii=(1.0,)), methods)
+    assert f"(raw {raw:.1f})" in text
+
+
 def test_paired_claim_verdict_uses_per_particle_differences(tmp_path):
     text = paired_claim_verdict(_records(), low_doses=1)
     row = text.splitlines()[4]
