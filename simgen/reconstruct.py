@@ -232,14 +232,18 @@ def _sirt_block(
     positivity,
     rows,
     tick,
+    initial=None,
 ):
     """SIRT (ASTRA's update): x += λ C Wᵀ R (b − W x), clipped at 0 when positivity is on.
 
     All y-slices (columns of ``sinogram``) at once; two fused kernel passes per iteration into
     preallocated float32 arrays. ``w``/``wt`` are the kernels' ``(split, indices, data)`` of
-    ``matrix`` and ``transpose``.
+    ``matrix`` and ``transpose``. ``initial``: the start ``x`` (columns), zeros by default.
     """
-    x = np.zeros((matrix.shape[1], sinogram.shape[1]), dtype=np.float32)
+    if initial is None:
+        x = np.zeros((matrix.shape[1], sinogram.shape[1]), dtype=np.float32)
+    else:
+        x = np.array(initial, dtype=np.float32, order="C", copy=True)
     residual = np.empty_like(sinogram)
     accumulated = np.empty_like(x)
     step = (np.float32(relaxation) * inv_col).astype(np.float32)
@@ -284,7 +288,7 @@ def _cgls_block(matrix, transpose, w, wt, sinogram, iterations, rows, tick):
 
 
 def _reconstruct_matrix(
-    tilt_series, angles, method, iterations, positivity, relaxation, progress, threads
+    tilt_series, angles, method, iterations, positivity, relaxation, progress, threads, initial=None
 ):
     n_angles, ny, nx = tilt_series.shape
     matrix, transpose = projection_matrix(nx, angles)
@@ -318,6 +322,7 @@ def _reconstruct_matrix(
                 positivity,
                 rows,
                 tick,
+                None if initial is None else _slices_to_columns(initial),
             )
         else:
             x = _cgls_block(matrix, transpose, w, wt, sinograms, iterations, rows, tick)
@@ -514,6 +519,7 @@ def reconstruct(
     relaxation: float = 1.0,
     backend: str = "auto",
     threads: int | None = None,
+    initial: np.ndarray | None = None,
 ) -> np.ndarray:
     """Reconstruct a volume ``[z, y, x]`` from a single-axis (y) tilt series.
 
@@ -541,6 +547,9 @@ def reconstruct(
         SIRT/CGLS and ASTRA per slice for FBP/SART), ``"matrix"``, ``"astra"`` or ``"cuda"``.
     threads
         Threads for the batched solver (default: the CPUs this process may use).
+    initial
+        ``(P, P_y, P)`` volume to start SIRT from (a warm start, e.g. the previous round of an
+        alignment); zeros by default. SIRT with the batched ``"matrix"`` solver only.
 
     Returns
     -------
@@ -557,6 +566,18 @@ def reconstruct(
         raise ValueError(f"relaxation={relaxation!r}: expected a number in (0, 2)")
     tilt_series, angles = _check_tilt_series(tilt_series, angles_deg)
     chosen = _choose_backend(backend, method)
+    if initial is not None:
+        n_angles, ny, nx = tilt_series.shape
+        initial = np.asarray(initial, dtype=np.float32)
+        if initial.shape != (nx, ny, nx) or not np.all(np.isfinite(initial)):
+            raise ValueError(
+                f"initial.shape={initial.shape}: expected a finite ({nx}, {ny}, {nx}) volume"
+            )
+        if method != "sirt" or chosen != "matrix":
+            raise ValueError(
+                f"initial: a warm start needs method='sirt' on the 'matrix' backend, got "
+                f"method={method!r} on {chosen!r}"
+            )
     logger.info(
         "reconstruct: %s, %d iterations, %s backend, tilt series %s, angles %.1f..%.1f deg",
         method,
@@ -570,7 +591,15 @@ def reconstruct(
         return _reconstruct_cuda(tilt_series, angles, method, iterations, positivity)
     if chosen == "matrix":
         return _reconstruct_matrix(
-            tilt_series, angles, method, iterations, positivity, relaxation, progress, threads
+            tilt_series,
+            angles,
+            method,
+            iterations,
+            positivity,
+            relaxation,
+            progress,
+            threads,
+            initial,
         )
     return _reconstruct_astra(
         tilt_series, angles, method, iterations, positivity, relaxation, progress

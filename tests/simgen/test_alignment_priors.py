@@ -169,3 +169,43 @@ def test_generation_runs_the_split_method_with_the_chains_prior():
     assert split.meta["align"] == "projection_matching_split"
     assert split.meta["align_shift_error_pm"] < 30.0 > full.meta["align_shift_error_pm"]
     assert not np.array_equal(split.shifts, full.shifts)
+
+
+def test_binning_is_the_block_mean_and_unbinning_keeps_the_line_sums():
+    from simgen.alignment import _bin2, _unbin2
+
+    images = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4)
+    binned = _bin2(images)
+    assert binned.shape == (2, 2, 2)
+    assert binned[0, 0, 0] == pytest.approx((0 + 1 + 4 + 5) / 4)
+    assert binned[1, 1, 1] == pytest.approx((26 + 27 + 30 + 31) / 4)
+    volume = np.random.default_rng(0).random((3, 2, 3)).astype(np.float32)
+    full = _unbin2(volume)
+    assert full.shape == (6, 4, 6)
+    # a line along z crosses 3 binned voxels or 6 full ones: the same sum
+    np.testing.assert_allclose(full.sum(axis=0)[::2, ::2], volume.sum(axis=0), rtol=1e-6)
+
+
+def test_the_relative_offset_of_the_two_halves_is_measured_and_split():
+    """Two half volumes, the even one the odd one translated by D = (dz, dy, dx): the
+    projections matched against the odd half get −P D/2, the others +P D/2."""
+    from simgen.alignment import _half_offset
+
+    zz, yy, xx = np.mgrid[:32, :32, :32]
+    odd = np.exp(-((zz - 15.0) ** 2 + (yy - 16.0) ** 2 + (xx - 14.0) ** 2) / (2 * 3.0**2))
+    spectrum = np.fft.fftn(odd)
+    k = np.meshgrid(*[np.fft.fftfreq(32)] * 3, indexing="ij")
+    offset = (1.0, 0.5, -0.75)  # (dz, dy, dx) voxels
+    phase = np.exp(-2j * np.pi * sum(f * d for f, d in zip(k, offset)))
+    even = np.fft.ifftn(spectrum * phase).real
+    angles = np.array([0.0, 90.0, 30.0])
+    got = _half_offset((odd, even), angles)
+    c, s = np.cos(np.deg2rad(30.0)), np.sin(np.deg2rad(30.0))
+    expected = np.array(
+        [
+            [-0.25, 0.375],  # index 0 (even, against the odd half): −(dy, dx)/2
+            [0.25, 0.5],  # index 1 (odd): +(dy, dz)/2 at 90°
+            [-0.25, -0.5 * (-0.75 * c + 1.0 * s)],
+        ]
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-4)
