@@ -16,10 +16,12 @@ is there, with the penalty as the log prior odds, is::
 
     P_i = 1 / (1 + exp(−(z_i² − penalty) / 2))
 
-Pruning is repeated (a removed false atom's counts move to its true neighbours) until no candidate
-falls below the penalty. The fit holds positions at the candidates' (cheap: false atoms go before
-the full refinement); the penalty is chosen on validation particles
-(``scripts/detection_validation.py``), never on test particles.
+At low dose a true atom's counts are shared among the several candidates traced around it, so no
+one of them looks significant at first. Candidates are therefore removed in annealed passes: those
+with ``z² < prune[0]`` go, the rest are refit (the counts move to the survivors), then
+``z² < prune[1]``, and so on; the final fit's ``z`` is each candidate's score. The fits hold positions
+at the candidates' (cheap: false atoms go before the full refinement); the penalty is chosen on
+validation particles (``scripts/detection_validation.py``), never on test particles.
 """
 
 from __future__ import annotations
@@ -47,14 +49,15 @@ class SelectionConfig:
         amplitude_prior: Width of the log-normal prior on each candidate's amplitude (wide, so a
             false candidate's amplitude can fall towards zero).
         iterations: L-BFGS iterations of each amplitude fit.
-        passes: Most prune-and-refit passes.
+        prune: Increasing ``z²`` levels of the annealed passes before the final fit (each at most
+            ``penalty``); empty: one fit.
         fit_positions: Let positions move during the fits (slower; off: the candidates' own).
     """
 
     penalty: float = 16.0
     amplitude_prior: float = 3.0
     iterations: int = 40
-    passes: int = 3
+    prune: tuple[float, ...] = (1.0, 2.0, 4.0)
     fit_positions: bool = False
 
     def __post_init__(self) -> None:
@@ -64,8 +67,14 @@ class SelectionConfig:
             raise ValueError(f"amplitude_prior={self.amplitude_prior!r}: expected > 0")
         if int(self.iterations) != self.iterations or self.iterations < 1:
             raise ValueError(f"iterations={self.iterations!r}: expected a positive integer")
-        if int(self.passes) != self.passes or self.passes < 1:
-            raise ValueError(f"passes={self.passes!r}: expected a positive integer")
+        prune = tuple(float(p) for p in self.prune)
+        if any(b < a for a, b in zip(prune, prune[1:])) or any(
+            not (math.isfinite(p) and 0 <= p <= self.penalty) for p in prune
+        ):
+            raise ValueError(
+                f"prune={self.prune!r}: expected increasing levels in [0, penalty={self.penalty}]"
+            )
+        object.__setattr__(self, "prune", prune)
 
 
 @dataclass
@@ -77,7 +86,7 @@ class SelectionResult:
         score: (N,) Wald statistic ``z`` of each candidate's amplitude at its last fit.
         probability: (N,) posterior probability that the candidate is an atom.
         amplitude: (N,) fitted amplitude (cross-section over the element's σ(Z)) at its last fit.
-        passes: Fits run.
+        passes: Fits run (candidates removed by a pass keep the score of their last fit).
     """
 
     keep: np.ndarray
@@ -149,22 +158,30 @@ def select_atoms(
     n = len(positions)
     score = np.zeros(n)
     amplitude = np.zeros(n)
-    keep = np.ones(n, dtype=bool)
+    alive = np.ones(n, dtype=bool)
     passes = 0
-    while passes < config.passes and keep.sum() > 0:
-        idx = np.flatnonzero(keep)
+    for level in (*config.prune, None):  # None: the final fit
+        idx = np.flatnonzero(alive)
+        if idx.size == 0:
+            break
         s, a = _fit(
             sample, positions[idx], [elements[i] for i in idx], config, refine_config, microscope
         )
         passes += 1
         score[idx], amplitude[idx] = s, a
-        weak = s**2 <= config.penalty
-        logger.info(
-            "atom selection pass %d: %d of %d candidates below the penalty", passes, weak.sum(), idx.size
-        )
-        if not weak.any():
-            break
-        keep[idx[weak]] = False
+        if level is not None:
+            weak = s**2 < level
+            logger.info(
+                "atom selection pass %d: %d of %d candidates with z² < %g removed",
+                passes,
+                int(weak.sum()),
+                idx.size,
+                level,
+            )
+            alive[idx[weak]] = False
+            if not weak.any():  # nothing moved: the next fits would give the same scores
+                break
+    keep = alive & (score**2 > config.penalty)
     return SelectionResult(
         keep=keep,
         score=score,

@@ -59,5 +59,7 @@ def test_detection_probability_is_one_half_at_the_penalty():
 def test_bad_settings_name_the_field():
     with pytest.raises(ValueError, match="penalty"):
         SelectionConfig(penalty=-1)
-    with pytest.raises(ValueError, match="passes"):
-        SelectionConfig(passes=0)
+    with pytest.raises(ValueError, match="prune"):
+        SelectionConfig(prune=(4.0, 1.0))
+    with pytest.raises(ValueError, match="prune"):
+        SelectionConfig(penalty=9.0, prune=(16.0,))
