@@ -25,6 +25,7 @@ __all__ = [
     "efficiency_rows",
     "species_rows",
     "bound_by_dose",
+    "recovery_bound_by_dose",
     "METRIC_LABELS",
     "HEADLINE_ERROR",
 ]
@@ -37,12 +38,22 @@ METRIC_LABELS = {
     "precision": "precision (%)",
     "species_accuracy": "species accuracy (%)",
     "crlb_pm": "Cramér–Rao bound (pm)",
+    "recovery_bound": "recovery bound (%)",
 }
 #: The headline coordinate error (AET convention: each particle's rigid offset removed).
 HEADLINE_ERROR = "coordinate_error_aet_pm"
 #: The record key of the Cramér–Rao bound (RMS over a sample's true atoms, pm; benchmark.crlb).
 BOUND_KEY = "crlb_pm"
-_PERCENT = {"recovery_rate", "recovery_rate_species", "precision", "species_accuracy"}
+#: The record key of the detection limit (mean over a sample's true atoms of the optimal test's
+#: detection probability at a 1% false-alarm rate, a fraction; benchmark.detection).
+RECOVERY_BOUND_KEY = "recovery_bound"
+_PERCENT = {
+    "recovery_rate",
+    "recovery_rate_species",
+    "precision",
+    "species_accuracy",
+    RECOVERY_BOUND_KEY,
+}
 
 
 #: Record fields that change what a number means (which data, method, setting and truth):
@@ -188,7 +199,7 @@ def write_leaderboard(
         raise ValueError("results: no records to rank")
     check_output(out_dir, "report", overwrite=overwrite, param=param)
     # refuses duplicates before anything is written
-    rows = aggregate(records, metrics=(*METRIC_KEYS, BOUND_KEY))
+    rows = aggregate(records, metrics=(*METRIC_KEYS, BOUND_KEY, RECOVERY_BOUND_KEY))
     final_dir = Path(out_dir)
     with staged_output(
         final_dir, "report", overwrite=overwrite, param=param, command="aet-bench leaderboard"
@@ -215,11 +226,14 @@ def _write_leaderboard_files(records, rows, out_dir: Path, title: str) -> None:
     metrics = list(METRIC_KEYS)
     best = {m: _best(rows, m, compare_within) for m in metrics}
     has_bound = any(np.isfinite(r[BOUND_KEY]) for r in rows)
+    has_recovery_bound = any(np.isfinite(r.get(RECOVERY_BOUND_KEY, math.nan)) for r in rows)
     header = (
         [_COLUMN_LABELS.get(k, k) for k in columns] + ["n"] + [METRIC_LABELS[m] for m in metrics]
     )
     if has_bound:
         header += [METRIC_LABELS[BOUND_KEY], "efficiency (bound / error)"]
+    if has_recovery_bound:
+        header += [METRIC_LABELS[RECOVERY_BOUND_KEY]]
     setting = "; ".join(f"{_COLUMN_LABELS.get(k, k)} {v}" for k, v in shared.items())
 
     md = [
@@ -238,12 +252,16 @@ def _write_leaderboard_files(records, rows, out_dir: Path, title: str) -> None:
         cells += [f"**{_fmt(row, m)}**" if i in best[m] else _fmt(row, m) for m in metrics]
         if has_bound:
             cells += [_fmt(row, BOUND_KEY), _efficiency_text(row, _radius(row, records))]
+        if has_recovery_bound:
+            cells += [_fmt(row, RECOVERY_BOUND_KEY)]
         md.append("| " + " | ".join(cells) + " |")
     element_rows = efficiency_rows(records)
     if has_bound or element_rows:
         from benchmark.metrics import EFFICIENCY_FOOTNOTE, efficiency_text
 
         md += ["", EFFICIENCY_FOOTNOTE]
+    if has_recovery_bound:
+        md += ["", RECOVERY_BOUND_FOOTNOTE]
     if element_rows:
         md += [
             "",
@@ -324,8 +342,20 @@ def _write_leaderboard_files(records, rows, out_dir: Path, title: str) -> None:
     h.append("</table><p><img src='leaderboard.png' style='max-width:100%'></p></body></html>")
     paths["html"].write_text("\n".join(h))
 
-    write_rows_csv(rows, paths["csv"], metrics=metrics + ([BOUND_KEY] if has_bound else []))
-    plot_against_dose(rows, out_dir / "leaderboard.png", title=title, bound=bound_by_dose(rows))
+    write_rows_csv(
+        rows,
+        paths["csv"],
+        metrics=metrics
+        + ([BOUND_KEY] if has_bound else [])
+        + ([RECOVERY_BOUND_KEY] if has_recovery_bound else []),
+    )
+    plot_against_dose(
+        rows,
+        out_dir / "leaderboard.png",
+        title=title,
+        bound=bound_by_dose(rows),
+        recovery_bound=recovery_bound_by_dose(rows),
+    )
 
 
 def _radius(row, records) -> float:
@@ -347,14 +377,29 @@ def _efficiency_text(row, radius_a: float = 1.0) -> str:
     return efficiency_text(*efficiency(bound, error, radius_a, recovery))
 
 
-def bound_by_dose(rows) -> dict[float, float]:
-    """Mean Cramér–Rao bound (pm) per dose from :func:`aggregate` rows that carry it."""
+def bound_by_dose(rows, key: str = BOUND_KEY) -> dict[float, float]:
+    """Mean Cramér–Rao bound (pm) per dose from :func:`aggregate` rows that carry it (or another
+    per-dose bound ``key`` of the rows, e.g. :data:`RECOVERY_BOUND_KEY`)."""
     out: dict[float, float] = {}
     for row in rows:
-        value = row.get(BOUND_KEY, math.nan)
+        value = row.get(key, math.nan)
         if value is not None and np.isfinite(value) and row["dose"] not in out:
             out[row["dose"]] = float(value)
     return out
+
+
+def recovery_bound_by_dose(rows) -> dict[float, float]:
+    """Mean recovery bound (%) per dose from :func:`aggregate` rows that carry it."""
+    return bound_by_dose(rows, RECOVERY_BOUND_KEY)
+
+
+#: What the recovery bound column means (leaderboards and sweeps).
+RECOVERY_BOUND_FOOTNOTE = (
+    "Recovery bound: the recovery an optimal detector reaches at a 1% false-alarm rate per "
+    "candidate, knowing each true atom's position (detectability d′ = σ·sqrt(Fisher information "
+    "of σ) under the sample's own acquisition; benchmark.detection). Like the Cramér–Rao bound "
+    "for the error, a method beats it only by accepting more false atoms."
+)
 
 
 def efficiency_rows(records) -> list[dict]:
@@ -441,11 +486,14 @@ def plot_against_dose(
     title="",
     metrics=(HEADLINE_ERROR, "recovery_rate_species", "species_accuracy", "precision"),
     bound: dict | None = None,
+    recovery_bound: dict | None = None,
 ) -> Path:
     """Curves of each metric against dose (log axis) per method, with ±std error bars.
 
     ``bound`` (``{dose: pm}``, e.g. :func:`bound_by_dose`) is drawn as a black dashed line, the
-    Cramér–Rao bound, on every coordinate-error panel.
+    Cramér–Rao bound, on every coordinate-error panel; ``recovery_bound`` (``{dose: %}``,
+    :func:`recovery_bound_by_dose`) as a black dash-dotted line, the detection limit, on every
+    recovery panel.
     """
     import matplotlib
 
@@ -480,11 +528,22 @@ def plot_against_dose(
                 doses, [bound[d] for d in doses], "k--", lw=1.4, label="Cramér–Rao bound (isolated)"
             )
             ax.set_yscale("log")
+        if recovery_bound and m.startswith("recovery_rate"):
+            doses = sorted(recovery_bound)
+            ax.plot(
+                doses,
+                [recovery_bound[d] for d in doses],
+                "k-.",
+                lw=1.4,
+                label="recovery bound (1% false alarms)",
+            )
         ax.set_xscale("log")
         ax.set_xlabel("dose per projection (e/Å²)")
         ax.set_ylabel(METRIC_LABELS[m])
         ax.grid(alpha=0.3, which="both")
-        if bound and m.startswith("coordinate_error"):
+        if (bound and m.startswith("coordinate_error")) or (
+            recovery_bound and m.startswith("recovery_rate")
+        ):
             ax.legend(frameon=False, fontsize=8)
     np.atleast_1d(axes)[0].legend(frameon=False, fontsize=8)
     if title:

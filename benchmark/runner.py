@@ -231,6 +231,23 @@ def _bound(sample, view) -> dict:
     out = {"crlb_atoms_pm": bound}
     for key, value in rms_by_element(bound, sample["numbers"]).items():
         out["crlb_pm" if key == "all" else f"crlb_pm_{key}"] = value
+    out.update(_recovery_bound(sample, view))
+    return out
+
+
+def _recovery_bound(sample, view) -> dict:
+    """The detection limit of the sample's true atoms (benchmark.detection): ``recovery_bound``
+    (fraction) overall and per element, the optimal test's recovery at a 1% false-alarm rate."""
+    from ase.data import chemical_symbols
+
+    from benchmark.detection import detectability_of_sample, detection_probability
+
+    d_prime = detectability_of_sample(sample, dict(view.attrs).get("spec") or {})
+    probability = detection_probability(d_prime)
+    numbers = np.asarray(sample["numbers"], dtype=int)
+    out = {"recovery_bound": float(probability.mean())}
+    for z in np.unique(numbers):
+        out[f"recovery_bound_{chemical_symbols[int(z)]}"] = float(probability[numbers == z].mean())
     return out
 
 

@@ -29,9 +29,11 @@ from benchmark.leaderboard import (
     BOUND_KEY,
     HEADLINE_ERROR,
     METRIC_LABELS,
+    RECOVERY_BOUND_KEY,
     aggregate,
     bound_by_dose,
     plot_against_dose,
+    recovery_bound_by_dose,
     row_keys,
     write_rows_csv,
 )
@@ -133,14 +135,16 @@ def run_sweep(
         )
     if not damaged:
         selected = [r for r in records if r.get("truth", "initial") == truths[0]]
-        rows = aggregate(selected, by=("method", "dose"), metrics=(*METRIC_KEYS, BOUND_KEY))
-        write_rows_csv(rows, out_dir / "sweep.csv", metrics=(*METRIC_KEYS, BOUND_KEY))
+        metrics = (*METRIC_KEYS, BOUND_KEY, RECOVERY_BOUND_KEY)
+        rows = aggregate(selected, by=("method", "dose"), metrics=metrics)
+        write_rows_csv(rows, out_dir / "sweep.csv", metrics=metrics)
         plot_against_dose(
             rows,
             out_dir / "sweep.png",
             title=f"{dataset}: metrics against dose (mean ± std over particles)",
             metrics=("recovery_rate_species", HEADLINE_ERROR, "species_accuracy"),
             bound=bound_by_dose(rows),
+            recovery_bound=recovery_bound_by_dose(rows),
         )
         methods_run = sorted({r["method"] for r in rows})
         paired = paired_table(selected, methods_run)

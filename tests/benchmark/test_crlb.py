@@ -125,3 +125,9 @@ def test_aet_bench_crlb_prints_the_bound_of_each_sample(tmp_path, capsys):
         neighbours=False,
     )
     assert f"Pt {expected[0]:.2f}" in out and f"Fe {expected[1]:.2f}" in out
+    from benchmark.detection import detectability, recovery_bound
+
+    d_prime = detectability(
+        positions.astype(np.float32), [78, 26], angles, 500.0, 0.4, 24, read_noise=2.0
+    )
+    assert f"recovery bound {100 * recovery_bound(d_prime):.1f}%" in out

@@ -166,3 +166,23 @@ def test_pann_refuses_options_it_does_not_take():
 
     with pytest.raises(ValueError, match="reasign=True: not an option of method 'pann\\+refine'"):
         get_method("pann+refine", reasign=True)
+
+
+def test_records_carry_the_recovery_bound_and_the_leaderboard_shows_it(
+    classical_results, smoke_store, tmp_path, capsys
+):
+    from benchmark.detection import detectability_of_sample, detection_probability
+    from simgen.store import open_dataset
+
+    out, records = classical_results
+    ds = open_dataset(smoke_store)
+    spec = dict(ds.attrs).get("spec") or {}
+    for record in records:
+        sample = ds.read(int(record["index"]))
+        expected = detection_probability(detectability_of_sample(sample, spec)).mean()
+        assert record["recovery_bound"] == pytest.approx(expected)
+        # the bound limits recovery only up to false alarms: at smoke's 1e4 e/Å² it is ~1
+        assert record["recovery_bound"] > 0.99
+    bench_main(["leaderboard", str(out / "classical.jsonl"), "--out", str(tmp_path / "lb")])
+    table = (tmp_path / "lb" / "leaderboard.md").read_text()
+    assert "recovery bound (%)" in table and "1% false-alarm rate" in table
