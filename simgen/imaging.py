@@ -33,6 +33,7 @@ from simgen.forward import (
     default_thermal_sigma,
     images_fft,
     projected_x,
+    psf_image,
     psf_transfer,
     structure_factor,
     y_factors,
@@ -54,41 +55,6 @@ logger = logging.getLogger(__name__)
 
 
 _MODES = ("linear", "multislice", "prism")
-
-
-def psf_image(
-    sampling: float,
-    size: int,
-    microscope: Microscope = Microscope(),
-    *,
-    thermal_sigma: float | None = None,
-) -> np.ndarray:
-    """The PSF sampled on a ``(size, size)`` pixel grid, centred on pixel ``(size // 2, size // 2)``.
-
-    Values are ``sampling² · PSF(r)`` (dimensionless), i.e. the linear-mode image of one atom of
-    unit cross-section, point-sampled and periodic over the grid (tails beyond the edge wrap
-    around), so they sum to exactly 1 for pixels finer than λ/(2α) (0.5 Å at 200 kV, 25 mrad). The images of
-    :func:`simulate_tilt_series` are not periodic: there the part of an atom's PSF that falls
-    outside the field of view (about 1% for an atom 4 Å inside the edge) is lost, as in a scan.
-
-    Parameters
-    ----------
-    sampling
-        Pixel size in Å.
-    size
-        Pixels per side.
-    microscope
-        Probe settings.
-    thermal_sigma
-        Debye–Waller blur (Å); the calibration default when ``None``.
-    """
-    _check_grid(size, sampling)
-    c = (size // 2) * sampling
-    atom = np.array([[c, c, c]])
-    images = _linear_images(
-        atom, np.array([1.0]), [0.0], size, sampling, microscope, thermal_sigma, c, pad=0.0
-    )
-    return images[0].astype(np.float64)
 
 
 def _check_grid(size: int, sampling: float) -> None:

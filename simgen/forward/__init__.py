@@ -39,6 +39,7 @@ from simgen.forward.dft import (
     phase_factors,
     project_atoms,
     projected_x,
+    psf_image,
     structure_factor,
     y_factors,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "project_atoms",
     "project_atoms_sparse",
     "projected_x",
+    "psf_image",
     "psf_transfer",
     "radial_lookup",
     "structure_factor",

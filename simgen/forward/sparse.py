@@ -4,8 +4,9 @@
 (:class:`simgen.forward.psf.RadialPSF`), evaluated only on the ``K × K`` pixels within ``radius``
 of each atom's projection ``u_i(θ) = (x_i cosθ + z_i sinθ + t_x, y_i + t_y)``. Cost and memory grow
 as atoms × angles × K² (a few hundred pixels), not with the image area, so 20,000 atoms × 60
-projections of 300² pixels fit on a laptop; the PSF beyond ``radius`` is dropped (< 1e-3 of it
-beyond 4 Å, about 1 % beyond 2.5 Å at 200 kV, 25 mrad). Any array namespace; torch autograd
+projections of 300² pixels fit on a laptop; the PSF beyond ``radius`` is dropped: the probe's Airy tail
+holds 2.3 % of its integral beyond 3 Å and 1.5 % beyond 4 Å at 200 kV, 25 mrad (at values below
+2e-4 of the peak), which a refinement's per-element intensity scales absorb. Any array namespace; torch autograd
 differentiates through it, and :func:`atom_patches` gives the Jacobian of every patch pixel with
 respect to the projected position (for the Fisher information).
 """
