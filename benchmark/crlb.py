@@ -84,6 +84,7 @@ def spot_fisher(
         radius=size * sampling,
         gradient=True,
         circular=False,
+        interpolation="linear",
     )
     scale = float(counts)
     value = patches.value[0] * scale
@@ -216,6 +217,7 @@ def crlb_positions(
             radius=PATCH_RADIUS,
             gradient=True,
             circular=False,
+            interpolation="linear",
         )
         inside, pixel = patches.inside, patches.pixel
         scale = (d * sigmas)[:, None, None]  # the patches carry sampling²

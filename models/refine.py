@@ -251,37 +251,80 @@ class LinearProjector:
         return project_atoms(positions, weights, angles, self.grid, shifts=shifts)
 
     def _sparse(self, positions, weights, angles, shifts):
-        """The sparse model in angle batches, each recomputed in the backward pass (checkpoint):
-        memory stays at one batch of patches however many atoms and angles."""
-        from torch.utils.checkpoint import checkpoint
+        if shifts is None:
+            shifts = torch.zeros((len(angles), 2), dtype=positions.dtype)
+        return _SparseProjection.apply(positions, weights, angles, shifts, self)
 
-        from simgen.forward import project_atoms_sparse
+    def angle_batch(self, n_atoms: int) -> int:
+        """Angles per batch of the sparse model: about 2·10⁷ patch pixels at once."""
+        pixels = (2 * math.ceil(self.radius / self.sampling) + 1) ** 2
+        return max(1, int(2e7 // max(1, n_atoms * pixels)))
 
-        def batch(pos, w, ang, sh):
-            return project_atoms_sparse(
-                pos,
-                w,
-                ang,
+    def patches(self, positions, angles, shifts, gradient: bool = False):
+        """Per angle batch: ``(start, stop, cos, sin, Patches)`` of the sparse model."""
+        from simgen.forward import atom_patches, projected_x
+
+        step = self.angle_batch(len(positions))
+        for start in range(0, len(angles), step):
+            stop = min(start + step, len(angles))
+            u_x = (
+                projected_x(positions, angles[start:stop], self.center)
+                + shifts[None, start:stop, 1]
+            )
+            u_y = positions[:, 1][:, None] + shifts[None, start:stop, 0]
+            patches = atom_patches(
+                u_x,
+                u_y,
                 size=self.size,
                 sampling=self.sampling,
                 psf=self.psf,
-                shifts=sh,
                 radius=self.radius,
-                angle_batch=len(ang),
+                gradient=gradient,
             )
+            offset = (torch.arange(stop - start) * self.size**2)[None, :, None, None]
+            patches.pixel = patches.pixel + offset
+            yield start, stop, patches
 
-        step = max(
-            1, int(2e7 // max(1, len(positions) * (2 * self.radius / self.sampling + 1) ** 2))
+
+class _SparseProjection(torch.autograd.Function):
+    """The sparse model with its analytic Jacobian (:func:`simgen.forward.atom_patches`): the
+    backward pass recomputes each angle batch's patches instead of storing them, so memory stays
+    at one batch however many atoms and angles, and no autograd graph of the patches is built."""
+
+    @staticmethod
+    def forward(ctx, positions, weights, angles, shifts, projector):
+        n_angles, size = len(angles), projector.size
+        images = torch.zeros(n_angles * size * size, dtype=positions.dtype)
+        for _, _, patches in projector.patches(positions, angles, shifts):
+            values = patches.value * weights[:, None, None, None]
+            images.index_add_(0, patches.pixel.reshape(-1), values.reshape(-1))
+        ctx.save_for_backward(positions, weights, angles, shifts)
+        ctx.projector = projector
+        return images.reshape(n_angles, size, size)
+
+    @staticmethod
+    def backward(ctx, grad_images):
+        positions, weights, angles, shifts = ctx.saved_tensors
+        projector = ctx.projector
+        flat = grad_images.reshape(-1)
+        rel_x, rel_z = positions[:, 0] - projector.center, positions[:, 2] - projector.center
+        d_u_x = torch.zeros((len(positions), len(angles)), dtype=positions.dtype)
+        d_u_y = torch.zeros_like(d_u_x)
+        d_weights = torch.zeros_like(weights)
+        for start, stop, patches in projector.patches(positions, angles, shifts, gradient=True):
+            g = flat[patches.pixel.reshape(-1)].reshape(patches.pixel.shape)
+            d_weights += (g * patches.value).sum(dim=(1, 2, 3))
+            d_u_x[:, start:stop] = (g * patches.grad_x).sum(dim=(2, 3))
+            d_u_y[:, start:stop] = (g * patches.grad_y).sum(dim=(2, 3))
+        d_u_x, d_u_y = d_u_x * weights[:, None], d_u_y * weights[:, None]
+        cos, sin = torch.cos(angles), torch.sin(angles)
+        d_positions = torch.stack(
+            [(d_u_x * cos).sum(dim=1), d_u_y.sum(dim=1), (d_u_x * sin).sum(dim=1)], dim=1
         )
-        images = []
-        for start in range(0, len(angles), step):
-            sh = None if shifts is None else shifts[start : start + step]
-            args = (positions, weights, angles[start : start + step], sh)
-            if torch.is_grad_enabled():
-                images.append(checkpoint(batch, *args, use_reentrant=False))
-            else:
-                images.append(batch(*args))
-        return torch.cat(images, dim=0)
+        # u_x = rel_x cos θ + rel_z sin θ: ∂u_x/∂θ = −rel_x sin θ + rel_z cos θ
+        d_angles = (d_u_x * (-rel_x[:, None] * sin + rel_z[:, None] * cos)).sum(dim=0)
+        d_shifts = torch.stack([d_u_y.sum(dim=0), d_u_x.sum(dim=0)], dim=1)
+        return d_positions, d_weights, d_angles, d_shifts, None
 
 
 def fourier_shift(images: torch.Tensor, shifts_px: torch.Tensor) -> torch.Tensor:
@@ -655,7 +698,11 @@ class RefinementProblem:
 
     def float32_suffices(self, tolerance: float = 0.01) -> bool:
         """Whether a float32 forward model biases no parameter by more than ``tolerance`` of its
-        standard error.
+        standard error (:meth:`float32_bias`)."""
+        return self.float32_bias() < tolerance
+
+    def float32_bias(self) -> float:
+        """Largest shift, in standard errors, a float32 forward model can give any parameter.
 
         A model error δE moves the optimum of any parameter by at most ``sqrt(Σ δE² / (E + ρ²))``
         of its standard error 1/√F (Cauchy–Schwarz in the Fisher metric, F the parameter's Fisher
@@ -671,7 +718,7 @@ class RefinementProblem:
             weight = torch.clamp(exact + self.variance, min=1e-3)
             bias = math.sqrt(float(((rounded - exact) ** 2 / weight).sum()))
         logger.debug("float32 forward model: bias <= %.3g standard errors", bias)
-        return bias < tolerance
+        return bias
 
     def result(self, values, evaluations: int) -> RefineResult:
         """The refined model of ``values`` (:class:`RefineResult`)."""

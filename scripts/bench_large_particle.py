@@ -98,6 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dose", type=float, default=1e4, help="e/Å² per projection")
     parser.add_argument("--format", choices=("npy", "mat"), default="npy")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--refine-option",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="RefineConfig field for classical+refine, repeatable (default iterations=20, "
+        "rounds=1, fisher_probes=2: a few tens of likelihood evaluations)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="folder for everything made")
     args = parser.parse_args(argv)

@@ -22,7 +22,7 @@ from simgen.forward._backend import array_namespace, constant, scatter_add
 from simgen.forward.dft import projected_x
 from simgen.forward.psf import RadialPSF
 
-__all__ = ["Patches", "radial_lookup", "atom_patches", "project_atoms_sparse"]
+__all__ = ["Patches", "radial_lookup", "radial_hermite", "atom_patches", "project_atoms_sparse"]
 
 #: Default patch radius (Å) of the sparse model.
 SPARSE_RADIUS = 3.0
@@ -42,6 +42,36 @@ def radial_lookup(table: np.ndarray, step: float, r):
     return (
         xp.take(values, xp.reshape(lower, (-1,)), axis=0).reshape(r.shape) * (1 - frac)
         + xp.take(values, xp.reshape(upper, (-1,)), axis=0).reshape(r.shape) * frac
+    )
+
+
+def radial_hermite(value: np.ndarray, slope: np.ndarray, step: float, r):
+    """Cubic Hermite interpolation of ``h`` from its samples and derivatives at 0, step, …; 0 beyond.
+
+    Its derivative agrees with the tabulated ``h'`` to O(step²), so an analytic Jacobian built on
+    ``h'`` is the derivative of these values (linear interpolation's slope is off by
+    ``h''·step/2``: percents near r = 0, where h' → 0).
+    """
+    xp = array_namespace(r)
+    values = constant(xp, np.append(value, [0.0, 0.0]), r)
+    slopes = constant(xp, np.append(slope, [0.0, 0.0]), r)
+    last = value.shape[0] - 1
+    position = r / step
+    index = xp.clip(xp.floor(position), 0, last)
+    t = xp.clip(position - index, 0, 1)
+    lower = xp.where(position > last, last + 1, xp.astype(index, xp.int64))
+    flat = xp.reshape(lower, (-1,))
+    h0 = xp.reshape(xp.take(values, flat, axis=0), r.shape)
+    h1 = xp.reshape(xp.take(values, flat + 1, axis=0), r.shape)
+    d0 = xp.reshape(xp.take(slopes, flat, axis=0), r.shape) * step
+    d1 = xp.reshape(xp.take(slopes, flat + 1, axis=0), r.shape) * step
+    t2 = t * t
+    t3 = t2 * t
+    return (
+        (2 * t3 - 3 * t2 + 1) * h0
+        + (t3 - 2 * t2 + t) * d0
+        + (3 * t2 - 2 * t3) * h1
+        + (t3 - t2) * d1
     )
 
 
@@ -79,12 +109,14 @@ def atom_patches(
     radius: float = SPARSE_RADIUS,
     gradient: bool = False,
     circular: bool = True,
+    interpolation: str = "hermite",
 ) -> Patches:
     """PSF values on the ``K × K`` pixels (K = 2⌈radius/sampling⌉+1) around projected positions.
 
     ``u_x``, ``u_y``: projected column and row coordinates in Å (any shape, same namespace);
     ``circular``: keep only pixels within ``radius`` of the nearest pixel centre's atom (else the
-    whole square).
+    whole square); ``interpolation``: ``"hermite"`` (values consistent with the gradient) or
+    ``"linear"`` (of the value table alone).
     """
     xp = array_namespace(u_x, u_y)
     half = int(math.ceil(radius / sampling))
@@ -103,7 +135,11 @@ def atom_patches(
     # ε² keeps the gradient of r finite at r = 0 (an atom exactly on a pixel centre)
     r = xp.sqrt(r2 + 1e-18)
     zero = xp.zeros_like(r)
-    value = xp.where(inside, radial_lookup(psf.value, step, r) * sampling**2, zero)
+    if interpolation == "hermite":
+        profile = radial_hermite(psf.value, psf.slope, step, r)
+    else:
+        profile = radial_lookup(psf.value, step, r)
+    value = xp.where(inside, profile * sampling**2, zero)
     pixel = xp.where(inside, rows * size + cols, xp.zeros_like(rows * cols))
     pixel = xp.astype(pixel, xp.int64)
     patches = Patches(pixel=pixel, inside=inside, value=value)

@@ -122,8 +122,9 @@ def test_isolated_pt_atom_at_low_dose_reaches_the_cramer_rao_bound():
     assert 0.6 * bound_pm < rms_pm < 2.0 * bound_pm
 
 
-def test_projector_gradient_matches_finite_differences():
-    projector = LinearProjector(16, SAMPLING)
+@pytest.mark.parametrize("sparse", [False, True])
+def test_projector_gradient_matches_finite_differences(sparse):
+    projector = LinearProjector(16, SAMPLING, sparse=sparse)
     c = projector.center
     positions = torch.tensor([[c + 0.3, c - 0.2, c + 0.5]], dtype=torch.float64, requires_grad=True)
     angles = torch.tensor(np.deg2rad([-30.0, 40.0]))
@@ -138,7 +139,9 @@ def test_projector_gradient_matches_finite_differences():
             plus = (projector(positions + delta, weights, angles) * probe).sum()
             minus = (projector(positions - delta, weights, angles) * probe).sum()
         numeric = float(plus - minus) / (2 * step)
-        assert positions.grad[0, axis].item() == pytest.approx(numeric, rel=1e-5, abs=1e-12)
+        # the sparse model's Jacobian is analytic (h'), its values interpolated: 1e-3 apart
+        tolerance = 2e-3 if sparse else 1e-5
+        assert positions.grad[0, axis].item() == pytest.approx(numeric, rel=tolerance, abs=1e-12)
 
 
 def test_bad_inputs_are_rejected_before_work():
