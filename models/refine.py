@@ -168,6 +168,8 @@ class RefineResult:
         amplitude_standard_errors: (N,) standard error of each atom's log cross-section (from the
             diagonal of the Fisher information plus the amplitude prior) when ``fit_amplitudes``;
             ``None`` otherwise. Neighbour correlations are ignored, so it is a lower bound.
+        evaluations: Objective (likelihood + prior) evaluations of the solver.
+        dtype: Real dtype the forward model ran in (``"float64"`` or ``"float32"``).
     """
 
     positions: np.ndarray
@@ -182,6 +184,8 @@ class RefineResult:
     nll: list[float] = field(default_factory=list)
     displacement: np.ndarray | None = None
     amplitude_standard_errors: np.ndarray | None = None
+    evaluations: int = 0
+    dtype: str = "float64"
 
 
 class LinearProjector:
@@ -389,6 +393,22 @@ def _complement(columns: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.eye(columns.shape[0]) - q @ q.T)
 
 
+def _check_start(angles, start_angles, shifts):
+    """The starting angles (degrees) and shifts (Å), checked against the ``angles``."""
+    if start_angles is not None:
+        start_angles = np.asarray(start_angles, dtype=np.float64).ravel()
+        if start_angles.shape != angles.shape or not np.all(np.isfinite(start_angles)):
+            raise ValueError(
+                f"start_angles.shape={start_angles.shape}: expected {len(angles)} finite angles "
+                "in degrees"
+            )
+    if shifts is not None:
+        shifts = np.asarray(shifts, dtype=np.float64)
+        if shifts.shape != (len(angles), 2) or not np.all(np.isfinite(shifts)):
+            raise ValueError(f"shifts.shape={shifts.shape}: expected ({len(angles)}, 2) in Å")
+    return start_angles, shifts
+
+
 def _check_inputs(tilt_series, angles, positions, elements, dose):
     series = np.asarray(tilt_series, dtype=np.float64)
     if series.ndim != 3 or series.shape[1] != series.shape[2] or series.shape[0] < 1:
@@ -478,17 +498,7 @@ def refine_atoms(
             background=float(config.background or 0.0),
             read_noise=float(config.read_noise or 0.0),
         )
-    if start_angles is not None:
-        start_angles = np.asarray(start_angles, dtype=np.float64).ravel()
-        if start_angles.shape != angles.shape or not np.all(np.isfinite(start_angles)):
-            raise ValueError(
-                f"start_angles.shape={start_angles.shape}: expected {len(angles)} finite angles "
-                "in degrees"
-            )
-    if shifts is not None:
-        shifts = np.asarray(shifts, dtype=np.float64)
-        if shifts.shape != (len(angles), 2) or not np.all(np.isfinite(shifts)):
-            raise ValueError(f"shifts.shape={shifts.shape}: expected ({len(angles)}, 2) in Å")
+    start_angles, shifts = _check_start(angles, start_angles, shifts)
     problem = RefinementProblem(
         series,
         angles if start_angles is None else start_angles,
@@ -708,15 +718,17 @@ class RefinementProblem:
         of its standard error 1/√F (Cauchy–Schwarz in the Fisher metric, F the parameter's Fisher
         information). δE is measured directly: the starting model in float32 minus float64.
         """
-        with torch.no_grad():
-            exact = self.expected_counts({})
-            self.dtype = torch.float32
-            try:
-                rounded = self.expected_counts({})
-            finally:
+        chosen = self.dtype
+        try:
+            with torch.no_grad():
                 self.dtype = torch.float64
-            weight = torch.clamp(exact + self.variance, min=1e-3)
-            bias = math.sqrt(float(((rounded - exact) ** 2 / weight).sum()))
+                exact = self.expected_counts({})
+                self.dtype = torch.float32
+                rounded = self.expected_counts({})
+        finally:
+            self.dtype = chosen
+        weight = torch.clamp(exact + self.variance, min=1e-3)
+        bias = math.sqrt(float(((rounded - exact) ** 2 / weight).sum()))
         logger.debug("float32 forward model: bias <= %.3g standard errors", bias)
         return bias
 
@@ -746,6 +758,8 @@ class RefinementProblem:
             nll=self.nll_history,
             displacement=np.linalg.norm(refined - self.start_positions, axis=1),
             amplitude_standard_errors=standard_errors,
+            evaluations=int(evaluations),
+            dtype=str(self.dtype).replace("torch.", ""),
         )
 
 

@@ -11,6 +11,7 @@ answer lies from the float64 one (pm) against how far the refinement moved the a
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     keep = np.array([model.config.classes[i] != NOT_AN_ATOM for i in labels], dtype=bool)
     positions, symbols = positions[keep], [model.config.classes[i] for i in labels[keep]]
     base = RefineConfig()
+    load_before = os.getloadavg()[0]
     rows = {}
     for precision in ("float64", "float32", "float64", "float32")[: 2 * args.repeats]:
         config = replace(base, precision=precision)
@@ -64,9 +66,15 @@ def main(argv: list[str] | None = None) -> None:
     exact, single = rows["float64"][1], rows["float32"][1]
     step = 100 * np.sqrt(np.mean(exact.displacement**2))
     moved = 100 * np.sqrt(np.mean(np.sum((single.positions - exact.positions) ** 2, 1)))
-    print(f"{args.size}³ sample: {len(positions)} atoms refined, {torch.get_num_threads()} threads")
-    for precision, (seconds, _) in rows.items():
-        print(f"  refine_sample precision={precision}: {seconds:.2f} s")
+    print(
+        f"{args.size}³ sample: {len(positions)} atoms refined, {torch.get_num_threads()} threads, "
+        f"load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after"
+    )
+    for precision, (seconds, result) in rows.items():
+        print(
+            f"  refine_sample precision={precision}: {seconds:.2f} s, "
+            f"{result.evaluations} likelihood evaluations"
+        )
     print(f"  ratio float64 / float32: {rows['float64'][0] / rows['float32'][0]:.2f}x")
     print(
         f"  float32 answer from the float64 one: {moved:.3f} pm RMS "
