@@ -905,6 +905,19 @@ def refine_sample(
         dose=dose,
         config=config,
         microscope=microscope,
-        shifts=sample.get("shifts"),
-        start_angles=sample.get("angles_estimated"),
+        shifts=_recorded(sample, "shifts"),
+        start_angles=_recorded(sample, "angles_estimated"),
     )
+
+
+def _recorded(sample: dict, key: str):
+    """A sample's recorded alignment ``key``, or ``None`` where it holds none (an imported series
+    without alignment stores NaN: the nominal angles / zero shifts are the start then)."""
+    value = sample.get(key)
+    if value is None:
+        return None
+    value = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(value)):
+        logger.debug("sample %s not finite: starting from the nominal geometry", key)
+        return None
+    return value

@@ -205,3 +205,24 @@ def test_sparse_forward_model_refines_like_the_exact_one():
     exact_pm = 100 * np.sqrt(((exact.positions - positions) ** 2).sum(1).mean())
     assert sparse_pm < 0.5 * start_pm
     assert sparse_pm < exact_pm + 2.0
+
+
+def test_refine_sample_starts_from_nominal_geometry_where_none_was_recorded():
+    """An imported series without alignment records NaN angles/shifts: they are not a start."""
+    from models.refine import refine_sample
+
+    positions, elements, angles, counts, start = _noisy_cluster(8, n=4)
+    sample = {
+        "tilt_series": counts,
+        "angles": angles,
+        "sampling": SAMPLING,
+        "dose": 2e3,
+        "angles_estimated": np.full(len(angles), np.nan),
+        "shifts": np.full((len(angles), 2), np.nan),
+    }
+    config = RefineConfig(iterations=5, rounds=1)
+    result = refine_sample(sample, start, elements, config=config)
+    reference = refine_atoms(
+        counts, angles, start, elements, sampling=SAMPLING, dose=2e3, config=config
+    )
+    np.testing.assert_array_equal(result.positions, reference.positions)
