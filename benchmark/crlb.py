@@ -34,14 +34,13 @@ calibrated transfer function (:func:`simgen.imaging.psf_transfer`).
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from simgen.forward import PATCH_RADIUS, RadialPSF, atom_patches, projected_x
 from simgen.imaging import Microscope
 
 __all__ = [
@@ -55,80 +54,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_PATCH_RADIUS = 4.0  # Å: pixels farther than this from an atom's projection carry < 1e-3 of its PSF
 _MAX_JOINT_ATOMS = 2000  # above this the joint (neighbours) bound falls back to the isolated one
-
-
-@dataclass(frozen=True)
-class RadialPSF:
-    """An isotropic PSF ``h(r)`` (Å⁻², unit integral over the plane) and its derivative ``h'(r)``.
-
-    Tabulated on a fine radial grid ``r`` (Å); evaluated by linear interpolation, zero beyond the
-    table.
-    """
-
-    r: np.ndarray
-    value: np.ndarray  # h(r), Å⁻²
-    slope: np.ndarray  # dh/dr, Å⁻³
-
-    @classmethod
-    def from_microscope(
-        cls, microscope: Microscope | None = None, thermal_sigma: float | None = None
-    ) -> RadialPSF:
-        """The calibrated linear-mode PSF (probe intensity ⊗ thermal blur) of ``microscope``."""
-        microscope = Microscope() if microscope is None else microscope
-        key = (tuple(sorted(microscope.to_dict().items())), thermal_sigma)
-        return _microscope_psf(key)
-
-    @classmethod
-    def gaussian(cls, sigma: float) -> RadialPSF:
-        """A 2D Gaussian PSF of RMS width ``sigma`` Å per axis."""
-        if not (math.isfinite(sigma) and sigma > 0):
-            raise ValueError(f"sigma={sigma!r}: expected a positive width in Å")
-        r = np.linspace(0.0, 8.0 * sigma, 8001)
-        value = np.exp(-(r**2) / (2 * sigma**2)) / (2 * np.pi * sigma**2)
-        return cls(r, value, -r / sigma**2 * value)
-
-    def __call__(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(h(r), h'(r))`` at radii ``r`` (Å)."""
-        return (
-            np.interp(r, self.r, self.value, right=0.0),
-            np.interp(r, self.r, self.slope, right=0.0),
-        )
-
-
-@functools.lru_cache(maxsize=8)
-def _microscope_psf(key) -> RadialPSF:
-    from scipy.special import j0, j1
-
-    from simgen.imaging import _probe_transfer_table, psf_transfer
-
-    fields, thermal_sigma = key
-    microscope = Microscope.from_dict(dict(fields))
-    table_k, table_t = _probe_transfer_table(microscope)
-    kmax = float(table_k[np.abs(table_t) > 1e-7].max())
-    k = np.linspace(0.0, kmax, 4001)
-    dk = k[1] - k[0]
-    weights = np.full(k.size, dk)
-    weights[[0, -1]] *= 0.5  # trapezoid
-    transfer = psf_transfer(k, microscope, thermal_sigma=thermal_sigma)
-    r = np.linspace(0.0, 2.0 * _PATCH_RADIUS, 1601)
-    arg = 2.0 * np.pi * np.outer(r, k)
-    # h(r) = 2π ∫ T(k) J0(2πkr) k dk;  h'(r) = −4π² ∫ T(k) J1(2πkr) k² dk
-    value = 2.0 * np.pi * (j0(arg) * (transfer * k * weights)).sum(axis=1)
-    slope = -4.0 * np.pi**2 * (j1(arg) * (transfer * k**2 * weights)).sum(axis=1)
-    return RadialPSF(r, value, slope)
-
-
-def _psf_and_gradient(psf: RadialPSF, dy: np.ndarray, dx: np.ndarray):
-    """PSF values and their gradient with respect to the atom's (u_x, u_y) at offsets pixel − atom."""
-    r = np.hypot(dy, dx)
-    value, slope = psf(r)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        unit_x = np.where(r > 0, dx / r, 0.0)
-        unit_y = np.where(r > 0, dy / r, 0.0)
-    # d/du h(|p − u|) = −h'(r) (p − u)/r
-    return value, -slope * unit_x, -slope * unit_y
 
 
 def spot_fisher(
@@ -148,13 +74,22 @@ def spot_fisher(
     pixels of ``sampling`` Å; ``background`` (counts per pixel) and ``read_noise`` (counts RMS) add
     to the variance.
     """
-    grid = (np.arange(size) - size // 2) * sampling
-    dy = grid[:, None] - offset[1]
-    dx = grid[None, :] - offset[0]
-    value, gx, gy = _psf_and_gradient(psf, dy, dx)
-    scale = counts * sampling**2
-    variance = np.maximum(scale * value + background + read_noise**2, 1e-300)
-    g = np.stack([gx.ravel(), gy.ravel()]) * scale
+    middle = (size // 2) * sampling
+    patches = atom_patches(
+        np.array([middle + offset[0]]),
+        np.array([middle + offset[1]]),
+        size=size,
+        sampling=sampling,
+        psf=psf,
+        radius=size * sampling,
+        gradient=True,
+        circular=False,
+        interpolation="linear",
+    )
+    scale = float(counts)
+    value = patches.value[0] * scale
+    variance = np.maximum(value + background + read_noise**2, 1e-300)
+    g = np.stack([patches.grad_x[0].ravel(), patches.grad_y[0].ravel()]) * scale
     return (g / variance.ravel()) @ g.T
 
 
@@ -221,7 +156,7 @@ def crlb_positions(
         ``(N,)`` bounds in pm, ``sqrt(σ_x² + σ_y² + σ_z²)`` (inf where the position is not
         identifiable, e.g. a single projection).
     """
-    from simgen.geometry import rotate_positions, volume_center
+    from simgen.geometry import volume_center
     from simgen.imaging import cross_section
 
     positions = np.asarray(positions, dtype=np.float64)
@@ -265,8 +200,6 @@ def crlb_positions(
         joint = False
 
     center = volume_center(size, sampling)
-    half = int(math.ceil(_PATCH_RADIUS / sampling))
-    steps = np.arange(-half, half + 1)
     fisher_self = np.zeros((n, 3, 3))
     fisher_joint = np.zeros((3 * n, 3 * n)) if joint else None
     read_var = read_noise**2
@@ -274,20 +207,23 @@ def crlb_positions(
         theta = math.radians(angle)
         # d(u_x, u_y)/d(x, y, z)
         jac = np.array([[math.cos(theta), 0.0, math.sin(theta)], [0.0, 1.0, 0.0]])
-        projected = rotate_positions(positions, angle, center)[:, :2]  # (N, 2) Å (x, y)
-        nearest = np.rint(projected / sampling).astype(int)
-        cols = nearest[:, 0, None, None] + steps[None, None, :]  # (N, 1, K)
-        rows = nearest[:, 1, None, None] + steps[None, :, None]  # (N, K, 1)
-        cols, rows = np.broadcast_arrays(cols, rows)
-        inside = (cols >= 0) & (cols < size) & (rows >= 0) & (rows < size)
-        dx = cols * sampling - projected[:, 0, None, None]
-        dy = rows * sampling - projected[:, 1, None, None]
-        value, gx, gy = _psf_and_gradient(psf, dy, dx)
-        scale = (d * sampling**2 * sigmas)[:, None, None]
-        value = np.where(inside, value * scale, 0.0)
-        gx = np.where(inside, gx * scale, 0.0)
-        gy = np.where(inside, gy * scale, 0.0)
-        pixel = np.where(inside, rows * size + cols, 0)
+        u_x = projected_x(positions, np.array([theta]), center)[:, 0]
+        patches = atom_patches(
+            u_x,
+            positions[:, 1],
+            size=size,
+            sampling=sampling,
+            psf=psf,
+            radius=PATCH_RADIUS,
+            gradient=True,
+            circular=False,
+            interpolation="linear",
+        )
+        inside, pixel = patches.inside, patches.pixel
+        scale = (d * sigmas)[:, None, None]  # the patches carry sampling²
+        value = patches.value * scale
+        gx = patches.grad_x * scale
+        gy = patches.grad_y * scale
         if joint:
             image = np.bincount(pixel.ravel(), weights=value.ravel(), minlength=size * size)
             variance = np.maximum(image + background + read_var, 1e-300)

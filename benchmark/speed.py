@@ -316,7 +316,7 @@ def _store_setup_rows() -> list[SpeedRow]:
     from pathlib import Path
 
     from simgen.config import default_catalog_path, get_dataset
-    from simgen.engine import _open_or_create
+    from simgen.engine import open_or_create_store
     from simgen.store import read_samples
 
     spec = get_dataset("pann-benchmark", default_catalog_path())
@@ -325,7 +325,7 @@ def _store_setup_rows() -> list[SpeedRow]:
         start = time.perf_counter()
         rows = spec.plan_rows()
         spec.plan(rows=rows)
-        root = _open_or_create(spec, Path(tmp) / "pb.zarr", rows, False)
+        root = open_or_create_store(spec, Path(tmp) / "pb.zarr", rows, False)
         read_samples(root["complete"])  # what the engine reads before it starts
         seconds = time.perf_counter() - start
     return [

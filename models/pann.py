@@ -486,7 +486,7 @@ class PannModel:
         kept = probs[keep]
         extra = {"n_candidates": int(len(probs)), "n_rejected": int((~keep).sum())}
         if self.config.refine and len(positions):
-            from models.refine import missing_measurement, refine_sample
+            from models.refine import RefineConfig, missing_measurement, refine_sample
 
             missing = ["tilt_series"] if measurement is None else missing_measurement(measurement)
             if missing:
@@ -499,7 +499,9 @@ class PannModel:
                         groups,
                     )
             else:
-                result = refine_sample(measurement, positions, symbols)
+                # float32 where the Fisher information allows it (RefinementProblem.float32_bias)
+                config = RefineConfig(precision="auto")
+                result = refine_sample(measurement, positions, symbols, config=config)
                 positions = result.positions
                 extra["cross_sections"] = result.cross_sections
                 if self.config.reassign:

@@ -126,7 +126,7 @@ class Projector(nn.Module):
 
 
 def psf_kernel(sampling: float, *, microscope=None, radius: float = 2.0) -> np.ndarray:
-    """The calibrated probe PSF (``simgen.imaging.psf_image``) as a small image kernel.
+    """The calibrated probe PSF (:func:`simgen.forward.psf_image`) as a small image kernel.
 
     Args:
         sampling: Pixel size in Å.
@@ -137,7 +137,8 @@ def psf_kernel(sampling: float, *, microscope=None, radius: float = 2.0) -> np.n
     Returns:
         (2r+1, 2r+1) float32 kernel ``[y, x]``, r = ceil(radius / sampling).
     """
-    from simgen.imaging import Microscope, psf_image
+    from simgen.forward import psf_image
+    from simgen.microscope import Microscope
 
     if not (np.isfinite(sampling) and sampling > 0):
         raise ValueError(f"sampling={sampling!r}: expected a positive pixel size in Å")

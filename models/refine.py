@@ -14,12 +14,18 @@ optional per-atom amplitude. Counts are Poisson plus Gaussian read noise of vari
 likelihood is the shifted-Poisson approximation, counts + ρ² ~ Poisson(E + ρ²) (Snyder et al.,
 J. Opt. Soc. Am. A 12, 272 (1995)), exact without read noise.
 
-The images are rendered exactly as :func:`simgen.imaging.simulate_tilt_series` does in linear
-mode: the atoms' structure factor is evaluated at the DFT frequencies of the same padded grid
-(only frequencies the PSF transmits), multiplied by the PSF's transfer function and summed back at
-the pixel centres with two small DFT matrices, so the forward model matches the simulator to float
-precision and is differentiable in positions, angles and shifts. A few hundred atoms × tens of
-64² projections cost a few tens of milliseconds per evaluation on one CPU core.
+The images come from the one forward model of :mod:`simgen.forward`, the simulator's own: the
+exact model (:mod:`simgen.forward.dft`, structure factor at the DFT frequencies of the simulator's
+padded grid, summed back at the pixel centres with two small DFT matrices; matches
+:func:`simgen.imaging.simulate_tilt_series` to float precision) or, for thousands of atoms, the
+sparse real-space one (:mod:`simgen.forward.sparse`, each atom's PSF on a patch of a few hundred
+pixels), both differentiable in positions, angles, shifts and amplitudes through torch autograd. A
+few hundred atoms × tens of 64² projections cost a few tens of milliseconds per evaluation on one
+CPU core.
+
+The code reads as a problem and a solver: :class:`RefinementProblem` holds the data, the
+parameters (their packing, gauges and bounds), the forward model, the likelihood and the priors;
+:func:`solve` runs the whitened L-BFGS rounds; :func:`refine_atoms` joins the two.
 
 Gauge freedoms are removed by construction: the x shifts are kept orthogonal to cos θ and sin θ and
 the y shifts to a constant (a rigid translation of the particle does exactly that), the angle
@@ -43,6 +49,9 @@ __all__ = [
     "RefineConfig",
     "RefineResult",
     "LinearProjector",
+    "RefinementProblem",
+    "solve",
+    "fourier_shift",
     "render_tilt_series",
     "refine_atoms",
     "refine_sample",
@@ -51,8 +60,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Extra image border (Å) of simgen's linear mode: the padded grid sets the DFT frequencies.
-_PSF_PAD = 2.0
+#: Above this many atoms ``forward="auto"`` uses the sparse real-space model.
+SPARSE_ABOVE = 2000
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,12 @@ class RefineConfig:
         fisher_probes: Random probes for the Fisher-diagonal preconditioner.
         seed: Seed of the preconditioner's probes.
         threads: Torch CPU threads (``None``: leave torch's setting).
+        precision: ``"float64"`` (default) or ``"float32"``: the dtype of the forward model (the
+            likelihood is always summed in float64). ``"auto"`` takes float32 when the Fisher
+            information at the start says its rounding is far below every standard error
+            (:meth:`RefinementProblem.float32_suffices`).
+        forward: ``"exact"`` (the simulator's DFT model), ``"sparse"`` (real-space patches, for
+            thousands of atoms) or ``"auto"`` (sparse above ``SPARSE_ABOVE`` atoms).
     """
 
     fit_positions: bool = True
@@ -106,6 +121,8 @@ class RefineConfig:
     fisher_probes: int = 8
     seed: int = 0
     threads: int | None = None
+    precision: str = "float64"
+    forward: str = "auto"
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.rounds < 1:
@@ -124,6 +141,12 @@ class RefineConfig:
             raise ValueError(f"shift_model={self.shift_model!r}: expected 'exact' or 'fourier'")
         if self.fisher_probes < 1:
             raise ValueError(f"fisher_probes={self.fisher_probes!r}: expected >= 1")
+        if self.precision not in ("float64", "float32", "auto"):
+            raise ValueError(
+                f"precision={self.precision!r}: expected 'float64', 'float32' or 'auto'"
+            )
+        if self.forward not in ("exact", "sparse", "auto"):
+            raise ValueError(f"forward={self.forward!r}: expected 'exact', 'sparse' or 'auto'")
 
 
 @dataclass
@@ -145,6 +168,8 @@ class RefineResult:
         amplitude_standard_errors: (N,) standard error of each atom's log cross-section (from the
             diagonal of the Fisher information plus the amplitude prior) when ``fit_amplitudes``;
             ``None`` otherwise. Neighbour correlations are ignored, so it is a lower bound.
+        evaluations: Objective (likelihood + prior) evaluations of the solver.
+        dtype: Real dtype the forward model ran in (``"float64"`` or ``"float32"``).
     """
 
     positions: np.ndarray
@@ -159,10 +184,12 @@ class RefineResult:
     nll: list[float] = field(default_factory=list)
     displacement: np.ndarray | None = None
     amplitude_standard_errors: np.ndarray | None = None
+    evaluations: int = 0
+    dtype: str = "float64"
 
 
 class LinearProjector:
-    """Differentiable linear-mode HAADF projector, exactly simgen's ``linear`` imaging.
+    """Differentiable linear-mode HAADF projector: :mod:`simgen.forward` on torch tensors.
 
     Args:
         size: Pixels per image side (= volume side in voxels).
@@ -170,6 +197,9 @@ class LinearProjector:
         microscope: ``simgen.imaging.Microscope``; the project default when ``None``.
         thermal_sigma: Debye–Waller blur (Å) of the PSF; the calibration default when ``None``.
         dtype: Real dtype of the computation (float64 by default).
+        sparse: Use the sparse real-space model (:func:`simgen.forward.project_atoms_sparse`,
+            PSF patches of ``radius`` Å) instead of the exact DFT model.
+        radius: Patch radius of the sparse model, Å.
 
     Shapes:
         positions (N, 3) Å, weights (N,) Å², angles (A,) radians, shifts (A, 2) Å (dy, dx)
@@ -184,11 +214,11 @@ class LinearProjector:
         *,
         thermal_sigma: float | None = None,
         dtype: torch.dtype = torch.float64,
+        sparse: bool = False,
+        radius: float | None = None,
     ):
-        from scipy import fft
-
-        from simgen.geometry import volume_center
-        from simgen.imaging import Microscope, psf_transfer
+        from simgen.forward import SPARSE_RADIUS, LinearGrid, RadialPSF
+        from simgen.imaging import Microscope
 
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
             raise ValueError(f"size={size!r}: expected an integer number of pixels >= 2")
@@ -196,67 +226,15 @@ class LinearProjector:
             raise ValueError(f"sampling={sampling!r}: expected a positive pixel size in Å")
         microscope = Microscope() if microscope is None else microscope
         self.size, self.sampling, self.microscope = int(size), float(sampling), microscope
-        self.center = volume_center(self.size, self.sampling)
-        self.dtype = dtype
-        self.cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-        # The same frequency grid as simgen.imaging._linear_images: a padded period of q pixels,
-        # every frequency the PSF transmits, below the Nyquist frequency of the oversampled grid.
-        pad = int(math.ceil(_PSF_PAD / self.sampling))
-        q = fft.next_fast_len(self.size + 2 * pad, real=True)
-        probe_k = np.linspace(0.0, 20.0, 20001)
-        transmitted = np.abs(psf_transfer(probe_k, microscope, thermal_sigma=0.0)) > 1e-7
-        kmax = float(probe_k[transmitted].max())
-        over = max(1, int(math.ceil(2.0 * kmax * self.sampling * 1.0001)))
-        fine = q * over
-        ky = np.fft.fftfreq(fine, d=self.sampling / over)
-        kx = np.fft.rfftfreq(fine, d=self.sampling / over)
-        nyquist = 0.5 * over / self.sampling
-        ky = ky[(np.abs(ky) <= kmax) & (np.abs(ky) < nyquist)]
-        kx = kx[(kx <= kmax) & (kx < nyquist)]
-        transfer = psf_transfer(
-            np.hypot(ky[:, None], kx[None, :]), microscope, thermal_sigma=thermal_sigma
-        )
-        # Hermitian half plane in x: columns kx > 0 stand for ±kx; 1/q² is the inverse DFT's norm.
-        column_weight = np.where(kx > 0, 2.0, 1.0)
-        self.ky = torch.as_tensor(ky, dtype=dtype)
-        self.kx = torch.as_tensor(kx, dtype=dtype)
-        self.transfer = torch.as_tensor(transfer * column_weight[None, :] / q**2, dtype=dtype)
-        pixels = np.arange(self.size) * self.sampling
-        self.inverse_y = torch.exp(
-            torch.as_tensor(2j * np.pi * np.outer(pixels, ky), dtype=self.cdtype)
-        )  # (P, Ky)
-        self.inverse_x = torch.exp(
-            torch.as_tensor(2j * np.pi * np.outer(kx, pixels), dtype=self.cdtype)
-        )  # (Kx, P)
+        self.dtype, self.sparse = dtype, bool(sparse)
+        self.radius = SPARSE_RADIUS if radius is None else float(radius)
+        self.grid = LinearGrid(self.size, self.sampling, microscope, thermal_sigma=thermal_sigma)
+        self.center = self.grid.center
+        self.psf = RadialPSF.from_microscope(microscope, thermal_sigma) if self.sparse else None
 
     def __repr__(self) -> str:
-        return (
-            f"LinearProjector(size={self.size}, sampling={self.sampling}, "
-            f"frequencies={len(self.ky)}x{len(self.kx)})"
-        )
-
-    @staticmethod
-    def _phases(coords: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-        """exp(−2πi f·x), the phase reduced modulo 1 first (keeps float32 accurate too)."""
-        phase = coords[..., None] * freqs
-        phase = phase - torch.round(phase.detach())
-        return torch.polar(torch.ones_like(phase), -2.0 * math.pi * phase)
-
-    def _harmonics(self, coords: torch.Tensor) -> torch.Tensor:
-        """exp(−2πi kx·x) for the columns kx = m·Δk, m = 0..Kx−1, as (a·B + b) products.
-
-        Only about 2·√Kx complex exponentials per coordinate are evaluated (the exponential, not
-        the matrix product, would otherwise dominate the cost); the rest are complex products.
-        """
-        count = len(self.kx)
-        step = self.kx[1] if count > 1 else self.kx[0]
-        block = max(1, int(math.ceil(math.sqrt(count))))
-        fine = self._phases(coords, step * torch.arange(block, dtype=self.dtype))
-        coarse = self._phases(
-            coords, step * block * torch.arange(int(math.ceil(count / block)), dtype=self.dtype)
-        )
-        product = coarse[..., :, None] * fine[..., None, :]
-        return product.reshape(*coords.shape, -1)[..., :count]
+        model = f"sparse, radius={self.radius:g} Å" if self.sparse else f"{self.grid!r}"
+        return f"LinearProjector(size={self.size}, sampling={self.sampling}, {model})"
 
     def __call__(
         self,
@@ -270,53 +248,99 @@ class LinearProjector:
             # as simgen's noise chain: counts cannot be negative, the shift's ringing is clipped
             shifted = fourier_shift(self(positions, weights, angles), shifts / self.sampling)
             return torch.clamp(shifted, min=0.0)
-        c = self.center
+        if self.sparse:
+            return self._sparse(positions, weights, angles, shifts)
+        from simgen.forward import project_atoms
+
+        return project_atoms(positions, weights, angles, self.grid, shifts=shifts)
+
+    def _sparse(self, positions, weights, angles, shifts):
+        if shifts is None:
+            shifts = torch.zeros((len(angles), 2), dtype=positions.dtype)
+        return _SparseProjection.apply(positions, weights, angles, shifts, self)
+
+    def angle_batch(self, n_atoms: int) -> int:
+        """Angles per batch of the sparse model: about 2·10⁷ patch pixels at once."""
+        pixels = (2 * math.ceil(self.radius / self.sampling) + 1) ** 2
+        return max(1, int(2e7 // max(1, n_atoms * pixels)))
+
+    def patches(self, positions, angles, shifts, gradient: bool = False):
+        """Per angle batch: ``(start, stop, cos, sin, Patches)`` of the sparse model."""
+        from simgen.forward import atom_patches, projected_x
+
+        step = self.angle_batch(len(positions))
+        for start in range(0, len(angles), step):
+            stop = min(start + step, len(angles))
+            u_x = (
+                projected_x(positions, angles[start:stop], self.center)
+                + shifts[None, start:stop, 1]
+            )
+            u_y = positions[:, 1][:, None] + shifts[None, start:stop, 0]
+            patches = atom_patches(
+                u_x,
+                u_y,
+                size=self.size,
+                sampling=self.sampling,
+                psf=self.psf,
+                radius=self.radius,
+                gradient=gradient,
+            )
+            offset = (torch.arange(stop - start) * self.size**2)[None, :, None, None]
+            patches.pixel = patches.pixel + offset
+            yield start, stop, patches
+
+
+class _SparseProjection(torch.autograd.Function):
+    """The sparse model with its analytic Jacobian (:func:`simgen.forward.atom_patches`): the
+    backward pass recomputes each angle batch's patches instead of storing them, so memory stays
+    at one batch however many atoms and angles, and no autograd graph of the patches is built."""
+
+    @staticmethod
+    def forward(ctx, positions, weights, angles, shifts, projector):
+        n_angles, size = len(angles), projector.size
+        images = torch.zeros(n_angles * size * size, dtype=positions.dtype)
+        for _, _, patches in projector.patches(positions, angles, shifts):
+            values = patches.value * weights[:, None, None, None]
+            images.index_add_(0, patches.pixel.reshape(-1), values.reshape(-1))
+        ctx.save_for_backward(positions, weights, angles, shifts)
+        ctx.projector = projector
+        return images.reshape(n_angles, size, size)
+
+    @staticmethod
+    def backward(ctx, grad_images):
+        positions, weights, angles, shifts = ctx.saved_tensors
+        projector = ctx.projector
+        flat = grad_images.reshape(-1)
+        rel_x, rel_z = positions[:, 0] - projector.center, positions[:, 2] - projector.center
+        d_u_x = torch.zeros((len(positions), len(angles)), dtype=positions.dtype)
+        d_u_y = torch.zeros_like(d_u_x)
+        d_weights = torch.zeros_like(weights)
+        for start, stop, patches in projector.patches(positions, angles, shifts, gradient=True):
+            g = flat[patches.pixel.reshape(-1)].reshape(patches.pixel.shape)
+            d_weights += (g * patches.value).sum(dim=(1, 2, 3))
+            d_u_x[:, start:stop] = (g * patches.grad_x).sum(dim=(2, 3))
+            d_u_y[:, start:stop] = (g * patches.grad_y).sum(dim=(2, 3))
+        d_u_x, d_u_y = d_u_x * weights[:, None], d_u_y * weights[:, None]
         cos, sin = torch.cos(angles), torch.sin(angles)
-        rel_x, rel_z = positions[:, 0] - c, positions[:, 2] - c
-        x = rel_x[:, None] * cos[None, :] + rel_z[:, None] * sin[None, :] + c  # (N, A)
-        if shifts is not None:
-            x = x + shifts[None, :, 1]
-        phase_y = self._phases(positions[:, 1], self.ky) * weights[:, None].to(self.cdtype)
-        phase_x = self._harmonics(x)  # (N, A, Kx)
-        n_atoms, n_angles = x.shape
-        structure = phase_y.T @ phase_x.reshape(n_atoms, -1)  # (Ky, A*Kx)
-        structure = structure.reshape(len(self.ky), n_angles, len(self.kx)).permute(1, 0, 2)
-        if shifts is not None:
-            structure = structure * self._phases(shifts[:, 0], self.ky)[:, :, None]
-        spectrum = structure * self.transfer  # (A, Ky, Kx)
-        images = self.inverse_y @ spectrum @ self.inverse_x  # (A, P, P)
-        return images.real
+        d_positions = torch.stack(
+            [(d_u_x * cos).sum(dim=1), d_u_y.sum(dim=1), (d_u_x * sin).sum(dim=1)], dim=1
+        )
+        # u_x = rel_x cos θ + rel_z sin θ: ∂u_x/∂θ = −rel_x sin θ + rel_z cos θ
+        d_angles = (d_u_x * (-rel_x[:, None] * sin + rel_z[:, None] * cos)).sum(dim=0)
+        d_shifts = torch.stack([d_u_y.sum(dim=0), d_u_x.sum(dim=0)], dim=1)
+        return d_positions, d_weights, d_angles, d_shifts, None
 
 
 def fourier_shift(images: torch.Tensor, shifts_px: torch.Tensor) -> torch.Tensor:
-    """Translate each image by (dy, dx) pixels with the shift theorem on its pixel samples.
+    """Translate each image by (dy, dx) pixels with the shift theorem (:func:`simgen.forward.fourier_shift`).
 
-    The same periodic Fourier shift as :func:`simgen.noise.fourier_shift` (Nyquist row/column
-    multiplied by cos(π d)), differentiable in the shifts. For images with content above the pixel
-    Nyquist frequency this is not the image of translated atoms (the samples alias); use it only to
-    model data translated that way.
+    Differentiable in the images and the shifts. For images with content above the pixel Nyquist
+    frequency this is not the image of translated atoms (the samples alias); use it only to model
+    data translated that way (what :class:`simgen.noise.Misalignment` does).
     """
-    ny, nx = images.shape[-2:]
-    dtype = images.dtype
-    ky = torch.fft.fftfreq(ny, dtype=dtype)
-    kx = torch.fft.fftfreq(nx, dtype=dtype)
+    from simgen.forward import fourier_shift as shift
 
-    def ramp(shift, freqs, n):
-        phase = torch.polar(
-            torch.ones_like(shift[:, None] * freqs), -2.0 * math.pi * shift[:, None] * freqs
-        )
-        if n % 2 == 0:
-            nyquist = torch.cos(math.pi * shift).to(phase.dtype)
-            phase = torch.cat([phase[:, : n // 2], nyquist[:, None], phase[:, n // 2 + 1 :]], dim=1)
-        return phase
-
-    spectrum = torch.fft.fft2(images)
-    spectrum = (
-        spectrum
-        * ramp(shifts_px[:, 0], ky, ny)[:, :, None]
-        * ramp(shifts_px[:, 1], kx, nx)[:, None, :]
-    )
-    return torch.fft.ifft2(spectrum).real
+    return shift(images, shifts_px)
 
 
 def _cross_sections(elements: Sequence[str], microscope) -> dict[str, float]:
@@ -367,6 +391,22 @@ def _complement(columns: np.ndarray) -> torch.Tensor:
     """Projector onto the orthogonal complement of the span of ``columns`` (A, k)."""
     q, _ = np.linalg.qr(columns)
     return torch.as_tensor(np.eye(columns.shape[0]) - q @ q.T)
+
+
+def _check_start(angles, start_angles, shifts):
+    """The starting angles (degrees) and shifts (Å), checked against the ``angles``."""
+    if start_angles is not None:
+        start_angles = np.asarray(start_angles, dtype=np.float64).ravel()
+        if start_angles.shape != angles.shape or not np.all(np.isfinite(start_angles)):
+            raise ValueError(
+                f"start_angles.shape={start_angles.shape}: expected {len(angles)} finite angles "
+                "in degrees"
+            )
+    if shifts is not None:
+        shifts = np.asarray(shifts, dtype=np.float64)
+        if shifts.shape != (len(angles), 2) or not np.all(np.isfinite(shifts)):
+            raise ValueError(f"shifts.shape={shifts.shape}: expected ({len(angles)}, 2) in Å")
+    return start_angles, shifts
 
 
 def _check_inputs(tilt_series, angles, positions, elements, dose):
@@ -446,68 +486,156 @@ def refine_atoms(
     )
     if config.threads is not None:
         torch.set_num_threads(int(config.threads))
-    n_atoms, n_angles, size = len(positions), len(angles), series.shape[1]
-    if n_atoms == 0:
+    if len(positions) == 0:
         return RefineResult(
             positions=positions,
             elements=[],
-            shifts=np.zeros((n_angles, 2)),
+            shifts=np.zeros((len(angles), 2)),
             angles=angles.copy(),
             element_scales={},
             cross_sections=np.zeros(0),
-            beam_current=np.ones(n_angles),
+            beam_current=np.ones(len(angles)),
             background=float(config.background or 0.0),
             read_noise=float(config.read_noise or 0.0),
         )
-    projector = LinearProjector(size, sampling, microscope, thermal_sigma=thermal_sigma)
-    sigma_table = _cross_sections(elements, projector.microscope)
-    species = sorted(sigma_table)
-    species_index = torch.as_tensor([species.index(e) for e in elements])
-    sigma = torch.as_tensor([sigma_table[e] for e in elements], dtype=torch.float64)
+    start_angles, shifts = _check_start(angles, start_angles, shifts)
+    problem = RefinementProblem(
+        series,
+        angles if start_angles is None else start_angles,
+        positions,
+        elements,
+        sampling=sampling,
+        doses=doses,
+        config=config,
+        microscope=microscope,
+        thermal_sigma=thermal_sigma,
+        shifts=shifts,
+    )
+    values, evaluations = solve(problem)
+    return problem.result(values, evaluations)
 
-    counts = torch.as_tensor(series)
-    dose_t = torch.as_tensor(doses)[:, None, None]
-    if start_angles is not None:
-        start_angles = np.asarray(start_angles, dtype=np.float64).ravel()
-        if start_angles.shape != angles.shape or not np.all(np.isfinite(start_angles)):
-            raise ValueError(
-                f"start_angles.shape={start_angles.shape}: expected {n_angles} finite angles in degrees"
+
+class RefinementProblem:
+    """The likelihood of a tilt series given atoms and acquisition: data, parameters, model, priors.
+
+    Parameters are groups of raw, unwhitened tensors, each zero at the start (:attr:`groups`):
+    position offsets (bounded smoothly by ``max_displacement``), gauge-free shifts, angle
+    corrections and log beam currents, log element scales, background, log amplitudes.
+
+    Args:
+        series: (A, P, P) counts, float64.
+        angles: (A,) starting tilt angles, degrees.
+        positions: (N, 3) starting positions, Å.
+        elements: N element symbols.
+        sampling: Pixel size, Å.
+        doses: (A,) e/Å².
+        config: :class:`RefineConfig`.
+        microscope: ``simgen.imaging.Microscope`` or ``None``.
+        thermal_sigma: PSF blur, Å, or ``None``.
+        shifts: (A, 2) starting shifts, Å, or ``None``.
+    """
+
+    def __init__(
+        self,
+        series,
+        angles,
+        positions,
+        elements,
+        *,
+        sampling,
+        doses,
+        config,
+        microscope=None,
+        thermal_sigma=None,
+        shifts=None,
+    ):
+        self.config, self.elements = config, list(elements)
+        self.start_positions = positions
+        n_atoms, n_angles, size = len(positions), len(angles), series.shape[1]
+        self.n_atoms, self.n_angles = n_atoms, n_angles
+        self.sparse = config.forward == "sparse" or (
+            config.forward == "auto" and n_atoms > SPARSE_ABOVE
+        )
+        self.projector = LinearProjector(
+            size, sampling, microscope, thermal_sigma=thermal_sigma, sparse=self.sparse
+        )
+        sigma_table = _cross_sections(self.elements, self.projector.microscope)
+        self.species = sorted(sigma_table)
+        self.species_index = torch.as_tensor([self.species.index(e) for e in self.elements])
+        self.sigma = torch.as_tensor([sigma_table[e] for e in self.elements], dtype=torch.float64)
+        self.counts = torch.as_tensor(series)
+        self.dose = torch.as_tensor(doses)[:, None, None]
+        self.angles0 = torch.as_tensor(np.deg2rad(angles))
+        self.shifts0 = (
+            torch.zeros((n_angles, 2), dtype=torch.float64)
+            if shifts is None
+            else torch.as_tensor(shifts)
+        )
+        self.start = torch.as_tensor(positions)
+        self._gauges(np.deg2rad(angles))
+        self.radius = float(np.linalg.norm(positions - self.projector.center, axis=1).max()) + 1.0
+        self.groups = {
+            "positions": (config.fit_positions, (n_atoms, 3)),
+            "shift_y": (config.fit_shifts, (n_angles,)),
+            "shift_x": (config.fit_shifts, (n_angles,)),
+            "angles": (config.fit_angles, (n_angles,)),  # rad × radius: Å of arc at the edge
+            "log_scales": (config.fit_scales, (len(self.species),)),
+            "log_current": (config.fit_beam_current, (n_angles,)),
+            "background": (config.fit_background, (1,)),
+            "log_amplitudes": (config.fit_amplitudes, (n_atoms,)),
+        }
+        self.dtype = torch.float64
+        self.nll_history: list[float] = []
+        self._generator = None
+        self.background, self.variance = self._noise_at_start()
+        if config.precision == "float32" or (
+            config.precision == "auto" and self.float32_suffices()
+        ):
+            self.dtype = torch.float32
+        self.n_pixels = self.counts.numel()
+
+    def _gauges(self, theta: np.ndarray) -> None:
+        """Projectors removing the rigid translation (x: cos θ, sin θ; y: mean) and rotation."""
+        n_angles = len(theta)
+        self.gauge_x = _complement(np.stack([np.cos(theta), np.sin(theta)], axis=1))
+        self.gauge_1 = _complement(np.ones((n_angles, 1)))
+        # The rigid rotation gauge only exists with two angles or more; one keeps its angle.
+        if n_angles < 3:
+            self.gauge_x = torch.zeros((n_angles, n_angles), dtype=torch.float64)
+        if n_angles < 2:
+            self.gauge_1 = torch.zeros((n_angles, n_angles), dtype=torch.float64)
+
+    def _noise_at_start(self) -> tuple[float, float]:
+        """Background (counts per pixel) and read-noise variance, given or from the residuals."""
+        config = self.config
+        with torch.no_grad():
+            signal = self.expected_counts({}, 0.0)
+            background = (
+                float(config.background)
+                if config.background is not None
+                else float((self.counts - signal).mean())
             )
-        angles = start_angles
-    angles0 = torch.as_tensor(np.deg2rad(angles))
-    shifts0 = torch.zeros((n_angles, 2), dtype=torch.float64)
-    if shifts is not None:
-        shifts = np.asarray(shifts, dtype=np.float64)
-        if shifts.shape != (n_angles, 2) or not np.all(np.isfinite(shifts)):
-            raise ValueError(f"shifts.shape={shifts.shape}: expected ({n_angles}, 2) in Å")
-        shifts0 = torch.as_tensor(shifts)
-    start = torch.as_tensor(positions)
-    theta = np.deg2rad(angles)
-    gauge_x = _complement(np.stack([np.cos(theta), np.sin(theta)], axis=1))
-    gauge_1 = _complement(np.ones((n_angles, 1)))
-    # The rigid rotation gauge only exists with at least two angles; one projection keeps its angle.
-    if n_angles < 3:
-        gauge_x = torch.zeros((n_angles, n_angles), dtype=torch.float64)
-    if n_angles < 2:
-        gauge_1 = torch.zeros((n_angles, n_angles), dtype=torch.float64)
-    radius = float(np.linalg.norm(positions - projector.center, axis=1).max()) + 1.0
+            if config.read_noise is not None:
+                return background, float(config.read_noise) ** 2
+            return background, _read_variance(self.counts, signal + background)
 
-    # Parameters (raw, unwhitened): each group is zero at the start.
-    groups = {
-        "positions": (config.fit_positions, (n_atoms, 3)),
-        "shift_y": (config.fit_shifts, (n_angles,)),
-        "shift_x": (config.fit_shifts, (n_angles,)),
-        "angles": (config.fit_angles, (n_angles,)),  # rad × radius: Å of arc at the particle edge
-        "log_scales": (config.fit_scales, (len(species),)),
-        "log_current": (config.fit_beam_current, (n_angles,)),
-        "background": (config.fit_background, (1,)),
-        "log_amplitudes": (config.fit_amplitudes, (n_atoms,)),
-    }
+    def initial_values(self) -> dict[str, torch.Tensor]:
+        """The active parameter groups, all zero (the starting model)."""
+        return {
+            name: torch.zeros(shape, dtype=torch.float64)
+            for name, (active, shape) in self.groups.items()
+            if active
+        }
 
-    def unpack(values: dict[str, torch.Tensor]):
+    def unpack(self, values: dict[str, torch.Tensor]):
+        """``(positions, shifts, angles, log_current, weights, background offset)`` of ``values``."""
+        config = self.config
+
         def get(name):
             value = values.get(name)
-            return value if value is not None else torch.zeros(groups[name][1], dtype=torch.float64)
+            if value is not None:
+                return value
+            return torch.zeros(self.groups[name][1], dtype=torch.float64)
 
         offset = get("positions")
         if config.fit_positions:
@@ -515,60 +643,60 @@ def refine_atoms(
             limit = config.max_displacement
             norm = torch.sqrt((offset**2).sum(dim=1, keepdim=True) + (1e-6 * limit) ** 2)
             offset = offset * (limit * torch.tanh(norm / limit) / norm)
-        shifts = shifts0 + torch.stack([gauge_1 @ get("shift_y"), gauge_x @ get("shift_x")], dim=1)
-        delta = gauge_1 @ get("angles") / radius
-        log_current = gauge_1 @ get("log_current")
-        weights = sigma * torch.exp(get("log_scales"))[species_index]
+        shifts = self.shifts0 + torch.stack(
+            [self.gauge_1 @ get("shift_y"), self.gauge_x @ get("shift_x")], dim=1
+        )
+        delta = self.gauge_1 @ get("angles") / self.radius
+        log_current = self.gauge_1 @ get("log_current")
+        weights = self.sigma * torch.exp(get("log_scales"))[self.species_index]
         weights = weights * torch.exp(get("log_amplitudes"))
-        return start + offset, shifts, angles0 + delta, log_current, weights, get("background")
+        return (
+            self.start + offset,
+            shifts,
+            self.angles0 + delta,
+            log_current,
+            weights,
+            get("background"),
+        )
 
-    def expected_counts(values, base_background):
-        pos, shifts, ang, log_current, weights, db = unpack(values)
-        images = projector(pos, weights, ang, shifts, config.shift_model)
-        scale = dose_t * torch.exp(log_current)[:, None, None]
+    def expected_counts(self, values, base_background=None) -> torch.Tensor:
+        """Expected counts (A, P, P) of the model ``values`` (float64)."""
+        base_background = self.background if base_background is None else base_background
+        pos, shifts, ang, log_current, weights, db = self.unpack(values)
+        dtype = self.dtype
+        images = self.projector(
+            pos.to(dtype),
+            weights.to(dtype),
+            ang.to(dtype),
+            shifts.to(dtype),
+            self.config.shift_model,
+        ).to(torch.float64)
+        scale = self.dose * torch.exp(log_current)[:, None, None]
         return base_background + db + scale * images
 
-    with torch.no_grad():
-        zero = {}
-        signal = expected_counts(zero, 0.0)
-        background = (
-            float(config.background)
-            if config.background is not None
-            else float((counts - signal).mean())
-        )
-        model = signal + background
-        if config.read_noise is not None:
-            variance = float(config.read_noise) ** 2
-        else:
-            variance = _read_variance(counts, model)
-    nll_history = []
-    n_pixels = counts.numel()
+    def negative_log_likelihood(self, values, variance=None) -> torch.Tensor:
+        """Shifted-Poisson −log p(counts | values), summed over pixels (no constant)."""
+        variance = self.variance if variance is None else variance
+        return _shifted_poisson_nll(self.expected_counts(values), self.counts, variance)
 
-    def objective(values, variance):
-        nll = _shifted_poisson_nll(expected_counts(values, background), counts, variance)
+    def prior(self, values) -> torch.Tensor | float:
+        """−log prior: log-normal amplitudes, Gaussian displacements (when configured)."""
+        config, total = self.config, 0.0
         if config.fit_amplitudes:
-            nll = nll + 0.5 * (values["log_amplitudes"] ** 2).sum() / config.amplitude_prior**2
+            total = total + 0.5 * (values["log_amplitudes"] ** 2).sum() / config.amplitude_prior**2
         if config.fit_positions and config.position_prior is not None:
-            nll = nll + 0.5 * (values["positions"] ** 2).sum() / config.position_prior**2
-        return nll
+            total = total + 0.5 * (values["positions"] ** 2).sum() / config.position_prior**2
+        return total
 
-    values = {
-        name: torch.zeros(shape, dtype=torch.float64)
-        for name, (active, shape) in groups.items()
-        if active
-    }
-    with torch.no_grad():
-        nll_history.append(float(objective(values, variance)) / n_pixels)
-    generator = torch.Generator().manual_seed(int(config.seed))
+    def objective(self, values, variance=None) -> torch.Tensor:
+        """−log posterior: the likelihood plus the priors."""
+        return self.negative_log_likelihood(values, variance) + self.prior(values)
 
-    def posterior_precision():
+    def posterior_precision(self, values, generator) -> dict[str, torch.Tensor]:
         """Diagonal Fisher information at ``values`` plus the priors' precisions."""
+        config = self.config
         precision = _fisher_diagonal(
-            values,
-            lambda v: expected_counts(v, background),
-            variance,
-            config.fisher_probes,
-            generator,
+            values, self.expected_counts, self.variance, config.fisher_probes, generator
         )
         if config.fit_amplitudes:
             precision["log_amplitudes"] = (
@@ -578,69 +706,123 @@ def refine_atoms(
             precision["positions"] = precision["positions"] + 1.0 / config.position_prior**2
         return precision
 
-    evaluations: list[float] = []
-    for round_index in range(config.rounds):
-        precision = posterior_precision()
-        scale = {name: 1.0 / torch.sqrt(torch.clamp(p, min=1e-12)) for name, p in precision.items()}
-        base = {name: v.detach().clone() for name, v in values.items()}
-        whitened = {name: torch.zeros_like(v, requires_grad=True) for name, v in values.items()}
-        optimiser = torch.optim.LBFGS(
-            list(whitened.values()),
-            lr=1.0,
-            max_iter=config.iterations,
-            history_size=20,
-            # whitened units: a gradient of 1e-6 or a step of 1e-7 is far below one standard error
-            tolerance_grad=1e-6,
-            tolerance_change=1e-7,
-            line_search_fn="strong_wolfe",
+    def float32_suffices(self, tolerance: float = 0.01) -> bool:
+        """Whether a float32 forward model biases no parameter by more than ``tolerance`` of its
+        standard error (:meth:`float32_bias`)."""
+        return self.float32_bias() < tolerance
+
+    def float32_bias(self) -> float:
+        """Largest shift, in standard errors, a float32 forward model can give any parameter.
+
+        A model error δE moves the optimum of any parameter by at most ``sqrt(Σ δE² / (E + ρ²))``
+        of its standard error 1/√F (Cauchy–Schwarz in the Fisher metric, F the parameter's Fisher
+        information). δE is measured directly: the starting model in float32 minus float64.
+        """
+        chosen = self.dtype
+        try:
+            with torch.no_grad():
+                self.dtype = torch.float64
+                exact = self.expected_counts({})
+                self.dtype = torch.float32
+                rounded = self.expected_counts({})
+        finally:
+            self.dtype = chosen
+        weight = torch.clamp(exact + self.variance, min=1e-3)
+        bias = math.sqrt(float(((rounded - exact) ** 2 / weight).sum()))
+        logger.debug("float32 forward model: bias <= %.3g standard errors", bias)
+        return bias
+
+    def result(self, values, evaluations: int) -> RefineResult:
+        """The refined model of ``values`` (:class:`RefineResult`)."""
+        standard_errors = None
+        if self.config.fit_amplitudes:
+            generator = torch.Generator().manual_seed(int(self.config.seed) + 1)
+            precision = self.posterior_precision(values, self._generator or generator)
+            standard_errors = (1.0 / torch.sqrt(precision["log_amplitudes"])).numpy()
+        with torch.no_grad():
+            pos, shifts, ang, log_current, weights, db = self.unpack(values)
+            scales = values.get("log_scales", torch.zeros(len(self.species), dtype=torch.float64))
+            scales = torch.exp(scales)
+        refined = pos.numpy().copy()
+        logger.debug("refinement: %d likelihood evaluations", evaluations)
+        return RefineResult(
+            positions=refined,
+            elements=list(self.elements),
+            shifts=shifts.numpy().copy(),
+            angles=np.rad2deg(ang.numpy()),
+            element_scales={e: float(scales[k]) for k, e in enumerate(self.species)},
+            cross_sections=weights.numpy().copy(),
+            beam_current=np.exp(log_current.numpy()),
+            background=self.background + float(db.reshape(-1)[0]),
+            read_noise=math.sqrt(self.variance),
+            nll=self.nll_history,
+            displacement=np.linalg.norm(refined - self.start_positions, axis=1),
+            amplitude_standard_errors=standard_errors,
+            evaluations=int(evaluations),
+            dtype=str(self.dtype).replace("torch.", ""),
         )
 
-        def closure(
-            base=base, scale=scale, whitened=whitened, optimiser=optimiser, variance=variance
-        ):
-            optimiser.zero_grad()
-            current = {name: base[name] + scale[name] * whitened[name] for name in base}
-            loss = objective(current, variance)
-            loss.backward()
-            evaluations.append(float(loss.detach()))
-            return loss
 
-        optimiser.step(closure)
-        values = {name: (base[name] + scale[name] * whitened[name]).detach() for name in base}
+def solve(problem: RefinementProblem) -> tuple[dict[str, torch.Tensor], int]:
+    """Maximise the posterior of ``problem``: ``config.rounds`` rounds of L-BFGS (strong Wolfe) on
+    variables whitened by the Fisher diagonal, the read noise re-estimated between rounds.
+
+    Returns:
+        The parameter values at the optimum and the number of objective evaluations.
+    """
+    config = problem.config
+    values = problem.initial_values()
+    with torch.no_grad():
+        problem.nll_history = [float(problem.objective(values)) / problem.n_pixels]
+    generator = torch.Generator().manual_seed(int(config.seed))
+    problem._generator = generator
+    evaluations: list[float] = []
+    for round_index in range(config.rounds):
+        precision = problem.posterior_precision(values, generator)
+        scale = {name: 1.0 / torch.sqrt(torch.clamp(p, min=1e-12)) for name, p in precision.items()}
+        values = _lbfgs_round(problem, values, scale, evaluations)
         with torch.no_grad():
             if config.read_noise is None:
-                variance = _read_variance(counts, expected_counts(values, background))
-            nll_history.append(float(objective(values, variance)) / n_pixels)
+                problem.variance = _read_variance(problem.counts, problem.expected_counts(values))
+            problem.nll_history.append(float(problem.objective(values)) / problem.n_pixels)
         logger.debug(
             "refine round %d (%d evaluations): nll/pixel %.6g -> %.6g, read noise %.3g",
             round_index,
             len(evaluations),
-            nll_history[-2],
-            nll_history[-1],
-            math.sqrt(variance),
+            problem.nll_history[-2],
+            problem.nll_history[-1],
+            math.sqrt(problem.variance),
         )
+    return values, len(evaluations)
 
-    standard_errors = None
-    if config.fit_amplitudes:
-        standard_errors = (1.0 / torch.sqrt(posterior_precision()["log_amplitudes"])).numpy()
-    with torch.no_grad():
-        pos, shifts, ang, log_current, weights, db = unpack(values)
-        scales = torch.exp(values.get("log_scales", torch.zeros(len(species), dtype=torch.float64)))
-    refined = pos.numpy().copy()
-    return RefineResult(
-        positions=refined,
-        elements=list(elements),
-        shifts=shifts.numpy().copy(),
-        angles=np.rad2deg(ang.numpy()),
-        element_scales={e: float(scales[k]) for k, e in enumerate(species)},
-        cross_sections=weights.numpy().copy(),
-        beam_current=np.exp(log_current.numpy()),
-        background=background + float(db.reshape(-1)[0]),
-        read_noise=math.sqrt(variance),
-        nll=nll_history,
-        displacement=np.linalg.norm(refined - positions, axis=1),
-        amplitude_standard_errors=standard_errors,
+
+def _lbfgs_round(problem, values, scale, evaluations):
+    """One L-BFGS run from ``values`` in whitened units ``(value − base) / scale``."""
+    config = problem.config
+    base = {name: v.detach().clone() for name, v in values.items()}
+    whitened = {name: torch.zeros_like(v, requires_grad=True) for name, v in values.items()}
+    optimiser = torch.optim.LBFGS(
+        list(whitened.values()),
+        lr=1.0,
+        max_iter=config.iterations,
+        history_size=20,
+        # whitened units: a gradient of 1e-6 or a step of 1e-7 is far below one standard error
+        tolerance_grad=1e-6,
+        tolerance_change=1e-7,
+        line_search_fn="strong_wolfe",
     )
+    variance = problem.variance
+
+    def closure():
+        optimiser.zero_grad()
+        current = {name: base[name] + scale[name] * whitened[name] for name in base}
+        loss = problem.objective(current, variance)
+        loss.backward()
+        evaluations.append(float(loss.detach()))
+        return loss
+
+    optimiser.step(closure)
+    return {name: (base[name] + scale[name] * whitened[name]).detach() for name in base}
 
 
 def _read_variance(counts: torch.Tensor, expected: torch.Tensor) -> float:
@@ -723,6 +905,19 @@ def refine_sample(
         dose=dose,
         config=config,
         microscope=microscope,
-        shifts=sample.get("shifts"),
-        start_angles=sample.get("angles_estimated"),
+        shifts=_recorded(sample, "shifts"),
+        start_angles=_recorded(sample, "angles_estimated"),
     )
+
+
+def _recorded(sample: dict, key: str):
+    """A sample's recorded alignment ``key``, or ``None`` where it holds none (an imported series
+    without alignment stores NaN: the nominal angles / zero shifts are the start then)."""
+    value = sample.get(key)
+    if value is None:
+        return None
+    value = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(value)):
+        logger.debug("sample %s not finite: starting from the nominal geometry", key)
+        return None
+    return value

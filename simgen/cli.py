@@ -35,13 +35,13 @@ def parse_tilt(text: str) -> tuple[float, ...]:
     return tuple(float(a) for a in np.linspace(start, stop, count))
 
 
-def read_angles(path: str) -> tuple[float, ...]:
-    """Angles file: N values, or N×3 Euler angles with the tilt in the second column."""
+def simulation_angles(path: str) -> tuple[float, ...]:
+    """Tilt angles of ``simulate --angles``: :func:`simgen.importer.read_angles`, within ±90°."""
     import numpy as np
 
-    from simgen.importer import read_angles as _read
+    from simgen.importer import read_angles
 
-    angles = np.asarray(_read(path), dtype=np.float64)
+    angles = np.asarray(read_angles(path), dtype=np.float64)
     # A simulated holder tilts within ±90°; 100° is a typo or another convention (0..180°).
     outside = np.flatnonzero(np.abs(angles) > 90.0)
     if len(outside):
@@ -422,7 +422,7 @@ def _cmd_simulate(args) -> int:
             f"--size={args.size}: expected at least {MIN_SIZE} voxels per side "
             "(omit --size to fit the particle)"
         )
-    angles = read_angles(args.angles) if args.angles else parse_tilt(args.tilt)
+    angles = simulation_angles(args.angles) if args.angles else parse_tilt(args.tilt)
     if args.iterations < 1:
         raise ValueError(f"--iterations={args.iterations}: expected a positive integer")
     from simgen.noise import NOISE_REGISTRY

@@ -30,7 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["generate", "GenerationReport", "StoreLockedError", "acquire_lock", "release_lock"]
+__all__ = [
+    "generate",
+    "GenerationReport",
+    "StoreLockedError",
+    "acquire_lock",
+    "open_or_create_store",
+    "release_lock",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +230,20 @@ def _plan_meta(rows: Sequence[dict]) -> dict[str, list]:
     return meta
 
 
-def _open_or_create(spec, out: Path, rows: list[dict], overwrite: bool):
+def open_or_create_store(spec, out: Path, rows: list[dict], overwrite: bool):
+    """The dataset's store at ``out``: opened when it holds the same spec, else created empty.
+
+    Parameters
+    ----------
+    spec
+        The resolved dataset spec.
+    out
+        Store path.
+    rows
+        The planned samples (:meth:`DatasetSpec.plan_rows`).
+    overwrite
+        Replace a store of this project that holds another spec.
+    """
     import zarr
 
     from simgen.dataset_spec import spec_dict
@@ -335,7 +355,7 @@ def generate(
         dataset=spec.name, store=str(out), n_planned=len(rows), n_requested=len(requested)
     )
     try:
-        root = _open_or_create(spec, out, rows, overwrite)
+        root = open_or_create_store(spec, out, rows, overwrite)
         complete = np.asarray(read_samples(root["complete"]), dtype=bool)
         todo = [i for i in requested if not complete[i]]
         report.n_skipped = len(requested) - len(todo)

@@ -23,13 +23,23 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import astuple, fields
-from functools import lru_cache
 
 import numpy as np
 
+from simgen.forward import (
+    PSF_PAD,
+    LinearGrid,
+    cross_section,
+    default_thermal_sigma,
+    images_fft,
+    projected_x,
+    psf_image,
+    psf_transfer,
+    structure_factor,
+    y_factors,
+)
 from simgen.geometry import rotate_positions, volume_center
-from simgen.microscope import Microscope, load_calibration, max_scattering_angle
+from simgen.microscope import Microscope, max_scattering_angle
 
 __all__ = [
     "Microscope",
@@ -44,157 +54,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-#: Probe settings that fix the PSF; the detector angles additionally fix σ(Z).
-_PROBE_FIELDS = ("energy", "semiangle_cutoff", "defocus", "cs")
 _MODES = ("linear", "multislice", "prism")
-#: Extra image border (Å) computed and cropped so PSF tails do not wrap across the image.
-_PSF_PAD = 2.0
-
-_SIGMA_CACHE: dict[tuple, float] = {}
-_PROBE_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-
-
-@lru_cache(maxsize=1)
-def _calibration() -> dict:
-    return load_calibration()
-
-
-def _same(microscope: Microscope, reference: dict, names: tuple[str, ...]) -> bool:
-    return all(
-        math.isclose(getattr(microscope, n), float(reference[n]), rel_tol=1e-9, abs_tol=1e-9)
-        for n in names
-    )
-
-
-def _atomic_number(element: str | int) -> int:
-    from ase.data import atomic_numbers, chemical_symbols
-
-    if isinstance(element, (int, np.integer)) and not isinstance(element, bool):
-        if 1 <= int(element) < len(chemical_symbols):
-            return int(element)
-    elif isinstance(element, str) and element in atomic_numbers and element != "X":
-        return atomic_numbers[element]
-    raise ValueError(
-        f"element={element!r}: expected a chemical symbol (e.g. 'Pt') or an atomic number 1..118"
-    )
-
-
-def cross_section(element: str | int, microscope: Microscope = Microscope()) -> float:
-    """HAADF cross-section σ (Å²) of one atom: detector fraction integrated over probe positions.
-
-    Values come from the abTEM calibration table (``simgen/data/calibration.json``, made at the
-    project's default microscope). For another detector, energy or probe, or an element outside the
-    table, σ is computed with abTEM multislice on first use (about 10 s) and cached for the process;
-    a warning is logged.
-
-    Parameters
-    ----------
-    element
-        Chemical symbol or atomic number.
-    microscope
-        Microscope settings (energy in eV, angles in mrad).
-
-    Returns
-    -------
-    float
-        σ in Å².
-    """
-    from ase.data import chemical_symbols
-
-    z = _atomic_number(element)
-    symbol = chemical_symbols[z]
-    calibration = _calibration()
-    if _same(microscope, calibration["microscope"], tuple(f.name for f in fields(Microscope))):
-        entry = calibration["cross_sections"].get(symbol)
-        if entry is not None:
-            return float(entry["sigma"])
-    key = (astuple(microscope), z)
-    if key not in _SIGMA_CACHE:
-        from simgen.calibration import compute_cross_section
-
-        logger.warning(
-            "no calibrated cross-section for %s at %s; computing it with abTEM multislice",
-            symbol,
-            microscope,
-        )
-        _SIGMA_CACHE[key] = compute_cross_section(symbol, microscope)
-    return _SIGMA_CACHE[key]
-
-
-def _probe_transfer_table(microscope: Microscope) -> tuple[np.ndarray, np.ndarray]:
-    calibration = _calibration()
-    if _same(microscope, calibration["microscope"], _PROBE_FIELDS):
-        probe = calibration["probe"]
-        return np.asarray(probe["k"]), np.asarray(probe["transfer"])
-    key = tuple(getattr(microscope, n) for n in _PROBE_FIELDS)
-    if key not in _PROBE_CACHE:
-        from simgen.calibration import compute_probe_transfer
-
-        logger.info("probe PSF for %s not in the calibration; computing it with abTEM", microscope)
-        probe = compute_probe_transfer(microscope)
-        _PROBE_CACHE[key] = (np.asarray(probe["k"]), np.asarray(probe["transfer"]))
-    return _PROBE_CACHE[key]
-
-
-def default_thermal_sigma() -> float:
-    """RMS thermal displacement (Å, per axis) folded into the PSF unless told otherwise."""
-    return float(_calibration()["thermal_sigma"])
-
-
-def psf_transfer(
-    k: np.ndarray, microscope: Microscope = Microscope(), *, thermal_sigma: float | None = None
-) -> np.ndarray:
-    """Fourier transform of the PSF at spatial frequencies ``k`` (Å⁻¹); 1 at k = 0.
-
-    The PSF is the probe intensity (from abTEM) convolved with an isotropic Gaussian of RMS
-    ``thermal_sigma`` Å per axis (the Debye–Waller blur), so its transform is the probe's times
-    ``exp(-2π² σ² k²)``.
-    """
-    thermal_sigma = default_thermal_sigma() if thermal_sigma is None else float(thermal_sigma)
-    if not math.isfinite(thermal_sigma) or thermal_sigma < 0:
-        raise ValueError(
-            f"thermal_sigma={thermal_sigma!r}: expected a non-negative RMS displacement in Å"
-        )
-    table_k, table_t = _probe_transfer_table(microscope)
-    k = np.abs(np.asarray(k, dtype=np.float64))
-    return np.interp(k, table_k, table_t, right=0.0) * np.exp(
-        -2.0 * np.pi**2 * thermal_sigma**2 * k**2
-    )
-
-
-def psf_image(
-    sampling: float,
-    size: int,
-    microscope: Microscope = Microscope(),
-    *,
-    thermal_sigma: float | None = None,
-) -> np.ndarray:
-    """The PSF sampled on a ``(size, size)`` pixel grid, centred on pixel ``(size // 2, size // 2)``.
-
-    Values are ``sampling² · PSF(r)`` (dimensionless), i.e. the linear-mode image of one atom of
-    unit cross-section, point-sampled and periodic over the grid (tails beyond the edge wrap
-    around), so they sum to exactly 1 for pixels finer than λ/(2α) (0.5 Å at 200 kV, 25 mrad). The images of
-    :func:`simulate_tilt_series` are not periodic: there the part of an atom's PSF that falls
-    outside the field of view (about 1% for an atom 4 Å inside the edge) is lost, as in a scan.
-
-    Parameters
-    ----------
-    sampling
-        Pixel size in Å.
-    size
-        Pixels per side.
-    microscope
-        Probe settings.
-    thermal_sigma
-        Debye–Waller blur (Å); the calibration default when ``None``.
-    """
-    _check_grid(size, sampling)
-    c = (size // 2) * sampling
-    atom = np.array([[c, c, c]])
-    images = _linear_images(
-        atom, np.array([1.0]), [0.0], size, sampling, microscope, thermal_sigma, c, pad=0.0
-    )
-    return images[0].astype(np.float64)
 
 
 def _check_grid(size: int, sampling: float) -> None:
@@ -208,26 +68,6 @@ def _check_grid(size: int, sampling: float) -> None:
         raise ValueError(f"sampling={sampling!r}: expected a positive pixel size in Å")
 
 
-def _phase_factors(coords: np.ndarray, freqs: np.ndarray) -> np.ndarray:
-    """exp(−2πi f·x) as complex64, with the phase reduced modulo 1 in float64 first."""
-    phase = np.multiply.outer(coords, freqs)
-    phase -= np.round(phase)
-    return np.exp((-2j * np.pi) * phase.astype(np.float32))
-
-
-def _harmonic_phase_factors(coords: np.ndarray, step: float, count: int) -> np.ndarray:
-    """exp(−2πi m·step·x) for m = 0..count−1 (complex64, shape ``coords.shape + (count,)``).
-
-    Factorised as m = a·B + b so that only about 2·sqrt(count) exponentials per coordinate are
-    evaluated; the rest are complex products (the exponential dominates the linear mode's cost).
-    """
-    block = max(1, int(math.ceil(math.sqrt(count))))
-    fine = _phase_factors(coords, step * np.arange(block))
-    coarse = _phase_factors(coords, step * block * np.arange(int(math.ceil(count / block))))
-    product = coarse[..., :, None] * fine[..., None, :]
-    return product.reshape(coords.shape + (-1,))[..., :count]
-
-
 def _linear_images(
     positions: np.ndarray,
     sigmas: np.ndarray,
@@ -238,64 +78,30 @@ def _linear_images(
     thermal_sigma: float | None,
     center: float,
     progress: bool = False,
-    pad: float = _PSF_PAD,
+    pad: float = PSF_PAD,
 ) -> np.ndarray:
-    """Σ σ_i·PSF(r − r_i)·sampling² at pixel centres, by an exact non-uniform DFT of the atoms.
+    """Σ σ_i·PSF(r − r_i)·sampling² at pixel centres (:mod:`simgen.forward.dft`), in angle chunks.
 
-    The atoms' structure factor is evaluated at the DFT frequencies of a padded grid as one
-    complex matrix product (y phases do not depend on the tilt angle), multiplied by the PSF's
-    transform (one per thermal-blur group) and inverted with an FFT. The result is exact for point
-    atoms at any sub-pixel position and point-sampled at the pixel centres (for pixels coarser
-    than λ/(2α) ≈ 0.5 Å the samples then no longer sum to exactly Σσ, as in a real scan).
+    Exact for point atoms at any sub-pixel position and point-sampled at the pixel centres (for
+    pixels coarser than λ/(2α) ≈ 0.5 Å the samples then no longer sum to exactly Σσ, as in a scan).
     """
-    from scipy import fft
-
     from simgen.progress import progress_bar
 
-    pad = int(math.ceil(pad / sampling))
-    q = fft.next_fast_len(size + 2 * pad, real=True)
-    table_k, table_t = _probe_transfer_table(microscope)
-    kmax = float(table_k[np.abs(table_t) > 1e-7].max())
-    # Point sampling at the pixel centres (what a scan does): when the PSF holds frequencies above
-    # the pixel Nyquist, evaluate on an `over`-times finer grid and keep every over-th sample.
-    over = max(1, int(math.ceil(2.0 * kmax * sampling * 1.0001)))
-    fine = q * over
-    ky = np.fft.fftfreq(fine, d=sampling / over)
-    kx = np.fft.rfftfreq(fine, d=sampling / over)
-    nyquist = 0.5 * over / sampling
-    rows = np.flatnonzero((np.abs(ky) <= kmax) & (np.abs(ky) < nyquist))
-    cols = np.flatnonzero((kx <= kmax) & (kx < nyquist))
-    ky_sel, kx_sel = ky[rows], kx[cols]
-    transfer = psf_transfer(
-        np.hypot(ky_sel[:, None], kx_sel[None, :]), microscope, thermal_sigma=thermal_sigma
-    )
-    transfer = transfer.astype(np.float32)
-
+    grid = LinearGrid(size, sampling, microscope, thermal_sigma=thermal_sigma, pad=pad)
+    del center  # the grid's centre is the volume centre
     n_atoms = len(positions)
-    weighted_y = _phase_factors(positions[:, 1], ky_sel) * sigmas[:, None].astype(
-        np.float32
-    )  # (N, Ky)
+    weighted_y = y_factors(positions[:, 1], sigmas, grid, np.float32)  # (N, Ky)
+    theta = np.deg2rad(np.asarray(angles, dtype=np.float64))
     out = np.empty((len(angles), size, size), dtype=np.float32)
     # Angles per matrix product, keeping the x-phase block near 32 M complex numbers.
-    chunk = max(1, min(len(angles), int(32e6 // max(1, n_atoms * len(cols)))))
-    spectrum = np.zeros((chunk, fine, len(kx)), dtype=np.complex64)
+    chunk = max(1, min(len(angles), int(32e6 // max(1, n_atoms * len(grid.cols)))))
     starts = range(0, len(angles), chunk)
     for start in progress_bar(
         starts, total=len(starts), desc="linear HAADF", unit="chunk", enabled=progress
     ):
-        block = list(angles[start : start + chunk])
-        x = np.stack(
-            [rotate_positions(positions, a, center)[:, 0] for a in block], axis=1
-        )  # (N, B)
-        phase_x = _harmonic_phase_factors(x, kx[1], len(cols))  # (N, B, Kx); cols = 0..Kx-1
-        f = weighted_y.T @ phase_x.reshape(n_atoms, -1)  # (Ky, B*Kx)
-        f = f.reshape(len(rows), len(block), len(cols)).transpose(1, 0, 2)
-        spectrum[: len(block), rows, : len(cols)] = f * transfer
-        # irfft2's 1/fine² times over² turns Σ σ·T(k)·e^{2πik·r} / (q·sampling)² into counts per dose
-        images = fft.irfft2(spectrum[: len(block)], s=(fine, fine), workers=1)
-        out[start : start + len(block)] = images[:, : size * over : over, : size * over : over] * (
-            over * over
-        )
+        x = projected_x(positions, theta[start : start + chunk], grid.center)  # (N, B)
+        structure = structure_factor(weighted_y, x, grid, dtype=np.float32)
+        out[start : start + x.shape[1]] = images_fft(structure, grid)
     return out
 
 

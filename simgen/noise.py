@@ -37,6 +37,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from simgen.forward.shift import fourier_shift  # re-exported: one shift for numpy and torch
 from simgen.specs import Spec, registry
 from simgen.specs import param as _param
 
@@ -63,51 +64,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 STAGES = ("angles", "expected", "shot", "detector")
-
-
-def fourier_shift(images: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
-    """Translate each image (y, x) by ``shifts_px[k] = (dy, dx)`` pixels, exactly (Fourier).
-
-    The shift theorem: the spectrum is multiplied by ``exp(−2πi (k_y dy + k_x dx))``, so an integer
-    shift is an exact (periodic) roll, any shift conserves the sum of the image, and no
-    interpolation blur is added. The field of view is periodic (what leaves one edge enters at the
-    other); the particle must keep a margin of empty pixels, as every simulated one does. For an
-    even number of pixels the Nyquist row/column is multiplied by ``cos(π d)`` to keep the result
-    real (exact for integer shifts; band-limited images are unaffected).
-
-    Parameters
-    ----------
-    images
-        ``(A, P_y, P_x)`` images.
-    shifts_px
-        ``(A, 2)`` shifts (dy, dx) in pixels; positive moves the content towards larger indices.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(A, P_y, P_x)`` shifted images, float32 for float32 input, else float64.
-    """
-    images = np.asarray(images)
-    shifts = np.asarray(shifts_px, dtype=np.float64)
-    if images.ndim != 3 or shifts.shape != (images.shape[0], 2):
-        raise ValueError(
-            f"shifts_px.shape={shifts.shape}: expected (A, 2) for images of shape {images.shape}"
-        )
-    if not np.all(np.isfinite(shifts)):
-        raise ValueError("shifts_px: expected finite shifts in pixels")
-    ny, nx = images.shape[1:]
-    ky = np.fft.fftfreq(ny)  # cycles per pixel
-    kx = np.fft.fftfreq(nx)
-    phase_y = np.exp(-2j * np.pi * shifts[:, 0, None] * ky[None, :])  # (A, P_y)
-    phase_x = np.exp(-2j * np.pi * shifts[:, 1, None] * kx[None, :])
-    if ny % 2 == 0:
-        phase_y[:, ny // 2] = np.cos(np.pi * shifts[:, 0])
-    if nx % 2 == 0:
-        phase_x[:, nx // 2] = np.cos(np.pi * shifts[:, 1])
-    spectrum = np.fft.fft2(images.astype(np.float64, copy=False))
-    spectrum *= phase_y[:, :, None] * phase_x[:, None, :]
-    out = np.fft.ifft2(spectrum).real
-    return out.astype(np.float32) if images.dtype == np.float32 else out
 
 
 @dataclass(frozen=True)

@@ -177,3 +177,43 @@ def test_models_and_benchmark_read_stores_only():
         if target not in ("simgen.store", "simgen.store.reader") or name not in reader.__all__
     ]
     assert not wrong, "imports of the store beyond its reader API:\n" + "\n".join(wrong)
+
+
+def _private_imports() -> list[str]:
+    """``from pkg.mod import _name`` or an import of ``pkg._mod`` across our packages."""
+    found = []
+    for name, path in sorted(_modules().items()):
+        package = name.split(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                targets = [(node.module, alias.name) for alias in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [(alias.name, "") for alias in node.names]
+            else:
+                continue
+            for module, imported in targets:
+                parts = module.split(".")
+                if parts[0] not in LAYER or parts[0] == package:
+                    continue
+                if imported.startswith("_") or any(p.startswith("_") for p in parts[1:]):
+                    found.append(f"{name} imports {module}.{imported}".rstrip("."))
+    return found
+
+
+def test_no_private_imports_across_packages():
+    """A package uses another's public names only: an underscore name is that package's own."""
+    wrong = _private_imports()
+    assert not wrong, "private names imported across packages:\n" + "\n".join(wrong)
+
+
+def test_the_private_import_check_sees_a_violation(tmp_path, monkeypatch):
+    bad = tmp_path / "models" / "bad.py"
+    bad.parent.mkdir()
+    bad.write_text("from simgen.imaging import _validate_atoms\nimport simgen._sparse\n")
+    monkeypatch.setattr(
+        __import__(__name__, fromlist=["_modules"]), "_modules", lambda: {"models.bad": bad}
+    )
+    assert _private_imports() == [
+        "models.bad imports simgen.imaging._validate_atoms",
+        "models.bad imports simgen._sparse",
+    ]

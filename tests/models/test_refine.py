@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from ase import Atoms
 from models.refine import (
     LinearProjector,
     RefineConfig,
-    fourier_shift,
+    RefinementProblem,
     refine_atoms,
     render_tilt_series,
 )
@@ -38,42 +40,6 @@ def _gauge_free(values, angles_deg, rigid_x):
     basis = np.stack([np.cos(theta), np.sin(theta)], 1) if rigid_x else np.ones((len(theta), 1))
     q, _ = np.linalg.qr(basis)
     return values - q @ (q.T @ values)
-
-
-def test_forward_model_matches_simgen_linear_mode_pixel_for_pixel():
-    rng = np.random.default_rng(0)
-    positions, elements = _cluster(rng, 6)
-    angles = np.array([-63.0, -20.5, 0.0, 11.0, 48.0])
-    reference = simulate_tilt_series(
-        Atoms(elements, positions=positions), angles, size=SIZE, sampling=SAMPLING
-    )
-    ours = render_tilt_series(positions, elements, angles, size=SIZE, sampling=SAMPLING)
-    assert np.abs(ours - reference).max() < 1e-5 * reference.max()
-    # the sum of an image is the summed cross-section (counts per unit dose)
-    assert ours.sum(axis=(1, 2)) == pytest.approx(reference.sum(axis=(1, 2)), rel=1e-6)
-
-
-def test_projection_shift_equals_translated_atoms():
-    rng = np.random.default_rng(1)
-    positions, elements = _cluster(rng, 4)
-    shift = np.array([[0.37, -0.61]])  # (dy, dx) Å, content moved to larger indices
-    shifted = render_tilt_series(
-        positions, elements, [0.0], size=SIZE, sampling=SAMPLING, shifts=shift
-    )
-    moved = positions + np.array([shift[0, 1], shift[0, 0], 0.0])
-    reference = simulate_tilt_series(
-        Atoms(elements, positions=moved), [0.0], size=SIZE, sampling=SAMPLING
-    )
-    assert np.abs(shifted - reference).max() < 1e-5 * reference.max()
-
-
-def test_fourier_shift_matches_simgen_noise():
-    from simgen.noise import fourier_shift as numpy_shift
-
-    rng = np.random.default_rng(2)
-    images, shifts = rng.random((3, 8, 9)), rng.normal(0, 1.5, (3, 2))
-    ours = fourier_shift(torch.as_tensor(images), torch.as_tensor(shifts)).numpy()
-    assert np.abs(ours - numpy_shift(images, shifts)).max() < 1e-12
 
 
 def test_refinement_recovers_positions_shifts_angles_and_scales():
@@ -156,8 +122,9 @@ def test_isolated_pt_atom_at_low_dose_reaches_the_cramer_rao_bound():
     assert 0.6 * bound_pm < rms_pm < 2.0 * bound_pm
 
 
-def test_projector_gradient_matches_finite_differences():
-    projector = LinearProjector(16, SAMPLING)
+@pytest.mark.parametrize("sparse", [False, True])
+def test_projector_gradient_matches_finite_differences(sparse):
+    projector = LinearProjector(16, SAMPLING, sparse=sparse)
     c = projector.center
     positions = torch.tensor([[c + 0.3, c - 0.2, c + 0.5]], dtype=torch.float64, requires_grad=True)
     angles = torch.tensor(np.deg2rad([-30.0, 40.0]))
@@ -172,7 +139,9 @@ def test_projector_gradient_matches_finite_differences():
             plus = (projector(positions + delta, weights, angles) * probe).sum()
             minus = (projector(positions - delta, weights, angles) * probe).sum()
         numeric = float(plus - minus) / (2 * step)
-        assert positions.grad[0, axis].item() == pytest.approx(numeric, rel=1e-5, abs=1e-12)
+        # the sparse model's Jacobian is analytic (h'), its values interpolated: 1e-3 apart
+        tolerance = 2e-3 if sparse else 1e-5
+        assert positions.grad[0, axis].item() == pytest.approx(numeric, rel=tolerance, abs=1e-12)
 
 
 def test_bad_inputs_are_rejected_before_work():
@@ -182,3 +151,78 @@ def test_bad_inputs_are_rejected_before_work():
         refine_atoms(np.zeros((2, 8, 8)), [0, 10], np.zeros((1, 3)), ["Pt"], sampling=0.4, dose=0.0)
     with pytest.raises(ValueError, match="shift_model"):
         RefineConfig(shift_model="bilinear")
+
+
+def _noisy_cluster(seed, n=10, dose=2e3):
+    rng = np.random.default_rng(seed)
+    positions, elements = _cluster(rng, n)
+    angles = np.linspace(-60, 60, 9)
+    clean = simulate_tilt_series(
+        Atoms(elements, positions=positions), angles, size=SIZE, sampling=SAMPLING
+    )
+    counts = rng.poisson(clean * dose).astype(np.float64)
+    start = positions + rng.normal(0, 0.15, positions.shape)
+    return positions, elements, angles, counts, start
+
+
+def test_float32_refinement_agrees_with_float64_within_a_fraction_of_the_noise():
+    positions, elements, angles, counts, start = _noisy_cluster(6)
+    kwargs = dict(sampling=SAMPLING, dose=2e3)
+    base = RefineConfig(iterations=60, rounds=1, read_noise=0.0)
+    exact = refine_atoms(counts, angles, start, elements, config=base, **kwargs)
+    single = refine_atoms(
+        counts, angles, start, elements, config=replace(base, precision="float32"), **kwargs
+    )
+    error_pm = 100 * np.sqrt(((exact.positions - positions) ** 2).sum(1).mean())
+    moved_pm = 100 * np.sqrt(((single.positions - exact.positions) ** 2).sum(1).mean())
+    assert error_pm > 1.0  # the noise sets the error ...
+    assert moved_pm < 0.1 * error_pm  # ... float32 moves the answer by far less
+    problem = RefinementProblem(
+        counts, angles, start, elements, sampling=SAMPLING, doses=np.full(9, 2e3), config=base
+    )
+    assert problem.float32_suffices()
+    assert not problem.float32_suffices(tolerance=1e-9)
+
+
+def test_sparse_forward_model_refines_like_the_exact_one():
+    """The real-space patch model (for thousands of atoms) finds the same atoms as the exact one."""
+    positions, elements, angles, counts, start = _noisy_cluster(7, n=8, dose=5e3)
+    config = RefineConfig(iterations=60, rounds=1, read_noise=0.0, fit_beam_current=False)
+    sparse = refine_atoms(
+        counts,
+        angles,
+        start,
+        elements,
+        sampling=SAMPLING,
+        dose=5e3,
+        config=replace(config, forward="sparse"),
+    )
+    exact = refine_atoms(
+        counts, angles, start, elements, sampling=SAMPLING, dose=5e3, config=config
+    )
+    start_pm = 100 * np.sqrt(((start - positions) ** 2).sum(1).mean())
+    sparse_pm = 100 * np.sqrt(((sparse.positions - positions) ** 2).sum(1).mean())
+    exact_pm = 100 * np.sqrt(((exact.positions - positions) ** 2).sum(1).mean())
+    assert sparse_pm < 0.5 * start_pm
+    assert sparse_pm < exact_pm + 2.0
+
+
+def test_refine_sample_starts_from_nominal_geometry_where_none_was_recorded():
+    """An imported series without alignment records NaN angles/shifts: they are not a start."""
+    from models.refine import refine_sample
+
+    positions, elements, angles, counts, start = _noisy_cluster(8, n=4)
+    sample = {
+        "tilt_series": counts,
+        "angles": angles,
+        "sampling": SAMPLING,
+        "dose": 2e3,
+        "angles_estimated": np.full(len(angles), np.nan),
+        "shifts": np.full((len(angles), 2), np.nan),
+    }
+    config = RefineConfig(iterations=5, rounds=1)
+    result = refine_sample(sample, start, elements, config=config)
+    reference = refine_atoms(
+        counts, angles, start, elements, sampling=SAMPLING, dose=2e3, config=config
+    )
+    np.testing.assert_array_equal(result.positions, reference.positions)
