@@ -103,7 +103,8 @@ def detection_probability(score, penalty: float) -> np.ndarray:
 
 
 def _fit(sample, positions, elements, config: SelectionConfig, refine_config, microscope):
-    from models.refine import RefineConfig, _cross_sections, refine_sample
+    from models.refine import RefineConfig, refine_sample
+    from simgen.imaging import cross_section
 
     base = RefineConfig() if refine_config is None else refine_config
     fit_config = dataclasses.replace(
@@ -122,7 +123,7 @@ def _fit(sample, positions, elements, config: SelectionConfig, refine_config, mi
 
         microscope = Microscope()
     calibrated = np.array(
-        [_cross_sections([e], microscope)[e] for e in elements], dtype=float
+        [cross_section(e, microscope) for e in elements], dtype=float
     ) * np.array([result.element_scales.get(e, 1.0) for e in elements], dtype=float)
     amplitude = np.asarray(result.cross_sections, dtype=float) / calibrated
     score = 1.0 / np.maximum(np.asarray(result.amplitude_standard_errors, dtype=float), 1e-12)
