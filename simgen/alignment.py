@@ -214,10 +214,11 @@ def _fit_shift(reference, moving, *, steps=4, initial=None, max_shift=None):
         derivs = [np.fft.ifftn(-2j * np.pi * f * shifted_spec).real for f in freqs]
         jac = np.stack([scale * d.ravel() for d in derivs] + [model.ravel()], axis=1)
         residual = (moving - scale * model).ravel()
-        normal = jac.T @ jac
+        # einsum, not BLAS: a BLAS product's summation order depends on the CPU (simgen.reproducible)
+        normal = np.einsum("ij,ik->jk", jac, jac)
         if not np.all(np.isfinite(normal)) or np.linalg.cond(normal) > 1e12:
             break
-        step = np.linalg.solve(normal, jac.T @ residual)
+        step = np.linalg.solve(normal, np.einsum("ij,i->j", jac, residual))
         step[: len(axes)] = np.clip(step[: len(axes)], -1.0, 1.0)
         shift = shift + step[: len(axes)]
         scale = scale + step[-1]
@@ -227,7 +228,7 @@ def _fit_shift(reference, moving, *, steps=4, initial=None, max_shift=None):
     if last is None:
         return shift, np.full((len(axes), len(axes)), np.inf)
     residual, jac, step, normal = last
-    variance = float(np.mean((residual - jac @ step) ** 2))
+    variance = float(np.mean((residual - np.einsum("ij,j->i", jac, step)) ** 2))
     return shift, variance * np.linalg.inv(normal)[: len(axes), : len(axes)]
 
 

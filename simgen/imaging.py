@@ -150,6 +150,8 @@ def psf_transfer(
     ``thermal_sigma`` Å per axis (the Debye–Waller blur), so its transform is the probe's times
     ``exp(-2π² σ² k²)``.
     """
+    from simgen.reproducible import exp as reproducible_exp
+
     thermal_sigma = default_thermal_sigma() if thermal_sigma is None else float(thermal_sigma)
     if not math.isfinite(thermal_sigma) or thermal_sigma < 0:
         raise ValueError(
@@ -157,7 +159,8 @@ def psf_transfer(
         )
     table_k, table_t = _probe_transfer_table(microscope)
     k = np.abs(np.asarray(k, dtype=np.float64))
-    return np.interp(k, table_k, table_t, right=0.0) * np.exp(
+    # reproducible.exp: np.exp's AVX-512 kernel rounds differently (simgen.reproducible)
+    return np.interp(k, table_k, table_t, right=0.0) * reproducible_exp(
         -2.0 * np.pi**2 * thermal_sigma**2 * k**2
     )
 
@@ -221,10 +224,13 @@ def _harmonic_phase_factors(coords: np.ndarray, step: float, count: int) -> np.n
     Factorised as m = a·B + b so that only about 2·sqrt(count) exponentials per coordinate are
     evaluated; the rest are complex products (the exponential dominates the linear mode's cost).
     """
+    from simgen.reproducible import complex_multiply
+
     block = max(1, int(math.ceil(math.sqrt(count))))
     fine = _phase_factors(coords, step * np.arange(block))
     coarse = _phase_factors(coords, step * block * np.arange(int(math.ceil(count / block))))
-    product = coarse[..., :, None] * fine[..., None, :]
+    # complex_multiply: numpy's complex product rounds by CPU (simgen.reproducible)
+    product = complex_multiply(coarse[..., :, None], fine[..., None, :])
     return product.reshape(coords.shape + (-1,))[..., :count]
 
 
@@ -251,6 +257,7 @@ def _linear_images(
     from scipy import fft
 
     from simgen.progress import progress_bar
+    from simgen.reproducible import complex_gram
 
     pad = int(math.ceil(pad / sampling))
     q = fft.next_fast_len(size + 2 * pad, real=True)
@@ -288,7 +295,8 @@ def _linear_images(
             [rotate_positions(positions, a, center)[:, 0] for a in block], axis=1
         )  # (N, B)
         phase_x = _harmonic_phase_factors(x, kx[1], len(cols))  # (N, B, Kx); cols = 0..Kx-1
-        f = weighted_y.T @ phase_x.reshape(n_atoms, -1)  # (Ky, B*Kx)
+        # (Ky, B*Kx); exact integer arithmetic, so the same bits on every CPU (not BLAS's order)
+        f = complex_gram(weighted_y, phase_x.reshape(n_atoms, -1))
         f = f.reshape(len(rows), len(block), len(cols)).transpose(1, 0, 2)
         spectrum[: len(block), rows, : len(cols)] = f * transfer
         # irfft2's 1/fine² times over² turns Σ σ·T(k)·e^{2πik·r} / (q·sampling)² into counts per dose

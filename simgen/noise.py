@@ -95,6 +95,8 @@ def fourier_shift(images: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
         )
     if not np.all(np.isfinite(shifts)):
         raise ValueError("shifts_px: expected finite shifts in pixels")
+    from simgen.reproducible import complex_multiply
+
     ny, nx = images.shape[1:]
     ky = np.fft.fftfreq(ny)  # cycles per pixel
     kx = np.fft.fftfreq(nx)
@@ -105,7 +107,10 @@ def fourier_shift(images: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
     if nx % 2 == 0:
         phase_x[:, nx // 2] = np.cos(np.pi * shifts[:, 1])
     spectrum = np.fft.fft2(images.astype(np.float64, copy=False))
-    spectrum *= phase_y[:, :, None] * phase_x[:, None, :]
+    # complex_multiply: numpy's complex product rounds by CPU (simgen.reproducible)
+    spectrum = complex_multiply(
+        spectrum, complex_multiply(phase_y[:, :, None], phase_x[:, None, :])
+    )
     out = np.fft.ifft2(spectrum).real
     return out.astype(np.float32) if images.dtype == np.float32 else out
 
