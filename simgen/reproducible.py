@@ -36,6 +36,8 @@ __all__ = [
     "compose_rotations",
     "center_of_mass",
     "complex_gram",
+    "solve_small",
+    "inv_small",
 ]
 
 _exp_scalar = np.frompyfunc(math.exp, 1, 1)
@@ -155,3 +157,45 @@ def complex_gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     product = qa.T @ qb  # integers below 2**53: exact whatever the summation order
     product *= scale_a * scale_b
     return product.astype(np.complex64)
+
+
+def solve_small(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """``np.linalg.solve`` for a small (n ≤ ~10) system, by Gaussian elimination with partial
+    pivoting in Python floats: LAPACK's kernels round by CPU (fused multiply-adds or not).
+
+    Raises ``numpy.linalg.LinAlgError`` for a singular matrix, as ``np.linalg.solve`` does.
+    """
+    a = [[float(v) for v in row] for row in np.asarray(matrix, dtype=np.float64)]
+    b = np.asarray(rhs, dtype=np.float64)
+    columns = b.reshape(len(a), -1).T.tolist()  # one list per right-hand side
+    n = len(a)
+    if any(len(row) != n for row in a) or b.shape[0] != n:
+        raise ValueError(
+            f"matrix.shape={np.shape(matrix)}, rhs.shape={b.shape}: expected (n, n), (n, ...)"
+        )
+    for k in range(n):
+        pivot = max(range(k, n), key=lambda i: abs(a[i][k]))
+        if a[pivot][k] == 0.0:
+            raise np.linalg.LinAlgError("Singular matrix")
+        a[k], a[pivot] = a[pivot], a[k]
+        for col in columns:
+            col[k], col[pivot] = col[pivot], col[k]
+        for i in range(k + 1, n):
+            factor = a[i][k] / a[k][k]
+            for j in range(k, n):
+                a[i][j] = a[i][j] - factor * a[k][j]
+            for col in columns:
+                col[i] = col[i] - factor * col[k]
+    for col in columns:
+        for i in range(n - 1, -1, -1):
+            total = col[i]
+            for j in range(i + 1, n):
+                total = total - a[i][j] * col[j]
+            col[i] = total / a[i][i]
+    return np.array(columns, dtype=np.float64).T.reshape(b.shape)
+
+
+def inv_small(matrix: np.ndarray) -> np.ndarray:
+    """The inverse of a small matrix by :func:`solve_small` (the same bits on every CPU)."""
+    n = np.asarray(matrix).shape[0]
+    return solve_small(matrix, np.eye(n))
