@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -117,8 +119,12 @@ def _truths(truth) -> tuple[str, ...]:
 
 def _read_sample(view, index: int, truth: str) -> dict:
     """Sample ``index``; an unreadable chunk is a one-line error naming the sample and array."""
+    from simgen.store import DamagedDataError
+
     try:
         return dict(view.read(index, truth=truth))
+    except DamagedDataError:
+        raise  # already one line naming the sample and the array
     except Exception as exc:  # a corrupt chunk raises a codec error of any type
         reason = (str(exc).splitlines() or [""])[0]
         raise ValueError(
@@ -303,7 +309,7 @@ def run_method(
         Names of ``out`` and ``models_dir`` in error messages (the CLI's ``--out``, ``--models``).
     """
     from benchmark.methods import get_method
-    from simgen.outputs import check_output
+    from simgen.outputs import check_output, hold_lock
     from simgen.store import open_dataset
 
     if workers < 1:
@@ -339,6 +345,26 @@ def run_method(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
+        # One writer per results file: a second `aet-bench run` on the same --out is refused
+        # (both claiming success while one's records vanish is the failure this prevents).
+        stack.enter_context(hold_lock(_sibling_path(out, "lock"), f"{params[0]}={str(out)!r}"))
+        check_output(out, "results", overwrite=overwrite, param=params[0])
+        # Finished samples are appended to a partial file as they complete; an interrupted run
+        # with the same parameters continues from it (without --models: that folder is written
+        # whole at the end).
+        partial = _sibling_path(out, "partial")
+        resume_key = {
+            "method": method_name,
+            "options": _json_safe(options or {}),
+            "store": str(Path(store).resolve()),
+            "dataset_sha256": str(ds.attrs.get("dataset_sha256", "")),
+            "split": split,
+            "n": n,
+            "radius": radius,
+            "align": align,
+            "truths": list(truths),
+        }
+        done = _resume_partial(partial, resume_key) if models_dir is None else {}
         final_models = models_dir
         if models_dir is not None:  # written beside, swapped in when every sample is done
             models_dir = str(
@@ -367,9 +393,62 @@ def run_method(
             truths,
             workers,
             progress,
+            done=done,
+            sink=_PartialWriter(partial, resume_key, done),
         )
         write_text_atomic(out, "".join(json.dumps(record) + "\n" for record in records))
+        partial.unlink(missing_ok=True)
     return records
+
+
+def _sibling_path(out: Path, tag: str) -> Path:
+    return out.parent / f".{out.name}.{tag}"
+
+
+def _resume_partial(partial: Path, resume_key: dict) -> dict[int, list[dict]]:
+    """Records of finished samples of an interrupted run with the same parameters, by position."""
+    try:
+        lines = partial.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    try:
+        header = json.loads(lines[0]) if lines else {}
+    except ValueError:
+        header = {}
+    if header.get("resume_key") != json.loads(json.dumps(resume_key)):
+        partial.unlink(missing_ok=True)  # ours, from another run: start again
+        return {}
+    done: dict[int, list[dict]] = {}
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+            done[int(entry["position"])] = list(entry["records"])
+        except (ValueError, KeyError, TypeError):
+            break  # a line cut short by the interrupt: that sample runs again
+    if done:
+        logger.warning("%s: resuming, %d samples already done", partial, len(done))
+    return done
+
+
+class _PartialWriter:
+    """Appends each finished sample's records to the partial file (flushed and synced)."""
+
+    def __init__(self, partial: Path, resume_key: dict, done: dict) -> None:
+        self.partial = partial
+        if not done or not partial.exists():
+            partial.write_text(json.dumps({"resume_key": resume_key}) + "\n")
+        self.handle = None
+
+    def __call__(self, position: int, records: list[dict]) -> None:
+        if self.handle is None:
+            self.handle = open(self.partial, "a", encoding="utf-8")  # noqa: SIM115
+        self.handle.write(json.dumps({"position": position, "records": records}) + "\n")
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def __del__(self):
+        if self.handle is not None:
+            self.handle.close()
 
 
 def _run_all(
@@ -387,19 +466,27 @@ def _run_all(
     truths,
     workers,
     progress,
+    done=None,
+    sink=None,
 ) -> list[dict]:
-    records = []
+    done = done or {}
+    records = [r for position in sorted(done) for r in done[position]]
+    todo = [i for i in range(n) if i not in done]
     bar_desc = f"{method_name} on {dataset_name}"
     if workers == 1:
-        for i in progress_bar(range(n), desc=bar_desc, unit="sample", enabled=progress):
-            records += _run_one(method, view, i, models_dir, radius, align, dataset_name, truths)
+        for i in progress_bar(todo, desc=bar_desc, unit="sample", enabled=progress):
+            sample_records = _run_one(
+                method, view, i, models_dir, radius, align, dataset_name, truths
+            )
+            if sink is not None:
+                sink(i, sample_records)
+            records += sample_records
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         jobs = [
-            (str(store), split, i, models_dir, radius, align, dataset_name, truths)
-            for i in range(n)
+            (str(store), split, i, models_dir, radius, align, dataset_name, truths) for i in todo
         ]
         with ProcessPoolExecutor(
             workers,
@@ -407,9 +494,18 @@ def _run_all(
             initializer=_worker_init,
             initargs=(method_name, options),
         ) as pool:
-            for sample_records in progress_bar(
-                pool.map(_process, jobs), total=n, desc=bar_desc, unit="sample", enabled=progress
+            for i, sample_records in zip(
+                todo,
+                progress_bar(
+                    pool.map(_process, jobs),
+                    total=len(todo),
+                    desc=bar_desc,
+                    unit="sample",
+                    enabled=progress,
+                ),
             ):
+                if sink is not None:
+                    sink(i, sample_records)
                 records += sample_records
     records.sort(key=lambda r: (r["index"], truths.index(r["truth"])))
     return records
@@ -494,3 +590,14 @@ def _check_record(record, where: str) -> None:
     ]
     if bad:
         raise ValueError(f"{where}: {bad[0]}={record[bad[0]]!r} is not a number; {expected}")
+    # The results schema: rates are fractions, errors and doses finite and non-negative.
+    if record["dose"] is not None and (not math.isfinite(record["dose"]) or record["dose"] < 0):
+        raise ValueError(f"{where}: dose={record['dose']!r}: expected a finite dose >= 0 (e/Å²)")
+    for key, is_error in METRIC_KEYS.items():
+        value = record.get(key)
+        if value is None:
+            continue
+        if is_error and (not math.isfinite(value) or value < 0):
+            raise ValueError(f"{where}: {key}={value!r}: expected a finite error >= 0 (pm)")
+        if not is_error and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{where}: {key}={value!r}: expected a fraction in [0, 1]")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from models.io import write_prediction
 from models.weights import DEFAULT_WEIGHTS
+from simgen.cli import non_negative_int
 
 __all__ = ["main", "DEFAULT_WEIGHTS", "write_prediction", "header_voxel_size", "volume_sampling"]
 
@@ -55,7 +56,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "(default 1)",
     )
     p.add_argument("--limit", type=int, help="use at most N samples per split")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--seed", type=non_negative_int("--seed"), default=0, help="random seed (default 0)"
+    )
     p.add_argument(
         "--batch-size",
         type=int,
@@ -256,7 +259,7 @@ def _read_volume(path: str, key: str | None):
     if p.suffix.lower() != ".zarr" and not (p / "zarr.json").exists():
         from simgen.importer import read_array
 
-        return read_array(path, key=key)
+        return _finite_volume(read_array(path, key=key), path)
     import zarr
 
     if not p.exists():
@@ -275,6 +278,19 @@ def _read_volume(path: str, key: str | None):
     volume = np.asarray(node[...])
     if volume.ndim != 3:
         raise ValueError(f"--volume={path!r}: shape {volume.shape}, expected a 3-D volume")
+    return _finite_volume(volume, path)
+
+
+def _finite_volume(volume, path):
+    """The volume, unless it holds NaN or infinity (an error, never a volume with no atoms)."""
+    import numpy as np
+
+    if np.issubdtype(volume.dtype, np.number) and not np.all(np.isfinite(volume)):
+        bad = int(np.count_nonzero(~np.isfinite(volume)))
+        raise ValueError(
+            f"--volume={path!r}: {bad} of {volume.size} voxels are NaN or infinite; "
+            "expected finite values"
+        )
     return volume
 
 
@@ -300,6 +316,7 @@ def _cmd_predict(args) -> int:
             pred.probabilities,
             pred.classes,
             {"source": str(args.volume)},
+            record=True,
         )
         note = (
             "the volume is constant: nothing to trace"

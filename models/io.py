@@ -12,9 +12,13 @@ __all__ = ["write_prediction"]
 
 
 def write_prediction(
-    path: Path, positions, elements, probabilities=None, classes=None, info=None
+    path: Path, positions, elements, probabilities=None, classes=None, info=None, record=False
 ) -> None:
-    """Extended XYZ: positions (Å) and elements, with per-atom class probabilities as ``prob_<class>``."""
+    """Extended XYZ: positions (Å) and elements, with per-atom class probabilities as ``prob_<class>``.
+
+    ``record``: note the file as this project's output (:func:`simgen.outputs.record_file`), for a
+    file given as ``--out`` (a later ``--overwrite`` may then replace it, and only it).
+    """
     import ase
     import ase.io
     import numpy as np
@@ -29,5 +33,5 @@ def write_prediction(
     atoms.info.update(info or {})
     from simgen.outputs import atomic_path
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, record=record) as tmp:
         ase.io.write(tmp, atoms, format="extxyz")

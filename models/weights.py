@@ -68,6 +68,19 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{param}={str(path)!r}: no such file")
+    kind = _torch_file_kind(path)
+    if kind == "torchscript":
+        raise ValueError(
+            f"{param}={str(path)!r}: a TorchScript module (torch.jit.save), not a {what}; run a "
+            "TorchScript network with `aet-bench run --method torch --model-file PATH`"
+        )
+    if kind is None:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+        raise ValueError(
+            f"{param}={str(path)!r}: not a valid {what} (not a torch.save file: it starts with "
+            f"{head!r})"
+        )
     try:
         import torch  # here, not at the top: `pann predict` checks its inputs before torch loads
 
@@ -92,6 +105,26 @@ def load_checkpoint(
             "expected a dict)"
         )
     return payload
+
+
+def _torch_file_kind(path: Path) -> str | None:
+    """``"checkpoint"`` (a torch.save zip or legacy pickle), ``"torchscript"``, or None."""
+    import zipfile
+
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head[:2] == b"\x80\x02" or head[:1] == b"\x80":
+        return "checkpoint"  # the legacy (pre-1.6) pickle format
+    if head != b"PK\x03\x04":
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
+        return "torchscript"
+    return "checkpoint" if any(n.endswith("data.pkl") for n in names) else None
 
 
 def save_atomic(payload, path: str | Path) -> None:

@@ -109,6 +109,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simgen.noise import fourier_shift
+from simgen.reproducible import complex_multiply, inv_small, solve_small
 
 __all__ = ["METHODS", "Alignment", "align_tilt_series", "alignment_errors", "estimate_shift"]
 
@@ -168,8 +169,11 @@ def _remove_rigid_x(values: np.ndarray, angles_deg: np.ndarray) -> np.ndarray:
     basis = _rigid_x_basis(angles_deg)
     if len(values) < 3 or np.ptp(angles_deg) == 0:
         return values - values.mean()
-    coefficients, *_ = np.linalg.lstsq(basis, values, rcond=None)
-    return values - basis @ coefficients
+    # Normal equations with einsum and a small solver, not LAPACK/BLAS (simgen.reproducible)
+    coefficients = solve_small(
+        np.einsum("ij,ik->jk", basis, basis), np.einsum("ij,i...->j...", basis, values)
+    )
+    return values - np.einsum("ij,j...->i...", basis, coefficients)
 
 
 def _com_x(series: np.ndarray, angles: np.ndarray, keep_offset: bool) -> np.ndarray:
@@ -216,7 +220,7 @@ def _fit_shift(reference, moving, *, steps=4, initial=None, max_shift=None):
     if initial is not None:
         shift = np.asarray(initial, dtype=np.float64).reshape(len(axes)).copy()
     else:
-        corr = np.fft.ifftn(spec_mov * np.conj(spec_ref)).real
+        corr = np.fft.ifftn(complex_multiply(spec_mov, np.conj(spec_ref))).real
         lags = np.meshgrid(
             *[np.fft.fftfreq(n) * n for n in reference.shape], indexing="ij"
         )  # signed integer lags
@@ -229,16 +233,17 @@ def _fit_shift(reference, moving, *, steps=4, initial=None, max_shift=None):
     last = None  # (residual, jac, step, normal) of the last step taken
     for _ in range(steps):
         phase = np.exp(-2j * np.pi * sum(f * s for f, s in zip(freqs, shift)))
-        shifted_spec = spec_ref * phase
+        shifted_spec = complex_multiply(spec_ref, phase)
         model = np.fft.ifftn(shifted_spec).real
         # d model / d s_axis = ifft(-2πi f_axis · R · phase)
         derivs = [np.fft.ifftn(-2j * np.pi * f * shifted_spec).real for f in freqs]
         jac = np.stack([scale * d.ravel() for d in derivs] + [model.ravel()], axis=1)
         residual = (moving - scale * model).ravel()
-        normal = jac.T @ jac
+        # einsum, not BLAS: a BLAS product's summation order depends on the CPU (simgen.reproducible)
+        normal = np.einsum("ij,ik->jk", jac, jac)
         if not np.all(np.isfinite(normal)) or np.linalg.cond(normal) > 1e12:
             break
-        step = np.linalg.solve(normal, jac.T @ residual)
+        step = solve_small(normal, np.einsum("ij,i->j", jac, residual))
         step[: len(axes)] = np.clip(step[: len(axes)], -1.0, 1.0)
         shift = shift + step[: len(axes)]
         scale = scale + step[-1]
@@ -248,8 +253,8 @@ def _fit_shift(reference, moving, *, steps=4, initial=None, max_shift=None):
     if last is None:
         return shift, np.full((len(axes), len(axes)), np.inf)
     residual, jac, step, normal = last
-    variance = float(np.mean((residual - jac @ step) ** 2))
-    return shift, variance * np.linalg.inv(normal)[: len(axes), : len(axes)]
+    variance = float(np.mean((residual - np.einsum("ij,j->i", jac, step)) ** 2))
+    return shift, variance * inv_small(normal)[: len(axes), : len(axes)]
 
 
 def _fit_shifts(references, moving, *, steps=4):
@@ -484,7 +489,8 @@ def _cross_variance(references, aligned, update):
         (np.fft.fftfreq(ny)[None, :, None], np.fft.fftfreq(nx)[None, None, :])
     ):
         # Parseval: Σ ∂r ∂y = Σ (2πk)² R Y* / N
-        cross = ((2 * np.pi * k) ** 2 * spec_r * np.conj(spec_y)).real.sum(axis=(1, 2)) / (ny * nx)
+        product = complex_multiply((2 * np.pi * k) ** 2 * spec_r, np.conj(spec_y))
+        cross = product.real.sum(axis=(1, 2)) / (ny * nx)
         info = scale * cross
         with np.errstate(divide="ignore", invalid="ignore"):
             out[:, axis] = np.where(info > 0, residual / info, np.inf)

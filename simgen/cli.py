@@ -17,6 +17,10 @@ __all__ = ["main", "parse_tilt"]
 
 EXIT_BAD_INPUT = 2
 EXIT_SOME_FAILED = 3
+#: Most projections of a tilt series (0.25° steps over 180°).
+MAX_ANGLES = 721
+#: Most reconstruction iterations (SIRT and CGLS converge in tens to hundreds).
+MAX_ITERATIONS = 10_000
 
 
 def parse_tilt(text: str) -> tuple[float, ...]:
@@ -32,6 +36,11 @@ def parse_tilt(text: str) -> tuple[float, ...]:
         raise ValueError(f"--tilt={text!r}: expected START:STOP:COUNT, e.g. -70:70:29") from None
     if count < 2 or not (-90 < start < stop < 90):
         raise ValueError(f"--tilt={text!r}: expected -90 < START < STOP < 90 and COUNT >= 2")
+    if count > MAX_ANGLES:
+        raise ValueError(
+            f"--tilt={text!r}: {count} projections; expected at most {MAX_ANGLES} "
+            f"({(stop - start) / (MAX_ANGLES - 1):.3g}° steps)"
+        )
     return tuple(float(a) for a in np.linspace(start, stop, count))
 
 
@@ -51,6 +60,23 @@ def simulation_angles(path: str) -> tuple[float, ...]:
             "-90..90° (degrees)"
         )
     return tuple(float(a) for a in angles)
+
+
+def non_negative_int(name):
+    """argparse type: an integer >= 0 (a seed); the error names the option."""
+
+    def convert(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name}={text!r}: expected a non-negative integer"
+            ) from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{name}={value}: expected a non-negative integer")
+        return value
+
+    return convert
 
 
 def _positive(name):
@@ -204,7 +230,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--thermal-sigma", type=float, default=0.0, help="thermal displacement σ per axis (Å)"
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--seed", type=non_negative_int("--seed"), default=0, help="random seed (default 0)"
+    )
     p.add_argument("--preview", metavar="PNG", help="also write a preview image")
     p.add_argument(
         "--overwrite",
@@ -243,6 +271,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="check every sample against the store's checksum manifest")
     p.add_argument("store", help="Zarr store (directory)")
+    p.add_argument(
+        "--against",
+        metavar="MANIFEST",
+        help="also compare with a published manifest.json (names the first differing sample and array)",
+    )
 
     p = sub.add_parser("preview", help="PNG montage of one sample: projections, slices, atoms")
     p.add_argument("store", help="Zarr store (directory)")
@@ -351,6 +384,17 @@ def _physical_memory() -> int | None:
         return None
 
 
+def check_iterations(iterations: int) -> None:
+    """A positive number of reconstruction iterations, at most :data:`MAX_ITERATIONS`."""
+    if iterations < 1:
+        raise ValueError(f"--iterations={iterations}: expected a positive integer")
+    if iterations > MAX_ITERATIONS:
+        raise ValueError(
+            f"--iterations={iterations}: expected at most {MAX_ITERATIONS} (SIRT and CGLS "
+            "converge in tens to hundreds)"
+        )
+
+
 def check_memory(size: int, n_angles: int, option: str, args=None) -> None:
     """Refuse a volume whose simulation needs more memory than the machine has, before allocating.
 
@@ -423,8 +467,7 @@ def _cmd_simulate(args) -> int:
             "(omit --size to fit the particle)"
         )
     angles = simulation_angles(args.angles) if args.angles else parse_tilt(args.tilt)
-    if args.iterations < 1:
-        raise ValueError(f"--iterations={args.iterations}: expected a positive integer")
+    check_iterations(args.iterations)
     from simgen.noise import NOISE_REGISTRY
 
     # Parsed once, here (a bad --noise fails before any work); the specs travel parsed.
@@ -441,6 +484,20 @@ def _cmd_simulate(args) -> int:
     else:
         args.composition = args.composition or "Pt"
         args.size_nm = args.size_nm or 2.0
+        # Bounded before the particle is built: the volume that would hold it. The option named
+        # is --sampling when the particle would fit at a usual voxel size (0.4 Å), else --size-nm.
+        if args.size is None:
+
+            def side(sampling):
+                return int(8 * np.ceil((10.0 * args.size_nm + 6.0) / sampling / 8))
+
+            culprit = "--size-nm"
+            try:
+                check_memory(side(max(args.sampling, 0.4)), len(angles), "--size-nm", args)
+                culprit = "--sampling"
+            except ValueError:
+                pass
+            check_memory(side(args.sampling), len(angles), culprit, args)
         atoms = structures.build_particle(
             args.particle,
             args.composition,
@@ -546,15 +603,22 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_verify(args) -> int:
-    from simgen.store import verify_store
+    from simgen.store.verify import missing_samples, verify_store
 
-    problems = verify_store(args.store)
+    if not Path(args.store, "zarr.json").is_file():
+        raise ValueError(f"STORE={args.store!r}: not a Zarr store (no zarr.json)")
+    problems = verify_store(args.store, against=args.against)
+    missing, planned = missing_samples(args.store)
     for problem in problems:
         print(problem)
+    partial = f" ({missing} of {planned} samples missing: not generated yet)" if missing else ""
     if problems:
-        print(f"{args.store}: {len(problems)} problem(s)")
+        print(f"{args.store}: {len(problems)} problem(s){partial}")
         return 1
-    print(f"{args.store}: all samples match the manifest")
+    if args.against:
+        print(f"{args.store}: all samples match the manifest and {args.against}{partial}")
+    else:
+        print(f"{args.store}: all samples match the manifest{partial}")
     return 0
 
 
@@ -571,6 +635,7 @@ def _cmd_preview(args) -> int:
 def _cmd_import(args) -> int:
     from simgen.importer import import_tilt_series
 
+    check_iterations(args.iterations)
     elements = [e.strip() for e in args.elements.split(",")] if args.elements else None
     origin = None
     if args.origin:
@@ -699,6 +764,7 @@ def run_command(commands, parser, argv, prog) -> int:
     end = argv.index("--") if "--" in argv else len(argv)
     debug = "--debug" in argv[:end]
     argv = [a for i, a in enumerate(argv) if i >= end or a != "--debug"]
+    _one_line_errors(parser, prog)
     args = parser.parse_args(argv)
     args.debug = args.debug or debug
     logging.basicConfig(
@@ -720,6 +786,26 @@ def run_command(commands, parser, argv, prog) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line_errors(parser: argparse.ArgumentParser, prog: str) -> None:
+    """Make ``parser`` and its subcommand parsers report a usage error in one line (exit 2).
+
+    argparse prints the whole usage block before ``error: ...``; a user who mistyped one flag
+    wants the one line that names it (``--help`` still shows the usage).
+    """
+
+    def attach(node: argparse.ArgumentParser) -> None:
+        def error(message: str):
+            node.exit(EXIT_BAD_INPUT, f"{node.prog}: error: {message} (see {node.prog} --help)\n")
+
+        node.error = error
+        for action in node._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    attach(child)
+
+    attach(parser)
 
 
 def _quiet_on_interrupt() -> None:

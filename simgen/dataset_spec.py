@@ -20,6 +20,22 @@ from simgen.validation import Where
 __all__ = ["DatasetSpec", "spec_dict", "spec_hash"]
 
 
+#: Most samples one catalogue entry may plan (42,588 in the PANN paper).
+MAX_SAMPLES = 10_000_000
+#: Memory a simulation holds per voxel and per tilt-series pixel (bytes; simgen.cli's guard).
+_BYTES_PER_VOXEL = 6 * 4
+_BYTES_PER_PIXEL = 8 * 4
+
+
+def _physical_memory() -> int | None:
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """One validated dataset of the catalogue (units: Å, degrees, eV, mrad, e/Å² per projection).
@@ -64,8 +80,34 @@ class DatasetSpec:
 
     @classmethod
     def from_dict(cls, name: str, data: Mapping, *, source: str = "datasets.yaml") -> DatasetSpec:
-        """Validate one catalogue entry; ``ValueError`` names source, dataset, key and value."""
-        return cls(**parse_entry(name, data, Where(source, name)))
+        """Validate one catalogue entry; ``ValueError`` names source, dataset, key and value.
+
+        Bounded here, before any plan is built: at most :data:`MAX_SAMPLES` samples, and a volume
+        whose simulation fits in this machine's memory (the bound ``simgen simulate`` applies).
+        """
+        where = Where(source, name)
+        spec = cls(**parse_entry(name, data, where))
+        if spec.n_samples > MAX_SAMPLES:
+            key = "samples.grid.replicas" if spec.n_grid > spec.count else "samples.random.count"
+            value = spec.replicas if key.endswith("replicas") else spec.count
+            raise where.error(
+                key,
+                value,
+                f"a plan of at most {MAX_SAMPLES:.0e} samples (this one has {spec.n_samples:.3g})",
+            )
+        need = (
+            _BYTES_PER_VOXEL * float(spec.size) ** 3
+            + _BYTES_PER_PIXEL * len(spec.angles) * float(spec.size) ** 2
+        )
+        have = _physical_memory()
+        if have is not None and need > have:
+            raise where.error(
+                "size",
+                spec.size,
+                f"a volume whose simulation fits in memory (a {spec.size}³ sample needs about "
+                f"{need / 2**30:.3g} GiB, this machine has {have / 2**30:.3g} GiB)",
+            )
+        return spec
 
     # ---- derived quantities ---------------------------------------------------------------
 

@@ -258,7 +258,7 @@ def open_or_create_store(spec, out: Path, rows: list[dict], overwrite: bool):
         if json.loads(json.dumps(stored)) != wanted:
             raise ValueError(
                 f"out={str(out)!r}: holds dataset {root.attrs.get('dataset')!r} generated from a different spec; "
-                "use another --out or overwrite=True to start again"
+                "use another --out (this store stays as it is)"
             )
         if root["complete"].shape[0] != len(rows):
             raise ValueError(

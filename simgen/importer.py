@@ -48,6 +48,65 @@ def _mat_arrays(path: Path) -> dict[str, np.ndarray]:
     return {k: v for k, v in read_mat(path).items() if v.dtype.kind in "biuf"}
 
 
+#: Largest array a reader loads (elements): 2**34 float32 values are 64 GiB.
+MAX_ELEMENTS = 2**34
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _checked(data: np.ndarray, where: str, kind: str) -> np.ndarray:
+    """A numeric, non-empty array (one-line error otherwise)."""
+    if data.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{where}: not a valid {kind} file (values of type {data.dtype}, expected numbers)"
+        )
+    if data.size == 0:
+        raise ValueError(f"{where}: an empty {kind} array (shape {data.shape}); expected values")
+    return data
+
+
+def _read_npy(path: Path, where: str) -> np.ndarray:
+    """A ``.npy`` file, its header checked against the file size and the size limit first."""
+    from numpy.lib import format as npy_format
+
+    try:
+        with open(path, "rb") as handle:
+            version = npy_format.read_magic(handle)
+            read_header = (
+                npy_format.read_array_header_1_0
+                if version == (1, 0)
+                else npy_format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(handle)
+            offset = handle.tell()
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise ValueError(f"{where}: not a valid NPY file ({_first_line(exc)})") from None
+    if dtype.hasobject:
+        raise ValueError(f"{where}: not a valid NPY file (Python objects, expected numbers)")
+    count = int(np.prod(shape, dtype=object)) if shape else 1
+    if count == 0:
+        raise ValueError(f"{where}: an empty NPY array (shape {shape}); expected values")
+    need = count * dtype.itemsize
+    have = path.stat().st_size - offset
+    if count > MAX_ELEMENTS:
+        raise ValueError(
+            f"{where}: the NPY header claims shape {shape} ({count:.3g} values, {need:.3g} bytes); "
+            f"expected at most {MAX_ELEMENTS:.3g} values"
+        )
+    if need > have:
+        raise ValueError(
+            f"{where}: not a valid NPY file (the header claims shape {shape}, {need} bytes, the "
+            f"file holds {have})"
+        )
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{where}: not a valid NPY file ({_first_line(exc)})") from None
+    return _checked(data, where, "NPY")
+
+
 def read_array(path: str | Path, *, key: str | None = None, ndim: int | None = 3) -> np.ndarray:
     """Read an array from ``.npy``, ``.mrc``, ``.tif`` or ``.mat``.
 
@@ -66,17 +125,30 @@ def read_array(path: str | Path, *, key: str | None = None, ndim: int | None = 3
     suffix = path.suffix.lower()
     if not path.exists():
         raise ValueError(f"path={str(path)!r}: file does not exist")
+    where = f"path={str(path)!r}"
     if suffix == ".npy":
-        return np.load(path)
+        return _read_npy(path, where)
     if suffix in (".mrc", ".mrcs", ".st", ".ali"):
         import mrcfile
 
-        with mrcfile.open(path, permissive=True) as handle:
-            return np.asarray(handle.data).copy()
+        try:  # strict: a damaged header is an error naming it, not an empty array
+            with mrcfile.open(path, permissive=False) as handle:
+                data = handle.data
+                if data is None or data.ndim == 0 or data.size == 0:
+                    raise ValueError(f"no data (shape {None if data is None else data.shape})")
+                return _checked(np.asarray(data).copy(), where, "MRC")
+        except (ValueError, OSError, EOFError) as exc:
+            if str(exc).startswith(where):
+                raise
+            raise ValueError(f"{where}: not a valid MRC file ({_first_line(exc)})") from None
     if suffix in (".tif", ".tiff"):
         import tifffile
 
-        return np.asarray(tifffile.imread(path))
+        try:
+            data = np.asarray(tifffile.imread(path))
+        except Exception as exc:  # tifffile raises its own error types for damaged files
+            raise ValueError(f"{where}: not a valid TIFF file ({_first_line(exc)})") from None
+        return _checked(data, where, "TIFF")
     if suffix == ".mat":
         arrays = _mat_arrays(path)
         if key is not None:

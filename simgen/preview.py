@@ -178,7 +178,7 @@ def preview(
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
+    with atomic_path(out, record=True) as tmp:  # recorded: --overwrite may replace it later
         fig.savefig(tmp, dpi=110, format=out.suffix.lstrip(".").lower() or "png")
     plt.close(fig)
     return out

@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from simgen.reproducible import exp as reproducible_exp
+
 __all__ = ["ideal_volume"]
 
 logger = logging.getLogger(__name__)
@@ -137,7 +139,8 @@ def ideal_volume(
         nearest = np.rint(c).astype(np.int64)
         index = nearest[:, :, None] + offsets[None, None, :]  # (n, 3, w)
         inside = (index >= 0) & (index < size)
-        profile = np.exp(-0.5 * ((index - c[:, :, None]) / sigma_voxels) ** 2) * inside
+        # reproducible.exp: np.exp's AVX-512 kernel rounds differently (simgen.reproducible)
+        profile = reproducible_exp(-0.5 * ((index - c[:, :, None]) / sigma_voxels) ** 2) * inside
         profile /= profile.sum(axis=2, keepdims=True)  # unit sum over the voxels in the volume
         index = np.clip(index, 0, size - 1)
         gx, gy, gz = profile[:, 0], profile[:, 1], profile[:, 2]

@@ -145,7 +145,7 @@ def test_simulate_checks_preview_path_before_simulating(tmp_path, capsys):
     assert (
         simgen_main(["simulate", str(model), "--out", str(out), "--preview", str(png), *TINY]) == 2
     )
-    _one_line_error(capsys, f"--preview={str(png)!r}", "already exists")
+    _one_line_error(capsys, f"--preview={str(png)!r}", "not written by this project")
     assert not out.exists() and png.read_bytes() == b"user image"
 
 
@@ -190,12 +190,84 @@ def test_generate_refuses_a_users_folder_before_any_work(tmp_path, capsys):
 
 def test_preview_needs_overwrite(tiny_store, capsys):
     png = tiny_store.parent / "p.png"
-    png.write_bytes(b"mine")
+    assert simgen_main(["preview", str(tiny_store), "--out", str(png)]) == 0
+    first = png.read_bytes()
+    assert first[:4] == b"\x89PNG"
+    capsys.readouterr()
     assert simgen_main(["preview", str(tiny_store), "--out", str(png)]) == 2
-    _one_line_error(capsys, "already exists")
-    assert png.read_bytes() == b"mine"
+    _one_line_error(capsys, "already exists (use --overwrite")
     assert simgen_main(["preview", str(tiny_store), "--out", str(png), "--overwrite"]) == 0
-    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert png.read_bytes() == first
+
+
+def test_overwrite_never_replaces_a_users_file(tiny_store, capsys):
+    """--overwrite replaces only a file this project wrote (and the user has not changed since)."""
+    holiday = tiny_store.parent / "holiday.png"
+    holiday.write_bytes(b"\x89PNG my holiday")
+    assert simgen_main(["preview", str(tiny_store), "--out", str(holiday), "--overwrite"]) == 2
+    _one_line_error(capsys, f"--out={str(holiday)!r}", "not written by this project")
+    assert holiday.read_bytes() == b"\x89PNG my holiday"
+    # a preview we wrote, then edited by the user, is the user's file now
+    ours = tiny_store.parent / "ours.png"
+    assert simgen_main(["preview", str(tiny_store), "--out", str(ours)]) == 0
+    ours.write_bytes(ours.read_bytes() + b"annotated")
+    edited = ours.read_bytes()
+    capsys.readouterr()
+    assert simgen_main(["preview", str(tiny_store), "--out", str(ours), "--overwrite"]) == 2
+    _one_line_error(capsys, "not written by this project (or was changed since)")
+    assert ours.read_bytes() == edited
+    # pann predict --volume: a user's notes.txt survives --overwrite
+    np.save(tiny_store.parent / "v.npy", open_dataset(tiny_store)[0]["volume"])
+    notes = tiny_store.parent / "notes.txt"
+    notes.write_text("my notes\n")
+    vol = ["predict", "--volume", str(tiny_store.parent / "v.npy"), "--sampling", "0.4"]
+    assert pann_main([*vol, "--out", str(notes), "--overwrite"]) == 2
+    _one_line_error(capsys, f"--out={str(notes)!r}", "not written by this project")
+    assert notes.read_text() == "my notes\n"
+
+
+def test_overwrite_refuses_a_folder_holding_a_users_file(tiny_store, capsys):
+    """A file a user put inside a folder we wrote (predictions, leaderboard, store) is named."""
+    tmp_path = tiny_store.parent
+    pred = tmp_path / "pred"
+    assert pann_main(["predict", "--data", str(tiny_store), "--out", str(pred)]) == 0
+    (pred / "my_analysis.txt").write_text("keep me\n")
+    capsys.readouterr()
+    args = ["predict", "--data", str(tiny_store), "--out", str(pred), "--overwrite"]
+    assert pann_main(args) == 2
+    _one_line_error(capsys, "'my_analysis.txt'", "not written by this project")
+    assert (pred / "my_analysis.txt").read_text() == "keep me\n"
+    (pred / "my_analysis.txt").unlink()
+    assert pann_main(args) == 0
+    # a store: simulate --overwrite onto a store holding a user's file refuses, naming it
+    store = tmp_path / "s.zarr"
+    assert (
+        simgen_main(["simulate", str(_model(tmp_path / "m.xyz")), "--out", str(store), *TINY]) == 0
+    )
+    (store / "tilt_series" / "README.txt").write_text("notes\n")
+    capsys.readouterr()
+    argv = ["simulate", str(tmp_path / "m.xyz"), "--out", str(store), "--overwrite", *TINY]
+    assert simgen_main(argv) == 2
+    _one_line_error(capsys, "'tilt_series/README.txt'")
+    assert (store / "tilt_series" / "README.txt").read_text() == "notes\n"
+
+
+def test_overwrite_refuses_a_store_a_running_generate_holds(tiny_store, capsys):
+    """simulate/import --overwrite onto a store whose lock a live process holds is refused."""
+    import socket
+
+    lock = tiny_store / ".generate.lock"
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    before = _snapshot(tiny_store)
+    model = _model(tiny_store.parent / "m2.xyz")
+    argv = ["simulate", str(model), "--out", str(tiny_store), "--overwrite", *TINY]
+    assert simgen_main(argv) == 2
+    _one_line_error(capsys, "a running simgen generate is writing it")
+    series, angles = _tilt_series(tiny_store.parent)
+    imp = [str(series), "--angles", str(angles), "--sampling", "0.5", "--iterations", "2"]
+    assert simgen_main(["import", *imp, "--out", str(tiny_store), "--overwrite"]) == 2
+    _one_line_error(capsys, "a running simgen generate is writing it")
+    assert _snapshot(tiny_store) == before
 
 
 # ------------------------------------------------------------------ pann
@@ -223,7 +295,7 @@ def test_pann_predict_output_policy(tiny_store, capsys):
     _one_line_error(capsys, "is a folder, expected a file name")
     (tmp_path / "mine.xyz").write_text("user model\n")
     assert pann_main([*vol, "--out", str(tmp_path / "mine.xyz")]) == 2
-    _one_line_error(capsys, "already exists")
+    _one_line_error(capsys, "not written by this project")
     assert (tmp_path / "mine.xyz").read_text() == "user model\n"
 
 

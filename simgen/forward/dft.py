@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from simgen.forward._backend import array_namespace, constant
+from simgen.forward._backend import array_namespace, constant, is_numpy_namespace
 from simgen.forward.psf import band_limit, psf_transfer
 from simgen.microscope import Microscope
 
@@ -160,7 +160,13 @@ def _harmonic_factors(coords, step: float, count: int, dtype):
     block = max(1, int(math.ceil(math.sqrt(count))))
     fine = phase_factors(coords, step * np.arange(block), dtype)
     coarse = phase_factors(coords, step * block * np.arange(int(math.ceil(count / block))), dtype)
-    product = coarse[..., :, None] * fine[..., None, :]
+    if is_numpy_namespace(xp):
+        from simgen.reproducible import complex_multiply
+
+        # numpy's complex product rounds by CPU (simgen.reproducible): the same bits everywhere
+        product = complex_multiply(coarse[..., :, None], fine[..., None, :])
+    else:
+        product = coarse[..., :, None] * fine[..., None, :]
     return xp.reshape(product, (*coords.shape, -1))[..., :count]
 
 
@@ -189,7 +195,15 @@ def structure_factor(weighted_y, x, grid: LinearGrid, *, shift_y=None, dtype=Non
     n_atoms, n_angles = x.shape
     dtype = x.dtype if dtype is None else dtype
     phase_x = _harmonic_factors(x, grid.kx_step, len(grid.cols), dtype)  # (N, A, Kx)
-    flat = xp.matmul(xp.permute_dims(weighted_y, (1, 0)), xp.reshape(phase_x, (n_atoms, -1)))
+    if is_numpy_namespace(xp) and weighted_y.dtype == np.complex64:
+        from simgen.reproducible import complex_gram
+
+        # the simulator's single-precision path: exact integer arithmetic, so the same bits on every CPU (not BLAS's summation order)
+        flat = complex_gram(weighted_y, np.reshape(phase_x, (n_atoms, -1)))
+    else:
+        flat = xp.matmul(
+            xp.permute_dims(weighted_y, (1, 0)), xp.reshape(phase_x, (n_atoms, -1))
+        )
     structure = xp.permute_dims(
         xp.reshape(flat, (len(grid.rows), n_angles, len(grid.cols))), (1, 0, 2)
     )

@@ -43,7 +43,10 @@ def psf_transfer(
     thermal_sigma = _thermal(thermal_sigma)
     table_k, table_t = probe_transfer_table(microscope)
     k = np.abs(np.asarray(k, dtype=np.float64))
-    return np.interp(k, table_k, table_t, right=0.0) * np.exp(
+    from simgen.reproducible import exp as reproducible_exp
+
+    # reproducible.exp: np.exp's AVX-512 kernel rounds differently (simgen.reproducible)
+    return np.interp(k, table_k, table_t, right=0.0) * reproducible_exp(
         -2.0 * np.pi**2 * thermal_sigma**2 * k**2
     )
 

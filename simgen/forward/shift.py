@@ -72,7 +72,15 @@ def fourier_shift(images, shifts_px):
     phase_y = _ramp(xp, shifts[:, 0], ny, work)  # (A, P_y)
     phase_x = _ramp(xp, shifts[:, 1], nx, work)
     spectrum = xp.fft.fftn(work, axes=(-2, -1))
-    spectrum = spectrum * (phase_y[:, :, None] * phase_x[:, None, :])
+    if numpy_input:
+        from simgen.reproducible import complex_multiply
+
+        # numpy's complex product rounds by CPU (simgen.reproducible)
+        spectrum = complex_multiply(
+            spectrum, complex_multiply(phase_y[:, :, None], phase_x[:, None, :])
+        )
+    else:
+        spectrum = spectrum * (phase_y[:, :, None] * phase_x[:, None, :])
     out = xp.real(xp.fft.ifftn(spectrum, axes=(-2, -1)))
     if numpy_input:
         return out.astype(np.float32) if images.dtype == np.float32 else out

@@ -25,7 +25,7 @@ projection, the final one and the dose-weighted mean are rebuilt from it and the
 from __future__ import annotations
 
 from simgen.store.codecs import encode_lossy, parse_lossy, sample_digests
-from simgen.store.reader import Dataset, open_dataset, read_samples
+from simgen.store.reader import DamagedDataError, Dataset, open_dataset, read_samples
 from simgen.store.schema import (
     ALIGNED_ARRAYS,
     CHECKSUMMED_ARRAYS,
@@ -61,6 +61,7 @@ __all__ = [
     "consolidate",
     "write_single_sample_store",
     "open_dataset",
+    "DamagedDataError",
     "Dataset",
     "read_samples",
     "inspect_store",

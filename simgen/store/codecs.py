@@ -15,7 +15,14 @@ import numpy as np
 from simgen.specs import Param, registry
 from simgen.store.schema import CHECKSUMMED_ARRAYS, LOSSY_ARRAYS
 
-__all__ = ["LOSSY_CODECS", "parse_lossy", "encode_lossy", "sample_digests", "combined_hex"]
+__all__ = [
+    "LOSSY_CODECS",
+    "parse_lossy",
+    "encode_lossy",
+    "sample_digests",
+    "combined_hex",
+    "meta_digest",
+]
 
 #: Codec names: float16, and bitround with K (1..23) mantissa bits.
 LOSSY_CODECS = ("float16", "bitround")
@@ -127,6 +134,24 @@ def sample_digests(
         if values is not None:
             out[k] = np.frombuffer(_digest(values), dtype=np.uint8)
     return out
+
+
+def meta_digest(values) -> str:
+    """sha256 (hex) of a whole ``/meta/<field>`` or ``/complete`` array: dtype, shape and values.
+
+    Text fields (whatever dtype Zarr returns them in) are hashed as their UTF-8 strings joined by
+    NUL, so the digest does not depend on how the strings are held in memory.
+    """
+    values = np.asarray(values)
+    h = hashlib.sha256()
+    if values.dtype.kind in "OUST":
+        h.update(f"str{values.shape}".encode())
+        h.update("\x00".join(str(v) for v in values.reshape(-1)).encode())
+    else:
+        values = np.ascontiguousarray(values)
+        h.update(f"{values.dtype.str}{values.shape}".encode())
+        h.update(values.tobytes())
+    return h.hexdigest()
 
 
 def combined_hex(digests: np.ndarray) -> str:

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from simgen.store.codecs import meta_digest, sample_digests
 from simgen.store.schema import (
     ARRAY_BY_KEY,
+    CHECKSUMMED_ARRAYS,
+    MANIFEST_NAME,
     RAGGED_COUNTS,
     READABLE_SCHEMAS,
     TRUTHS,
@@ -21,7 +24,23 @@ from simgen.store.schema import (
     arrays_of,
 )
 
-__all__ = ["open_dataset", "Dataset", "read_samples", "TRUTHS", "READABLE_SCHEMAS"]
+__all__ = [
+    "open_dataset",
+    "Dataset",
+    "DamagedDataError",
+    "read_samples",
+    "TRUTHS",
+    "READABLE_SCHEMAS",
+]
+
+#: Dense float arrays a reader refuses when they hold NaN or infinity.
+_FINITE_FIELDS = ("tilt_series", "volume", "target")
+
+
+class DamagedDataError(ValueError):
+    """A stored sample (or meta field) that no longer matches its checksum, or holds non-finite
+    values: never scored, trained on or predicted from. The message names the store, the sample
+    and the array."""
 
 
 def open_group(path, mode: str = "r"):
@@ -123,6 +142,8 @@ class _Source:
     sampling: float
     atoms: RaggedGroup
     damage: RaggedGroup | None = None
+    verify: bool = True
+    verified: set = None  # sample indices whose checksums were checked
 
     @property
     def acquisition(self) -> bool:
@@ -236,6 +257,8 @@ class Dataset:
 
         truth = self.truth if truth is None else _check_truth(truth)
         src = self._source
+        if src.verify and src.complete[index]:  # an incomplete sample has no checksums yet
+            self.check(index)
         out: dict = {
             "index": int(index),
             "sampling": src.sampling,
@@ -264,6 +287,44 @@ class Dataset:
             # imported data without a true model: the elements the user declared ("Fe,Pt")
             out["elements"] = tuple(e for e in src.meta["elements"][index].split(",") if e)
         return out
+
+    def check(self, index: int) -> None:
+        """Recompute sample ``index``'s checksums from the bytes on disk; raise
+        :class:`DamagedDataError` naming the first array that differs, cannot be decoded or
+        (volumes, tilt series) holds non-finite values. Each sample is checked once per open."""
+        src = self._source
+        if src.verified is not None and index in src.verified:
+            return
+        root = src.root
+        where = f"store={str(src.path)!r}: sample {index}"
+        hint = f"; `simgen verify {src.path}` lists every damaged sample"
+        if "checksums" not in root:
+            return
+        names = list(root.attrs.get("checksummed_arrays", CHECKSUMMED_ARRAYS))
+        ragged = {"atoms": src.atoms}
+        if src.damage is not None:
+            ragged["damage"] = src.damage
+        stored = {}
+        for name in names:
+            try:
+                stored[name] = read_stored(root, name, index, ragged)
+            except Exception as exc:  # a corrupt chunk raises a codec error of any type
+                raise DamagedDataError(
+                    f"{where}: {name!r}: unreadable chunk ({type(exc).__name__}){hint}"
+                ) from None
+        expected = np.asarray(root["checksums"][index], dtype=np.uint8)
+        digests = sample_digests(stored, names)
+        for k, name in enumerate(names):
+            if not np.array_equal(digests[k], expected[k]):
+                raise DamagedDataError(
+                    f"{where}: {name!r}: checksum mismatch (changed since it was written){hint}"
+                )
+        for name in _FINITE_FIELDS:
+            values = stored.get(name)
+            if values is not None and not np.all(np.isfinite(values)):
+                raise DamagedDataError(f"{where}: {name!r}: holds NaN or infinite values{hint}")
+        if src.verified is not None:
+            src.verified.add(index)
 
     # ---- acquisition and damage
     def events(self, index: int) -> dict[str, np.ndarray]:
@@ -388,13 +449,53 @@ class Dataset:
         return Dataset(self._source, self.indices, truth)
 
 
+def _check_manifest_meta(path: Path, meta: dict, complete: np.ndarray) -> None:
+    """The meta fields and completion flags against the digests in ``manifest.json``."""
+    import json
+
+    try:
+        manifest = json.loads((path / MANIFEST_NAME).read_text())
+    except FileNotFoundError:
+        return  # generation not finished yet: nothing to compare with
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise DamagedDataError(
+            f"store={str(path)!r}: {MANIFEST_NAME} is not valid JSON; `simgen verify {path}`"
+        ) from None
+    expected = manifest.get("meta_sha256") if isinstance(manifest, dict) else None
+    if isinstance(expected, dict):
+        for name, digest in expected.items():
+            if name not in meta or meta_digest(meta[name]) != digest:
+                raise DamagedDataError(
+                    f"store={str(path)!r}: meta/{name}: differs from {MANIFEST_NAME} (changed or "
+                    f"lost since it was written); `simgen verify {path}` lists every problem"
+                )
+    digest = manifest.get("complete_sha256") if isinstance(manifest, dict) else None
+    if (
+        digest
+        and meta_digest(complete) != digest
+        and int(manifest.get("n_complete", -1)) == int(complete.sum())
+    ):
+        raise DamagedDataError(
+            f"store={str(path)!r}: complete: flags differ from {MANIFEST_NAME}; "
+            f"`simgen verify {path}` lists every problem"
+        )
+
+
 def open_dataset(
-    path: str | Path, *, include_incomplete: bool = False, truth: str = "initial"
+    path: str | Path,
+    *,
+    include_incomplete: bool = False,
+    truth: str = "initial",
+    verify: bool = True,
 ) -> Dataset:
     """Open a store for reading; only complete samples unless ``include_incomplete``.
 
     ``truth`` selects the true atoms of damaged samples: ``"initial"`` (default), ``"final"`` or
     the dose-weighted ``"mean"`` structure (identical for undamaged samples).
+
+    With ``verify`` (default) the meta fields are checked against ``manifest.json`` here, and each
+    sample's checksums the first time it is read: damaged data raise :class:`DamagedDataError`
+    (one line naming the sample and array) instead of being used.
     """
     _check_truth(truth)
     path = Path(path)
@@ -407,6 +508,8 @@ def open_dataset(
         )
     meta = {name: read_samples(arr) for name, arr in root["meta"].arrays()}
     complete = np.asarray(read_samples(root["complete"]), dtype=bool)
+    if verify:
+        _check_manifest_meta(path, meta, complete)
     source = _Source(
         path,
         root,
@@ -415,6 +518,8 @@ def open_dataset(
         float(root.attrs["sampling"]),
         RaggedGroup(root, "atoms", meta["n_atoms"]),
         RaggedGroup(root, "damage", meta["n_events"]) if "acquisition" in root else None,
+        verify=verify,
+        verified=set(),
     )
     indices = np.arange(len(complete)) if include_incomplete else np.flatnonzero(complete)
     return Dataset(source, indices, truth)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simgen.store.codecs import combined_hex, sample_digests
+from simgen.store.codecs import combined_hex, meta_digest, sample_digests
 from simgen.store.reader import RaggedGroup, open_group, read_samples, read_stored
 from simgen.store.schema import (
     CHECKSUMMED_ARRAYS,
@@ -20,7 +20,7 @@ from simgen.store.schema import (
     SAMPLE_ARRAYS,
 )
 
-__all__ = ["inspect_store", "format_inspection", "verify_store"]
+__all__ = ["inspect_store", "format_inspection", "verify_store", "missing_samples"]
 
 
 def _disk_usage(path: Path) -> int:
@@ -165,12 +165,98 @@ def format_inspection(info: Mapping) -> str:
     return "\n".join(lines)
 
 
-def verify_store(path: str | Path, *, require_complete: bool = False) -> list[str]:
+def _load_manifest(path: Path, what: str) -> tuple[dict | None, str | None]:
+    """(manifest dict, None) or (None, the problem) for the manifest at ``path``."""
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, f"{what}={str(path)!r}: no such file"
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return None, f"{what}={str(path)!r}: not a valid manifest (not JSON: {exc})"
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("samples"), dict):
+        return None, (
+            f"{what}={str(path)!r}: not a valid manifest (expected the JSON object of "
+            "`simgen generate` with a 'samples' entry)"
+        )
+    return manifest, None
+
+
+def _check_meta(root, manifest: Mapping, complete: np.ndarray, where: str) -> list[str]:
+    """The ``/meta`` fields and ``/complete`` flags against the manifest's digests."""
+    problems = []
+    expected = manifest.get("meta_sha256")
+    if isinstance(expected, dict):
+        present = {name: arr for name, arr in root["meta"].arrays()}
+        for name, digest in expected.items():
+            if name not in present:
+                problems.append(f"meta/{name}: missing (listed in {where})")
+                continue
+            try:
+                actual = meta_digest(read_samples(present[name]))
+            except Exception as exc:  # a corrupt chunk raises a codec error of any type
+                problems.append(f"meta/{name}: unreadable chunk ({type(exc).__name__}: {exc})")
+                continue
+            if actual != digest:
+                problems.append(f"meta/{name}: differs from {where} (changed since it was written)")
+    if manifest.get("complete_sha256") and manifest["complete_sha256"] != meta_digest(complete):
+        problems.append(f"complete: flags differ from {where} (changed since it was written)")
+    return problems
+
+
+def _compare_published(
+    checksums: np.ndarray, complete: np.ndarray, names: list[str], published: Mapping, where: str
+) -> list[str]:
+    """This store's per-sample checksums against a published manifest: the first difference."""
+    problems = []
+    theirs = published["samples"]
+    arrays = (
+        published.get("sample_arrays") if isinstance(published.get("sample_arrays"), dict) else {}
+    )
+    their_names = list(published.get("arrays", names))
+    if their_names != names:
+        problems.append(f"arrays: this store checksums {names}, {where} {their_names}")
+    n = int(published.get("n_samples", len(complete)))
+    if n != len(complete):
+        problems.append(f"samples: this store plans {len(complete)}, {where} {n}")
+    ours = {int(i) for i in np.flatnonzero(complete)}
+    missing = sorted(int(i) for i in theirs if int(i) not in ours)
+    if missing:
+        problems.append(
+            f"{len(missing)} sample(s) of {where} are not complete here (first: {missing[:10]})"
+        )
+    for index in sorted(ours):
+        key = str(index)
+        if key not in theirs:
+            problems.append(f"sample {index}: complete here but not in {where}")
+            break
+        if theirs[key] == combined_hex(checksums[index]):
+            continue
+        per_array = arrays.get(key)
+        differing = [
+            names[k]
+            for k in range(len(names))
+            if isinstance(per_array, list)
+            and k < len(per_array)
+            and per_array[k] != bytes(np.asarray(checksums[index, k], dtype=np.uint8)).hex()
+        ]
+        what = f"{differing[0]} differs" if differing else "differs (no per-array checksums there)"
+        more = f" (also: {', '.join(differing[1:])})" if len(differing) > 1 else ""
+        problems.append(f"first difference: sample {index}: {what}{more} from {where}")
+        break
+    return problems
+
+
+def verify_store(
+    path: str | Path, *, require_complete: bool = False, against: str | Path | None = None
+) -> list[str]:
     """Recompute every complete sample's checksums; list each problem by sample index.
 
     Reports chunks that cannot be decoded (truncated or overwritten files), arrays whose values
-    changed since generation, disagreements with ``manifest.json`` and (with
-    ``require_complete``) samples that are not complete. An empty list means the store is intact.
+    changed since generation, disagreements with ``manifest.json`` (per-sample arrays, every
+    ``/meta`` field and the ``/complete`` flags), samples that are not complete (always counted;
+    a problem with ``require_complete``) and, with ``against`` (a manifest published with a
+    dataset), the first sample and array where this store differs from it. An empty list means
+    the store is intact (and, with ``against``, identical to the published dataset).
     """
     path = Path(path)
     try:
@@ -185,10 +271,12 @@ def verify_store(path: str | Path, *, require_complete: bool = False) -> list[st
     manifest_path = path / MANIFEST_NAME
     manifest = None
     if manifest_path.is_file():
-        try:
-            manifest = json.loads(manifest_path.read_text())["samples"]
-        except (ValueError, KeyError, TypeError) as exc:
-            problems.append(f"{MANIFEST_NAME}: unreadable ({type(exc).__name__}: {exc})")
+        manifest, problem = _load_manifest(manifest_path, MANIFEST_NAME)
+        if problem:
+            problems.append(f"{MANIFEST_NAME}: unreadable ({problem.split(': ', 1)[-1]})")
+        else:
+            problems.extend(_check_meta(root, manifest, complete, MANIFEST_NAME))
+            manifest = manifest["samples"]
     else:
         # Without the manifest nothing can be checked against it: never report "all match".
         problems.append(
@@ -220,9 +308,24 @@ def verify_store(path: str | Path, *, require_complete: bool = False) -> list[st
             problems.append(f"sample {index}: complete but not in {MANIFEST_NAME}")
         elif manifest[str(index)] != combined_hex(checksums[index]):
             problems.append(f"sample {index}: checksums differ from {MANIFEST_NAME}")
+    if against is not None:
+        published, problem = _load_manifest(Path(against), "--against")
+        if problem:
+            problems.append(problem)
+        else:
+            problems.extend(
+                _compare_published(checksums, complete, names, published, f"{str(against)!r}")
+            )
     if require_complete and not complete.all():
         missing = np.flatnonzero(~complete)
         problems.append(
             f"{len(missing)} of {len(complete)} samples are not complete (first: {missing[:10].tolist()})"
         )
     return problems
+
+
+def missing_samples(path: str | Path) -> tuple[int, int]:
+    """(samples not complete, samples planned) of the store at ``path``."""
+    root = open_group(Path(path), "r")
+    complete = np.asarray(read_samples(root["complete"]), dtype=bool)
+    return int((~complete).sum()), int(len(complete))

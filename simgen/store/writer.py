@@ -30,6 +30,7 @@ import numpy as np
 from simgen.store.codecs import (
     combined_hex,
     encode_lossy,
+    meta_digest,
     parse_lossy,
     sample_digests,
     stored_dtype,
@@ -551,6 +552,16 @@ def consolidate(path: str | Path, *, manifest: bool = True) -> dict:
         "arrays": list(root.attrs.get("checksummed_arrays", CHECKSUMMED_ARRAYS)),
         "dataset_sha256": dataset_digest,
         "samples": per_sample,
+        # Per array, so `simgen verify --against` can name the array that differs.
+        "sample_arrays": {
+            str(i): [bytes(d).hex() for d in np.asarray(checksums[i], dtype=np.uint8)]
+            for i in np.flatnonzero(complete)
+        },
+        # What readers take from outside the per-sample arrays: the flags and every meta field.
+        "complete_sha256": meta_digest(np.asarray(complete, dtype=bool)),
+        "meta_sha256": {
+            name: meta_digest(read_samples(arr)) for name, arr in root["meta"].arrays()
+        },
     }
     if manifest:
         tmp = Path(path) / (MANIFEST_NAME + ".tmp")

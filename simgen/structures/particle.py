@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from simgen.reproducible import apply_rotation, center_of_mass
 from simgen.structures.compositions import Composition, parse_composition
 from simgen.structures.morphologies import MORPHOLOGIES, MORPHOLOGY_REGISTRY
 from simgen.structures.ordering import assign_species, realised_ordering
@@ -188,9 +189,10 @@ def build_particle(
         positions = positions + rng.normal(scale=thermal_sigma, size=positions.shape)
 
     atoms = Atoms(symbols=list(symbols), positions=positions, pbc=False)
-    atoms.positions -= atoms.get_center_of_mass()
+    # simgen.reproducible: a BLAS product (ASE's centre of mass, `@`) rounds by CPU
+    atoms.positions -= center_of_mass(atoms.positions, atoms.get_masses())
     matrix = rotation_matrix(orientation, rng)
-    atoms.positions = atoms.positions @ matrix.T
+    atoms.positions = apply_rotation(atoms.positions, matrix)
     atoms.info.update(
         morphology=morphology,
         composition=composition.label,

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from simgen.reproducible import apply_rotation, center_of_mass, compose_rotations
+
 __all__ = ["particle_diameter", "rotation_matrix", "random_orientation", "place_in_volume"]
 
 
@@ -18,7 +20,11 @@ def particle_diameter(atoms_or_positions) -> float:
     """Diameter (Å) of the sphere about the centre of mass that holds every atom centre."""
     if hasattr(atoms_or_positions, "get_center_of_mass"):
         positions = atoms_or_positions.get_positions()
-        center = atoms_or_positions.get_center_of_mass() if len(atoms_or_positions) else np.zeros(3)
+        center = (
+            center_of_mass(positions, atoms_or_positions.get_masses())
+            if len(atoms_or_positions)
+            else np.zeros(3)
+        )
     else:
         positions = np.asarray(atoms_or_positions, dtype=np.float64).reshape(-1, 3)
         center = positions.mean(axis=0) if len(positions) else np.zeros(3)
@@ -73,7 +79,7 @@ def rotation_matrix(orientation, rng: np.random.Generator | None = None) -> np.n
                     [-np.sin(theta), 0.0, np.cos(theta)],
                 ]
             )
-            return rz(phi) @ ry @ rz(psi)
+            return compose_rotations(compose_rotations(rz(phi), ry), rz(psi))
     raise ValueError(
         f"orientation={orientation!r}: expected 'random', 'none' or three Euler angles in degrees"
     )
@@ -84,9 +90,9 @@ def random_orientation(atoms, rng: np.random.Generator):
     rotated = atoms.copy()
     if len(rotated) == 0:
         return rotated
-    center = rotated.get_center_of_mass()
+    center = center_of_mass(rotated.positions, rotated.get_masses())
     matrix = rotation_matrix("random", rng)
-    rotated.positions = (rotated.positions - center) @ matrix.T + center
+    rotated.positions = apply_rotation(rotated.positions - center, matrix) + center
     return rotated
 
 
@@ -136,7 +142,9 @@ def place_in_volume(atoms, size: int, sampling: float, margin: float = 2.0):
             f"size >= {math.ceil((diameter + margin) / sampling)} voxels)"
         )
     center = volume_center(size, sampling)
-    placed.positions = placed.positions - placed.get_center_of_mass() + center
+    placed.positions = (
+        placed.positions - center_of_mass(placed.positions, placed.get_masses()) + center
+    )
     placed.cell = np.eye(3) * extent
     placed.pbc = False
     return placed
