@@ -137,3 +137,20 @@ def test_thin_store_records_provenance_and_halves_the_counts(measured, tmp_path)
     with pytest.raises(ValueError, match="at most the source dose"):
         thin_store(stores["dose"], dose=2 * DOSE, out=tmp_path / "more.zarr")
     assert not (tmp_path / "more.zarr").exists()
+
+
+def test_thin_and_import_cli_bad_input_exit_2_nothing_written(measured, tmp_path, capsys):
+    from simgen.cli import main
+
+    root, stores = measured
+    out = tmp_path / "thin.zarr"
+    assert main(["thin", str(stores["dose"]), "--dose", str(2 * DOSE), "--out", str(out)]) == 2
+    assert "--dose" in capsys.readouterr().err and not out.exists()
+    assert main(["thin", str(stores["nogain"]), "--dose", "10", "--out", str(out)]) == 2
+    assert "--source-dose" in capsys.readouterr().err and not out.exists()
+    args = ["import", str(root / "series.npy"), "--angles", str(root / "angles.txt")]
+    bad = [*args, "--sampling", "0.2", "--gain", "-1", "--out", str(tmp_path / "i.zarr")]
+    assert main(bad) == 2
+    assert "--gain='-1'" in capsys.readouterr().err and not (tmp_path / "i.zarr").exists()
+    assert main(["thin", str(stores["dose"]), "--dose", str(DOSE / 4), "--out", str(out)]) == 0
+    assert open_dataset(out)[0]["dose"] == DOSE / 4
