@@ -10,8 +10,10 @@ proxies (in log σ(Z) of the calibration table) are as close as possible to the 
 and the measurement (the tilt series, σ(Z) of the calibration table) has the last word on the
 element (the species step).
 
-A single-element particle needs no species decision: its one element gets the known element of
-nearest σ as proxy, and every candidate the network calls an atom is that element.
+A single-element particle needs no species decision: its one element gets the brightest known
+element as proxy (the shipped weights saw single-element particles of Pt and Au only; a lone
+element the network knows only from mixtures, e.g. Fe, makes it call most atoms "not an atom"),
+and every candidate the network calls an atom is that element.
 """
 
 from __future__ import annotations
@@ -53,8 +55,7 @@ def proxy_elements(
         keep the contrast order of ``elements`` (the faintest element gets the faintest proxy),
         and among the order-preserving choices the one whose consecutive contrast gaps (in
         log σ) best match the real ones as ratios (least squares of their logs; then the
-        smallest overall shift in log σ) is taken; one element gets the known element of
-        nearest σ.
+        smallest overall shift in log σ) is taken; one element gets the brightest known element.
 
     Raises:
         ValueError: More distinct elements than the network knows, or an element without a
@@ -70,6 +71,11 @@ def proxy_elements(
         )
     order = contrast_order(elements, microscope)
     known_order = contrast_order(known, microscope)
+    if len(order) == 1:
+        # One element: no contrast to match. The particle is a single-element one, and the
+        # shipped weights saw single-element particles only of the heaviest elements (Pt, Au:
+        # datasets.yaml pann-train); the brightest known element stands for it.
+        return {order[0]: known_order[-1]}
     log_sigma = _log_sigma([*order, *known_order], microscope)
     target = [log_sigma[e] for e in order]
     best = None

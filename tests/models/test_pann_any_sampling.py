@@ -46,7 +46,7 @@ def test_resampling_keeps_a_volume_at_the_weights_sampling():
 def test_proxies_keep_the_contrast_order():
     assert proxy_elements(["Fe", "Pt"], SHIPPED) == {"Fe": "Fe", "Pt": "Pt"}  # all known
     single = proxy_elements(["Si"], SHIPPED)
-    assert single == {"Si": "Fe"}  # the known element of nearest σ(Z)
+    assert single == {"Si": "Au"}  # a single element: the brightest known (pure Pt/Au trained)
     mapping = proxy_elements(["Ir", "Si", "Ag"], SHIPPED)
     order = contrast_order(["Si", "Ag", "Ir"])
     assert order == ["Si", "Ag", "Ir"]
@@ -81,7 +81,7 @@ def test_a_si_particle_runs_through_pann_at_0_3_A():
     )
     model = PannModel.load(DEFAULT_WEIGHTS)
     pred = model.predict(volume, sampling, ["Si"], keep_refined=False)
-    assert pred.extra["contrast_proxies"] == {"Si": "Fe"}
+    assert pred.extra["contrast_proxies"] == {"Si": "Au"}
     assert pred.extra["resampled_to"] == model.config.sampling
     assert pred.classes == ("Si", "none")
     assert pred.probabilities.shape == (len(pred.elements), 2)
