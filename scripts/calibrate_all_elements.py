@@ -46,6 +46,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--z-max", type=int, default=83, help="last atomic number (default Bi)")
     parser.add_argument("--recompute", action="store_true", help="compute every element again")
+    parser.add_argument(
+        "--partial-from",
+        metavar="CHECKPOINT",
+        help="write the table from the elements measured so far in another run's resume "
+        "checkpoint (the rest interpolated and labelled so), computing nothing new",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -65,6 +71,11 @@ def main(argv=None) -> int:
         )
     elements = list(chemical_symbols[1 : args.z_max + 1])
     checkpoint = Path(args.out + ".partial.json")
+    if args.partial_from:
+        saved = json.loads(Path(args.partial_from).read_text(encoding="utf-8"))
+        elements = [e for e in elements if e in saved["cross_sections"]]
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(checkpoint, json.dumps(saved, indent=1))
     if not args.recompute and not checkpoint.is_file():
         measured = {
             s: v["sigma"] for s, v in base["cross_sections"].items() if v.get("source") == "abtem"
@@ -77,6 +88,7 @@ def main(argv=None) -> int:
         }
         write_text_atomic(checkpoint, json.dumps(state, indent=1))
         logging.info("kept %d measured entries of %s", len(measured), args.base)
+    elements_order = list(chemical_symbols)
     result = calibrate(
         elements,
         microscope,
@@ -85,10 +97,15 @@ def main(argv=None) -> int:
         progress=True,
         command="OMP_NUM_THREADS=1 python scripts/calibrate_all_elements.py --out " + args.out,
     )
+    measured = sorted(
+        (k for k, v in result["cross_sections"].items() if v["source"] == "abtem"),
+        key=elements_order.index,
+    )
     result["note"] = (
-        f"Every entry Z = 1-{args.z_max} measured with abTEM (simgen.calibration."
-        "compute_cross_section); entries measured for the earlier table were kept at their "
-        "stored values."
+        f"Entries with source 'abtem' ({len(measured)} of Z = 1-{args.z_max}) are measured with "
+        "abTEM (simgen.calibration.compute_cross_section, the settings above); entries measured "
+        "for the earlier table were kept at their stored values; any other entry is "
+        "interpolated in log sigma vs log Z and labelled so."
     )
     write_text_atomic(args.out, json.dumps(result, indent=1))
     sources = {v["source"] for v in result["cross_sections"].values()}
