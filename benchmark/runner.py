@@ -217,6 +217,10 @@ def _run_one(method, view, position, models_dir, radius, align, dataset_name, tr
             **_options_field(method),
             "align": bool(align),
             "seconds": seconds,
+            # steps the method could not run on this sample (e.g. refinement without a dose)
+            "skipped_steps": list(
+                (getattr(prediction, "extra", None) or {}).get("skipped_steps", [])
+            ),
             **metrics,
         }
         records.append(_json_safe(record))

@@ -186,6 +186,8 @@ class RefineResult:
     amplitude_standard_errors: np.ndarray | None = None
     evaluations: int = 0
     dtype: str = "float64"
+    dose_estimated: float | None = None
+    gain: float | None = None
 
 
 class LinearProjector:
@@ -397,9 +399,15 @@ def _check_start(angles, start_angles, shifts):
     """The starting angles (degrees) and shifts (Å), checked against the ``angles``."""
     if start_angles is not None:
         start_angles = np.asarray(start_angles, dtype=np.float64).ravel()
-        if start_angles.shape != angles.shape or not np.all(np.isfinite(start_angles)):
+        if start_angles.shape != angles.shape:
             raise ValueError(
-                f"start_angles.shape={start_angles.shape}: expected {len(angles)} finite angles "
+                f"start_angles.shape={start_angles.shape}: expected ({len(angles)},) angles in "
+                "degrees"
+            )
+        if not np.all(np.isfinite(start_angles)):
+            bad = int(np.flatnonzero(~np.isfinite(start_angles))[0])
+            raise ValueError(
+                f"start_angles[{bad}]={start_angles[bad]!r}: expected {len(angles)} finite angles "
                 "in degrees"
             )
     if shifts is not None:
@@ -851,14 +859,64 @@ def _fisher_diagonal(values, expected_fn, variance, probes, generator):
     return {name: t / probes for name, t in total.items()}
 
 
+def _sample_dose(sample: dict):
+    """The per-projection ``acquisition_dose`` when recorded, else ``dose``; ``None`` if neither."""
+    for key in ("acquisition_dose", "dose"):
+        value = sample.get(key)
+        if value is not None and np.all(np.isfinite(np.asarray(value, dtype=np.float64))):
+            return value
+    return None
+
+
+def _sample_gain(sample: dict) -> float | None:
+    """Counts per electron recorded in the sample (``simgen import``), else ``None``."""
+    gain = sample.get("gain")
+    if gain is None:
+        return None
+    gain = float(gain)
+    return gain if np.isfinite(gain) and gain > 0 else None
+
+
 def missing_measurement(sample: dict) -> list[str]:
-    """Keys a sample lacks to be refined against its tilt series (empty when it can be)."""
+    """Keys a sample lacks to be refined against its tilt series (empty when it can be).
+
+    A sample without a dose can still be refined when its detector gain is recorded (its counts
+    are then electrons, and the dose is estimated from the atoms refined: :func:`estimate_dose`).
+    """
     missing = [k for k in ("tilt_series", "angles", "sampling") if sample.get(k) is None]
-    dose = sample.get("acquisition_dose")
-    dose = sample.get("dose") if dose is None else dose
-    if dose is None or not np.all(np.isfinite(np.asarray(dose, dtype=np.float64))):
-        missing.append("dose")
+    if _sample_dose(sample) is None and _sample_gain(sample) is None:
+        missing.append("dose (or a detector gain to estimate it)")
     return missing
+
+
+def estimate_dose(electrons, positions, elements, *, background: float, microscope=None) -> float:
+    """Dose per projection (e/Å²) that makes the atoms' calibrated σ(Z) account for the signal.
+
+    Each projection holds ``dose · Σ_i σ(Z_i)`` electrons above the background (the PSF has unit
+    integral), so the dose is the median over projections of the background-subtracted image sum
+    over ``Σ σ``. The refinement's per-element scales then correct what the σ table misses.
+
+    Args:
+        electrons: (A, P, P) counts in electrons.
+        positions: (N, 3) atoms, Å (only their number and elements matter).
+        elements: N element symbols.
+        background: Background electrons per pixel.
+        microscope: ``simgen.imaging.Microscope`` (project default when ``None``).
+    """
+    from simgen.imaging import Microscope
+
+    microscope = Microscope() if microscope is None else microscope
+    table = _cross_sections(elements, microscope)
+    total = float(sum(table[e] for e in elements))
+    if len(positions) == 0 or total <= 0:
+        raise ValueError("positions: no atoms to estimate the dose from")
+    sums = (np.asarray(electrons, dtype=np.float64) - float(background)).sum(axis=(1, 2))
+    dose = float(np.median(sums)) / total
+    if not dose > 0:
+        raise ValueError(
+            f"tilt_series: no signal above the background {background:.4g} (dose estimate {dose:.3g})"
+        )
+    return dose
 
 
 def refine_sample(
@@ -873,31 +931,47 @@ def refine_sample(
 
     Uses the sample's ``tilt_series``, ``angles`` (nominal), ``sampling`` and dose (the
     per-projection ``acquisition_dose`` when recorded, else ``dose``), and starts from the
-    alignment the reconstruction used (``shifts``, ``angles_estimated``) when recorded; never the
-    true ones. Background and read noise are estimated from the data unless the sample carries
-    ``background`` / ``read_noise``.
+    alignment the reconstruction used (``shifts``, ``angles_estimated``) when recorded (arrays that are not finite,
+    as an import without alignment writes, count as not recorded); never the true ones.
+    Background and read noise are estimated from the data unless the sample carries
+    ``background`` / ``read_noise``. A recorded detector ``gain`` (``simgen import``) turns the
+    counts into electrons first; without a dose, the dose is estimated from the atoms
+    (:func:`estimate_dose`, reported as ``RefineResult.dose_estimated``).
 
     Raises:
-        ValueError: The sample has no tilt series, angles or dose.
+        ValueError: The sample has no tilt series or angles, or neither a dose nor a gain.
     """
     missing = missing_measurement(sample)
-    dose = sample.get("acquisition_dose")
-    if dose is None:
-        dose = sample.get("dose")
     if missing:
         raise ValueError(f"sample: missing {missing}, needed to refine against the tilt series")
     config = RefineConfig() if config is None else config
+    dose = _sample_dose(sample)
+    gain = _sample_gain(sample)
+    scale = gain if gain is not None else 1.0
+    series = np.asarray(sample["tilt_series"], dtype=np.float64) / scale
     overrides = {}
     if config.background is None and sample.get("background") is not None:
-        overrides["background"] = float(sample["background"])
+        overrides["background"] = float(sample["background"]) / scale
     if config.read_noise is None and sample.get("read_noise") is not None:
-        overrides["read_noise"] = float(sample["read_noise"])
+        overrides["read_noise"] = float(sample["read_noise"]) / scale
     if overrides:
         from dataclasses import replace
 
         config = replace(config, **overrides)
-    return refine_atoms(
-        sample["tilt_series"],
+    dose_estimated = None
+    if dose is None:
+        if config.background is not None:
+            background = float(config.background)
+        else:
+            from simgen.importer import estimate_background
+
+            background = estimate_background(series)
+        dose = dose_estimated = estimate_dose(
+            series, positions, elements, background=background, microscope=microscope
+        )
+        logger.info("no dose recorded: estimated %.4g e/Å² per projection from the atoms", dose)
+    result = refine_atoms(
+        series,
         sample["angles"],
         positions,
         elements,
@@ -908,6 +982,9 @@ def refine_sample(
         shifts=_recorded(sample, "shifts"),
         start_angles=_recorded(sample, "angles_estimated"),
     )
+    result.dose_estimated = dose_estimated
+    result.gain = gain
+    return result
 
 
 def _recorded(sample: dict, key: str):

@@ -324,6 +324,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="dose per projection (e/Å²) if the images are in counts",
     )
     p.add_argument(
+        "--gain",
+        default="auto",
+        help="detector counts per electron, or 'auto' (default: estimated from the images' "
+        "Poisson–Gaussian mean–variance line and recorded in the store)",
+    )
+    p.add_argument(
         "--origin", help="ROW,COL pixel of the tilt axis / model origin (default: image centre)"
     )
     p.add_argument(
@@ -351,6 +357,25 @@ def _build_parser() -> argparse.ArgumentParser:
         "--iterations", type=int, default=100, help="reconstruction iterations (default 100)"
     )
     p.add_argument("--out", required=True, help="output Zarr store (directory)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing store written by simgen (never any other folder or file)",
+    )
+
+    p = sub.add_parser(
+        "thin",
+        help="exact lower-dose version of a measured series (binomial thinning of its counts)",
+    )
+    p.add_argument("store", metavar="STORE", help="one-sample store (simgen import / simulate)")
+    p.add_argument("--dose", type=_positive("--dose"), required=True, help="target dose (e/Å²)")
+    p.add_argument("--out", required=True, help="output Zarr store (directory)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the thinning (default 0)")
+    p.add_argument(
+        "--source-dose",
+        type=_positive("--source-dose"),
+        help="dose of the source series if its store records none (e/Å²)",
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -655,6 +680,14 @@ def _cmd_import(args) -> int:
             raise ValueError(
                 f"--background={args.background!r}: expected counts per pixel or 'auto'"
             ) from None
+    gain = args.gain
+    if gain != "auto":
+        try:
+            gain = float(gain)
+        except ValueError:
+            gain = None
+        if gain is None or not (gain > 0 and gain < float("inf")):
+            raise ValueError(f"--gain={args.gain!r}: expected counts per electron or 'auto'")
     out = import_tilt_series(
         args.tilt_series,
         angles=args.angles,
@@ -665,12 +698,29 @@ def _cmd_import(args) -> int:
         truth=args.truth,
         elements=elements,
         dose=args.dose,
+        gain=gain,
         origin=origin,
         background=background,
         align=args.align,
         method=args.recon,
         iterations=args.iterations,
         out=args.out,
+        overwrite=args.overwrite,
+        param="--out",
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_thin(args) -> int:
+    from simgen.importer import thin_store
+
+    out = thin_store(
+        args.store,
+        dose=args.dose,
+        out=args.out,
+        seed=args.seed,
+        source_dose=args.source_dose,
         overwrite=args.overwrite,
         param="--out",
     )
@@ -729,6 +779,7 @@ _COMMANDS = {
     "verify": _cmd_verify,
     "preview": _cmd_preview,
     "import": _cmd_import,
+    "thin": _cmd_thin,
     "list": _cmd_list,
 }
 

@@ -34,6 +34,8 @@ __all__ = [
     "estimate_background",
     "input_axes_matrix",
     "to_input_frame",
+    "normalise_and_reconstruct",
+    "thin_store",
 ]
 
 logger = logging.getLogger(__name__)
@@ -344,6 +346,7 @@ def import_tilt_series(
     truth: str | Path | None = None,
     elements: list[str] | None = None,
     dose: float | None = None,
+    gain: float | str | None = "auto",
     background: float | str = 0.0,
     method: str = "sirt",
     iterations: int = 100,
@@ -376,8 +379,15 @@ def import_tilt_series(
         Element symbols present (species index ``k`` of an AET text model = ``elements[k-1]``).
     dose
         Dose per projection (e/Å²) when the images are counts: the series is normalised as
-        ``(counts − background) / dose`` (Å² per pixel), as simulated samples are. Without it the
-        series is scaled to unit mean of the image sums (relative intensities).
+        ``(counts − background) / (gain · dose)`` (Å² per pixel), as simulated samples are.
+        Without it the series is scaled to unit mean of the image sums (relative intensities);
+        the refinement then estimates the dose from the atoms it refines
+        (:func:`models.refine.refine_sample`).
+    gain
+        Detector counts per electron: a number, ``"auto"`` (default: estimated from the images'
+        Poisson–Gaussian mean–variance line, :func:`simgen.gain.estimate_gain`; a series that is
+        not raw counts is imported without a gain, with a warning) or ``None`` (none recorded).
+        The store records ``gain`` and ``gain_source`` (``"estimated"`` or ``"given"``).
     background
         Constant background (counts) subtracted before normalising, or ``"auto"``: the mean
         of a border strip of the images (see :func:`estimate_background`).
@@ -408,7 +418,6 @@ def import_tilt_series(
     if align_method not in METHODS:
         raise ValueError(f"align={align!r}: expected one of {', '.join(METHODS)} (or True/False)")
     from simgen.progress import progress_enabled
-    from simgen.reconstruct import reconstruct
 
     check_output(out, "store", overwrite=overwrite, param=param)  # before reading or reconstructing
     if progress is None:
@@ -435,19 +444,17 @@ def import_tilt_series(
             raise ValueError(f"background={background!r}: expected a number of counts or 'auto'")
         background = estimate_background(counts)
         logger.info("estimated background: %.4g counts per pixel", background)
-    if dose is not None:
-        # Counts per pixel / dose = Å² of HAADF cross-section per pixel, as simgen.sample does.
-        normalised = (counts - background) / dose
-    else:
-        sums = (counts - background).sum(axis=(1, 2))
-        normalised = (counts - background) / max(float(np.mean(sums)), 1e-30) * counts.shape[1]
-    normalised = normalised.astype(np.float32)
-    if align_method != "none":
-        from simgen.alignment import align_tilt_series
-
-        normalised = align_tilt_series(normalised, angles_deg, align_method).aligned
-    volume = reconstruct(
-        normalised, angles_deg, method=method, iterations=iterations, progress=progress
+    gain_info = _resolve_gain(counts, gain)
+    volume = normalise_and_reconstruct(
+        counts,
+        angles_deg,
+        dose=dose,
+        gain=gain_info.get("gain"),
+        background=background,
+        method=method,
+        iterations=iterations,
+        align=align_method,
+        progress=progress,
     )
     size = volume.shape[0]
     centre = (size - 1) / 2.0 * sampling
@@ -470,11 +477,17 @@ def import_tilt_series(
         "tilt_axis_input": tilt_axis,
         "recon": method,
         "iterations": int(iterations),
-        "normalisation": "counts/dose" if dose is not None else "relative",
+        "normalisation": (
+            ("counts/(gain·dose)" if gain_info.get("gain") else "counts/dose")
+            if dose is not None
+            else "relative"
+        ),
         "background": float(background),
         "elements": ",".join(elements or []),
         "split": "test",
         "morphology": "imported",
+        "import_align": align_method,
+        **gain_info,
     }
     if dose is not None:
         spec["dose"] = float(dose)
@@ -507,3 +520,208 @@ def import_tilt_series(
         "imported %s -> %s: %d projections, volume %s", path, out, len(angles_deg), volume.shape
     )
     return Path(out)
+
+
+def _resolve_gain(counts: np.ndarray, gain) -> dict:
+    """Store fields ``gain``, ``gain_source`` (and the fit's error) for :func:`import_tilt_series`."""
+    if gain is None:
+        return {}
+    if isinstance(gain, str):
+        if gain != "auto":
+            raise ValueError(f"gain={gain!r}: expected counts per electron or 'auto'")
+        from simgen.gain import estimate_gain
+
+        try:
+            fit = estimate_gain(counts)
+        except ValueError as exc:
+            logger.warning("gain: not estimated (%s); none recorded", exc)
+            return {}
+        logger.info(
+            "estimated gain: %.4g ± %.2g counts per electron (means %.3g–%.3g counts)",
+            fit.gain,
+            fit.gain_error,
+            *fit.mean_range,
+        )
+        return {"gain": fit.gain, "gain_source": "estimated", "gain_error": fit.gain_error}
+    gain = float(gain)
+    if not (np.isfinite(gain) and gain > 0):
+        raise ValueError(f"gain={gain!r}: expected a positive number of counts per electron")
+    return {"gain": gain, "gain_source": "given"}
+
+
+def normalise_and_reconstruct(
+    counts: np.ndarray,
+    angles_deg: np.ndarray,
+    *,
+    dose: float | None,
+    gain: float | None,
+    background: float,
+    method: str = "sirt",
+    iterations: int = 100,
+    align: str = "none",
+    progress: bool = False,
+) -> np.ndarray:
+    """Volume of a series of raw counts, normalised as :func:`import_tilt_series` does.
+
+    With a dose: ``(counts − background) / (gain · dose)`` (Å² of cross-section per pixel; gain 1
+    when ``None``); without: unit mean image sum (relative). Then the optional alignment and the
+    reconstruction (:func:`simgen.reconstruct.reconstruct`).
+    """
+    from simgen.reconstruct import reconstruct
+
+    signal = np.asarray(counts, dtype=np.float64) - float(background)
+    if dose is not None:
+        # Counts per pixel / (gain · dose) = Å² of HAADF cross-section per pixel, as simgen.sample does.
+        normalised = signal / (float(dose) * (float(gain) if gain else 1.0))
+    else:
+        sums = signal.sum(axis=(1, 2))
+        normalised = signal / max(float(np.mean(sums)), 1e-30) * signal.shape[1]
+    normalised = normalised.astype(np.float32)
+    if align != "none":
+        from simgen.alignment import align_tilt_series
+
+        normalised = align_tilt_series(normalised, angles_deg, align).aligned
+    return reconstruct(
+        normalised, angles_deg, method=method, iterations=iterations, progress=progress
+    )
+
+
+def thin_store(
+    store: str | Path,
+    *,
+    dose: float,
+    out: str | Path,
+    seed: int = 0,
+    source_dose: float | None = None,
+    overwrite: bool = False,
+    param: str = "--out",
+    progress: bool | None = None,
+) -> Path:
+    """Write an exact lower-dose version of an imported (or simulated) one-sample store.
+
+    Every detected electron of the measured series is kept with probability
+    ``p = dose / source_dose`` (binomial thinning of the gain-corrected counts,
+    :func:`simgen.gain.thin_counts`): a Poisson count at the source dose becomes an exact Poisson
+    count at ``dose``. The background (electrons) scales by ``p``; the volume is reconstructed
+    again as the source was (``recon``, ``iterations``, alignment of its spec). The truth and the
+    input frame are copied; the store's ``thinned_from`` attribute records the provenance
+    (source store, source dose, target dose, fraction, gain, seed).
+
+    Parameters
+    ----------
+    store
+        Source store (one sample, raw counts in ``tilt_series``).
+    dose
+        Target dose per projection (e/Å²), at most the source dose.
+    out
+        Store to write (never an existing path unless ``overwrite``, and then only a store).
+    seed
+        Seed of the thinning (``numpy.random.default_rng``).
+    source_dose
+        Dose of the source series when its store records none.
+    """
+    from simgen.gain import thin_counts
+    from simgen.outputs import check_output
+    from simgen.progress import progress_enabled
+    from simgen.store import open_dataset
+
+    check_output(out, "store", overwrite=overwrite, param=param)
+    if not (np.isfinite(dose) and dose > 0):
+        raise ValueError(f"--dose={dose!r}: expected a positive dose in e/Å² per projection")
+    dataset = open_dataset(store)
+    if len(dataset) != 1:
+        raise ValueError(
+            f"store={str(store)!r}: expected a one-sample store, got {len(dataset)} samples"
+        )
+    sample = dataset[0]
+    spec = dict(dataset.attrs.get("spec") or {})
+    recorded = sample.get("dose")
+    recorded = float(recorded) if recorded is not None and np.isfinite(recorded) else None
+    source = recorded if source_dose is None else float(source_dose)
+    if source is None:
+        raise ValueError(
+            f"store={str(store)!r}: records no dose; give the source dose (--source-dose)"
+        )
+    if recorded is not None and source_dose is not None and not np.isclose(recorded, source):
+        raise ValueError(
+            f"--source-dose={source_dose!r}: the store records a dose of {recorded:g} e/Å²"
+        )
+    if not dose <= source:
+        raise ValueError(
+            f"--dose={dose!r}: expected at most the source dose {source:g} e/Å² (thinning only lowers it)"
+        )
+    gain = sample.get("gain")
+    gain = float(gain) if gain is not None and np.isfinite(gain) else None
+    raw = np.asarray(sample["tilt_series"])
+    if gain is None:
+        logger.warning("store records no detector gain: counts taken as electrons (gain 1)")
+        gain = 1.0
+    elif abs(gain - 1.0) < 0.05 and np.all(raw == np.rint(raw)):
+        # Whole-number counts with a gain estimate this close to 1 are electron counts: thinning
+        # them with the estimate would split every count by the estimate's error.
+        logger.info("integer counts, estimated gain %.4g: thinning whole electrons (gain 1)", gain)
+        gain = 1.0
+    fraction = float(dose) / source
+    rng = np.random.default_rng(int(seed))
+    counts = thin_counts(raw, fraction, rng, gain=gain)
+    background = float(sample.get("background") or 0.0) * fraction
+    angles_deg = np.asarray(sample["angles"], dtype=np.float64)
+    align = str(spec.get("import_align") or "none")
+    method = str(spec.get("recon") or "sirt")
+    iterations = int(spec.get("iterations") or 100)
+    volume = normalise_and_reconstruct(
+        counts,
+        angles_deg,
+        dose=float(dose),
+        gain=gain,
+        background=background,
+        method=method,
+        iterations=iterations,
+        align=align,
+        progress=progress_enabled() if progress is None else progress,
+    )
+    atoms = None
+    if sample.get("positions") is not None and len(sample["positions"]):
+        from ase import Atoms
+
+        atoms = Atoms(numbers=np.asarray(sample["numbers"]), positions=sample["positions"])
+    provenance = {
+        "source_store": str(Path(store).resolve()),
+        "source_dose": source,
+        "target_dose": float(dose),
+        "fraction": fraction,
+        "gain": gain,
+        "seed": int(seed),
+        "method": "binomial thinning of the gain-corrected counts (simgen.gain.thin_counts)",
+    }
+    spec.update(
+        {
+            "name": Path(out).name,
+            "dose": float(dose),
+            "background": background,
+            "thinned_from": str(Path(store).resolve()),
+            "thinning_source_dose": source,
+            "thinning_seed": int(seed),
+        }
+    )
+    spec = {k: v for k, v in spec.items() if not isinstance(v, float) or np.isfinite(v)}
+    from simgen.sample import Sample
+    from simgen.store import write_single_sample_store
+
+    new = Sample(
+        atoms=atoms,
+        tilt_series=counts,
+        angles=angles_deg.astype(np.float32),
+        angles_true=np.asarray(sample.get("angles_true", angles_deg), dtype=np.float32),
+        volume=volume.astype(np.float32),
+        target=None,
+        meta={},
+    )
+    attrs = {"imported": bool(dataset.attrs.get("imported", False)), "thinned_from": provenance}
+    if dataset.attrs.get("input_frame"):
+        attrs["input_frame"] = dataset.attrs["input_frame"]
+    path = write_single_sample_store(out, new, spec, overwrite=overwrite, attrs=attrs, param=param)
+    logger.info(
+        "thinned %s (%g e/Å²) -> %s (%g e/Å², p = %.4g)", store, source, path, dose, fraction
+    )
+    return Path(path)

@@ -39,9 +39,9 @@ class PannMethod(Method):
             self.model.config = dataclasses.replace(self.model.config, reassign=reassign)
 
     def predict(self, sample: dict) -> Prediction:
-        elements = [
-            e for e in sample.get("elements") or [] if e in self.model.config.elements
-        ] or None
+        # Every element listed; those the weights never saw are classified through proxies of
+        # the same contrast rank (models.contrast_rank).
+        elements = list(sample.get("elements") or []) or None
         pred = self.model.predict(
             sample["volume"],
             float(sample["sampling"]),

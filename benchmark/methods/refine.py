@@ -8,7 +8,9 @@ are kept; the refined per-atom cross-sections are reported in ``Prediction.extra
 
 Options of ``X+refine`` are the base method's options plus any field of
 :class:`models.refine.RefineConfig` (``iterations``, ``shift_model``, ``position_prior``, ...).
-A sample without a tilt series is returned unrefined (with a log line).
+A sample that cannot be refined (no tilt series or angles; no dose and no detector gain to
+estimate it from) is returned unrefined, with a warning on the terminal and the reason in
+``Prediction.extra["skipped_steps"]`` (which ``aet-bench run`` writes into every results record).
 
 ``reassign=True`` adds element reassignment from the tilt series after the refinement
 (:func:`models.species_refine.reassign_species`): per-atom amplitudes are refit and atoms of
@@ -29,7 +31,7 @@ import numpy as np
 
 from benchmark.methods.base import Method, Prediction, flag_option
 
-__all__ = ["RefinedMethod", "refined_method", "REFINE_OPTIONS", "REASSIGN_OPTIONS"]
+__all__ = ["RefinedMethod", "refined_method", "skip_step", "REFINE_OPTIONS", "REASSIGN_OPTIONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +108,12 @@ class RefinedMethod(Method):
 
         prediction = self.base_method.predict(sample)
         missing = missing_measurement(sample)
-        if missing or len(prediction) == 0:
-            logger.info("%s: no %s (or no atoms); atoms left unrefined", self.name, missing)
+        if missing:
+            return skip_step(
+                prediction, f"refine: no {', '.join(missing)}; atoms left unrefined", self.name
+            )
+        if len(prediction) == 0:
+            logger.info("%s: no atoms to refine", self.name)
             return prediction
         from ase.data import atomic_numbers
 
@@ -119,8 +125,11 @@ class RefinedMethod(Method):
             # atom's amplitude float, so their brightness comes from the data.
             present = listed
             if not present:
-                logger.info("%s: atoms without elements; left unrefined", self.name)
-                return prediction
+                return skip_step(
+                    prediction,
+                    "refine: atoms without elements and no elements listed; left unrefined",
+                    self.name,
+                )
             heaviest = max(present, key=lambda e: atomic_numbers[e])
             elements = [heaviest if e == "unknown" else e for e in elements]
             config = dataclasses.replace(config, fit_amplitudes=True)
@@ -135,6 +144,10 @@ class RefinedMethod(Method):
                 "cross_sections": result.cross_sections,
             }
         )
+        if result.dose_estimated is not None:
+            extra["refine_dose_estimated"] = result.dose_estimated
+        if result.gain is not None:
+            extra["refine_gain"] = result.gain
         elements_out = list(prediction.elements)
         positions = result.positions
         confidence = prediction.confidence
@@ -173,6 +186,20 @@ class RefinedMethod(Method):
             confidence=confidence,
             extra=extra,
         )
+
+
+def skip_step(prediction: Prediction, reason: str, method: str = "") -> Prediction:
+    """``prediction`` with ``reason`` appended to ``extra["skipped_steps"]``, and a warning.
+
+    A step of a method that cannot run on a sample (e.g. the refinement without a tilt series)
+    says so on the terminal and in the results record, never silently.
+    """
+    logger.warning("%s%s", f"{method}: " if method else "", reason)
+    prediction.extra = {
+        **prediction.extra,
+        "skipped_steps": [*prediction.extra.get("skipped_steps", []), reason],
+    }
+    return prediction
 
 
 def refined_method(base: str, base_class: type[Method]) -> type[RefinedMethod]:
