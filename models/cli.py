@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from models.io import write_prediction
+from models.io import species_arrays, write_prediction
 from models.weights import DEFAULT_WEIGHTS
 
 __all__ = ["main", "DEFAULT_WEIGHTS", "write_prediction", "header_voxel_size", "volume_sampling"]
@@ -300,6 +300,7 @@ def _cmd_predict(args) -> int:
             pred.probabilities,
             pred.classes,
             {"source": str(args.volume)},
+            species_arrays(pred.extra),
         )
         note = (
             "the volume is constant: nothing to trace"
@@ -345,6 +346,7 @@ def _cmd_predict(args) -> int:
                 pred.probabilities,
                 pred.classes,
                 info,
+                species_arrays(pred.extra),
             )
     print(
         f"wrote {len(ds)} predictions to {out}/"
