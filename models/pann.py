@@ -565,15 +565,15 @@ class PannModel:
         if len(present) < 2 or not len(symbols):
             return positions, symbols, probabilities
         prior, _ = self._species_prior(probabilities, present)
-        result = reassign_species(
-            measurement, positions, symbols, present=present, prior=prior
-        )
+        result = reassign_species(measurement, positions, symbols, present=present, prior=prior)
         symbols, probabilities = self._apply_species(result, symbols, probabilities, extra)
         if result.positions is not None:
             positions = result.positions
         return positions, symbols, probabilities
 
-    def _species_from_volume(self, volume, positions, sampling, symbols, probabilities, elements, extra):
+    def _species_from_volume(
+        self, volume, positions, sampling, symbols, probabilities, elements, extra
+    ):
         """The species step without a tilt series: the mixture on the volume's intensities."""
         from models.species_refine import species_from_volume
 

@@ -118,13 +118,10 @@ class ReassignConfig:
         if isinstance(self.width_floor, bool) or not (
             isinstance(self.width_floor, (int, float)) and 0 < self.width_floor < math.inf
         ):
-            raise ValueError(
-                f"reassign_width_floor={self.width_floor!r}: expected a log width > 0"
-            )
+            raise ValueError(f"reassign_width_floor={self.width_floor!r}: expected a log width > 0")
         if not isinstance(self.use_standard_errors, bool):
             raise ValueError(
-                f"reassign_use_standard_errors={self.use_standard_errors!r}: "
-                "expected true or false"
+                f"reassign_use_standard_errors={self.use_standard_errors!r}: expected true or false"
             )
         for name in ("starts", "iterations"):
             value = getattr(self, name)
@@ -644,9 +641,7 @@ def integrated_intensities(volume, positions, sampling: float, radius: float) ->
         centre = np.rint(np.array([z, y, x]) / sampling).astype(int)
         grids = [np.clip(c + offsets, 0, s - 1) for c, s in zip(centre, shape)]
         zz, yy, xx = np.meshgrid(*grids, indexing="ij")
-        distance2 = (
-            (zz * sampling - z) ** 2 + (yy * sampling - y) ** 2 + (xx * sampling - x) ** 2
-        )
+        distance2 = (zz * sampling - z) ** 2 + (yy * sampling - y) ** 2 + (xx * sampling - x) ** 2
         inside = distance2 <= radius**2
         out[i] = float(volume[zz[inside], yy[inside], xx[inside]].sum())
     return out

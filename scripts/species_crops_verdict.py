@@ -240,9 +240,7 @@ def report(records, methods, baseline="classical", method="pann") -> tuple[str, 
             worse = change[0] > 0.05 and change[1] > 0
             ok = not (below or worse)
             holds = holds and ok
-            cells = [
-                f"{bootstrap_ci(rec[m])[0]:.1f}" for m in (baseline, *others, method)
-            ]
+            cells = [f"{bootstrap_ci(rec[m])[0]:.1f}" for m in (baseline, *others, method)]
             lines.append(
                 f"| {kind} | {dose:.3g} | {element} | {len(rows)} | {np.nanmean(n_atoms):.0f} | "
                 + " | ".join(cells)

@@ -134,8 +134,10 @@ def test_posterior_is_prior_times_likelihood_by_hand():
     v = 0.2**2 + fit.width**2
     # the offset moves the means a little; recompute the exact odds from the fitted offset
     mid = x[0] - reference - fit.offset
-    expected = 0.3 * np.exp(-0.5 * mid[0] ** 2 / v) / (
-        0.3 * np.exp(-0.5 * mid[0] ** 2 / v) + 0.7 * np.exp(-0.5 * mid[1] ** 2 / v)
+    expected = (
+        0.3
+        * np.exp(-0.5 * mid[0] ** 2 / v)
+        / (0.3 * np.exp(-0.5 * mid[0] ** 2 / v) + 0.7 * np.exp(-0.5 * mid[1] ** 2 / v))
     )
     assert fit.posteriors[0, 0] == pytest.approx(expected, rel=1e-9)
     assert fit.posteriors[0, 0] == pytest.approx(0.3, abs=0.05)
@@ -267,7 +269,12 @@ def test_species_from_volume_uses_integrated_intensities():
     volume = gaussian_filter(volume, 0.6 / SAMPLING)
     snapped = np.rint(positions / SAMPLING) * SAMPLING
     result = species_from_volume(
-        volume, snapped, SAMPLING, ["Pt"] * 16, present=["Pd", "Pt"], prior=np.tile([0.2, 0.8], (16, 1))
+        volume,
+        snapped,
+        SAMPLING,
+        ["Pt"] * 16,
+        present=["Pd", "Pt"],
+        prior=np.tile([0.2, 0.8], (16, 1)),
     )
     assert result.elements == truth
     assert result.standard_errors is None and result.positions is None
@@ -310,7 +317,10 @@ def test_refine_method_option_reassigns_and_reports_posteriors():
         ({"reassign": True, "reassign_prior_floor": 1.5}, "reassign_prior_floor="),
         ({"reassign": True, "reassign_width_floor": -0.1}, "reassign_width_floor="),
         ({"reassign": True, "reassign_starts": 0}, "reassign_starts="),
-        ({"reassign": True, "reassign_use_standard_errors": "yes"}, "reassign_use_standard_errors="),
+        (
+            {"reassign": True, "reassign_use_standard_errors": "yes"},
+            "reassign_use_standard_errors=",
+        ),
         ({"reassign": True, "reassign_volume_radius": 0}, "reassign_volume_radius="),
         ({"reassign_positions": "joint"}, "reassign_positions"),
     ],
@@ -348,9 +358,7 @@ def test_pann_names_a_contrast_group_from_the_tilt_series():
     # each row keeps its total; the elements' share now follows the posterior
     np.testing.assert_allclose(rows.sum(axis=1), probabilities.sum(axis=1))
     present = [classes.index(e) for e in ("Fe", "Cu", "Pt")]
-    np.testing.assert_allclose(
-        rows[:, present].sum(axis=1), probabilities[:, present].sum(axis=1)
-    )
+    np.testing.assert_allclose(rows[:, present].sum(axis=1), probabilities[:, present].sum(axis=1))
     assert [classes[k] for k in rows.argmax(axis=1)] == truth
     assert extra["species_classes"] == ["Fe", "Cu", "Pt"]
     np.testing.assert_allclose(extra["species_posteriors"].sum(axis=1), 1.0)
