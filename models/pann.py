@@ -546,6 +546,8 @@ class PannModel:
             species_classes=list(result.classes),
             species_posteriors=result.posteriors,
             species_outlier=None if result.fit is None else result.fit.outlier,
+            species_log_cross_sections=result.log_cross_sections,
+            species_standard_errors=result.standard_errors,
             species_scale=None if result.fit is None else float(result.fit.offset),
             species_width=None if result.fit is None else float(result.fit.width),
         )
