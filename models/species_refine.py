@@ -19,7 +19,9 @@ Each atom's element is decided by its measured scattering strength, with the bas
    ``w`` (model error, neighbours) are fitted, plus a uniform **background** component over the
    data's range that takes false atoms and failed fits (at most 20% of the atoms). δ and ``w``
    are fitted to the measurement alone (equal element weights), so a confident wrong prior
-   cannot drag the scale or widen the width. There are no free per-element offsets and
+   cannot drag the scale or widen the width; refit cross-sections are absolute (known dose,
+   calibrated σ), so δ has a Gaussian prior around 0 (``scale_prior``) that stops it sliding by
+   one element's σ ratio where one element dominates. There are no free per-element offsets and
    no free mixing weights: with those, a mixture at low dose can slide a component onto the
    neighbouring element's atoms and swap the labels of a whole group.
 3. **Prior and posterior.** ``posterior_ie ∝ prior_ie × N(x_i; log σ_e + δ, s_i² + w²)``, where
@@ -81,6 +83,12 @@ class ReassignConfig:
         prior_floor: Weight of a uniform prior mixed into the base method's probabilities, so a
             probability of ~1 from an over-confident network can still be overruled.
         width_floor: Smallest intrinsic width ``w`` of the mixture, natural log units.
+        scale_prior: Standard deviation of a Gaussian prior on the global log-scale δ around 0,
+            for the tilt-series refit (its cross-sections are absolute: known dose, calibrated
+            σ; 0.25 admits a ±30% calibration error). It stops the scale sliding by one
+            element's σ ratio when one element dominates a crop (e.g. 34 Pd and 2 Pt: δ = 0 and
+            δ = −0.88 fit the measurement almost equally). ``None``: a free scale (data of unknown
+            dose or gain). The volume path's intensities have no absolute scale and never use it.
         use_standard_errors: Add each atom's Fisher standard error ``s_i`` to its component
             variance (``s_i² + w²``); off: ``w`` alone.
         volume_radius: Radius (Å) of the sphere over which :func:`species_from_volume`
@@ -93,6 +101,7 @@ class ReassignConfig:
     amplitude_prior: float = 1.0
     prior_floor: float = 0.1
     width_floor: float = 0.03
+    scale_prior: float | None = 0.25
     use_standard_errors: bool = True
     volume_radius: float = 1.0
     starts: int = 7
@@ -119,6 +128,13 @@ class ReassignConfig:
             isinstance(self.width_floor, (int, float)) and 0 < self.width_floor < math.inf
         ):
             raise ValueError(f"reassign_width_floor={self.width_floor!r}: expected a log width > 0")
+        if self.scale_prior is not None and (
+            isinstance(self.scale_prior, bool)
+            or not (isinstance(self.scale_prior, (int, float)) and 0 < self.scale_prior < math.inf)
+        ):
+            raise ValueError(
+                f"reassign_scale_prior={self.scale_prior!r}: expected a log width > 0 or None"
+            )
         if not isinstance(self.use_standard_errors, bool):
             raise ValueError(
                 f"reassign_use_standard_errors={self.use_standard_errors!r}: expected true or false"
@@ -266,6 +282,7 @@ def fit_species_mixture(
     elements: Sequence[str] | None = None,
     standard_errors=None,
     width_floor: float = 0.03,
+    scale_prior: float | None = None,
     starts: int = 7,
     iterations: int = 300,
     tolerance: float = 1e-9,
@@ -287,6 +304,8 @@ def fit_species_mixture(
         elements: Names of the K components (for the result).
         standard_errors: (N,) standard errors ``s_i`` of ``log_cross_sections`` (default 0).
         width_floor: Smallest intrinsic width ``w``, natural log.
+        scale_prior: Standard deviation of a Gaussian prior on δ around 0 (``None``: flat); δ is
+            then its maximum a posteriori and the prior enters the choice among starts.
         starts: EM starts, at global scales spread over ± the largest spacing of the references
             around the median match of the prior's labels.
         iterations: Largest number of EM iterations per start.
@@ -325,16 +344,22 @@ def fit_species_mixture(
     offsets = [centre]
     if starts > 1:
         offsets += [o for o in centre + spread * np.linspace(-1.0, 1.0, starts) if o != centre]
-    span = max(float(np.ptp(x)) + 6.0 * width_floor, 10.0 * width_floor)
+    # the background is uniform over the range of the data and of the elements, plus 1 (log)
+    span = max(float(np.ptp(x)), float(np.ptp(reference))) + 1.0
+    if scale_prior is not None:
+        offsets.append(0.0)
+    precision = 0.0 if scale_prior is None else 1.0 / scale_prior**2
     fits = [
-        _em(x, se, reference, log_prior, offset, width_floor, span, iterations, tolerance)
-        for offset in offsets
+        _em(x, se, reference, log_prior, o, width_floor, span, iterations, tolerance, precision)
+        for o in offsets
     ]
-    # The measurement picks the scale; the prior only breaks ties (within 0.5 nat in total), as
-    # when every atom could be one element or its neighbour in Z.
-    fits = [f for f in fits if np.isfinite(f["measurement_evidence"])] or fits[:1]
-    top = max(f["measurement_evidence"] for f in fits)
-    tied = [f for f in fits if f["measurement_evidence"] >= top - 0.5 / x.size]
+    # The measurement (and the scale prior) pick the scale; the labels' prior only breaks ties
+    # (within 0.5 nat in total), as when every atom could be one element or its neighbour in Z.
+    for f in fits:
+        f["score"] = x.size * f["measurement_evidence"] - 0.5 * precision * f["offset"] ** 2
+    fits = [f for f in fits if np.isfinite(f["score"])] or fits[:1]
+    top = max(f["score"] for f in fits)
+    tied = [f for f in fits if f["score"] >= top - 0.5]
     best = max(tied, key=lambda f: f["evidence"])
     return MixtureFit(
         elements=names,
@@ -374,7 +399,7 @@ def _e_step(x, se, reference, log_prior, offset, width, background, span):
 _MAX_BACKGROUND = 0.2
 
 
-def _em(x, se, reference, log_prior, offset, floor, span, iterations, tolerance):
+def _em(x, se, reference, log_prior, offset, floor, span, iterations, tolerance, precision=0.0):
     """EM from one starting scale. The M step fits δ, ``w`` and the background fraction to the
     measurement alone (equal element weights, ratios fixed), so a confident wrong prior can
     neither drag the scale nor widen ``w``; the prior enters the posteriors and, through the
@@ -393,7 +418,9 @@ def _em(x, se, reference, log_prior, offset, floor, span, iterations, tolerance)
         total = float(r.sum())
         if not total > 1e-9:  # every atom in the background: this start has nothing to fit
             break
-        offset = offset + float(np.sum(r * residual / variance) / np.sum(r / variance))
+        # δ: the weighted mean of x − log σ_e, shrunk towards 0 by the scale prior's precision
+        target = residual + offset
+        offset = float(np.sum(r * target / variance) / (np.sum(r / variance) + precision))
         residual = x[:, None] - reference[None, :] - offset
         excess = float(np.sum(r * (residual**2 - se[:, None] ** 2)) / total)
         width = max(math.sqrt(max(excess, 0.0)), floor)
@@ -465,6 +492,7 @@ def species_posteriors(
     standard_errors=None,
     config: ReassignConfig | None = None,
     microscope=None,
+    absolute: bool = True,
 ) -> tuple[list[str], MixtureFit]:
     """The species step on given measurements: labels and the mixture fit.
 
@@ -476,6 +504,8 @@ def species_posteriors(
         standard_errors: (N,) standard errors of ``log_cross_sections``.
         config: :class:`ReassignConfig` (``prior_floor``, ``width_floor``, EM settings).
         microscope: ``simgen.imaging.Microscope`` of the calibrated σ (project default).
+        absolute: The measurements are absolute cross-sections (apply ``config.scale_prior``);
+            False for intensities of arbitrary scale.
 
     Returns:
         ``(elements, fit)``.
@@ -493,6 +523,7 @@ def species_posteriors(
         elements=classes,
         standard_errors=standard_errors if config.use_standard_errors else None,
         width_floor=config.width_floor,
+        scale_prior=config.scale_prior if absolute else None,
         starts=config.starts,
         iterations=config.iterations,
     )
@@ -684,7 +715,7 @@ def species_from_volume(
     floor = max(float(np.max(intensity)) * 1e-3, 1e-30)
     x = np.log(np.clip(intensity, floor, None))
     new_labels, fit = species_posteriors(
-        x, labels, classes, prior=prior, config=config, microscope=microscope
+        x, labels, classes, prior=prior, config=config, microscope=microscope, absolute=False
     )
     return ReassignResult(
         elements=new_labels,

@@ -130,7 +130,7 @@ def test_posterior_is_prior_times_likelihood_by_hand():
     x = np.array([reference.mean(), reference[0], reference[0], reference[1]])
     se = np.full(4, 0.2)
     fit = fit_species_mixture(x, reference, prior, standard_errors=se, width_floor=1e-3, starts=1)
-    assert fit.offset == pytest.approx(0.0, abs=0.02)
+    assert fit.offset == pytest.approx(0.0, abs=0.05)
     v = 0.2**2 + fit.width**2
     # the offset moves the means a little; recompute the exact odds from the fitted offset
     mid = x[0] - reference - fit.offset
@@ -140,9 +140,14 @@ def test_posterior_is_prior_times_likelihood_by_hand():
         / (0.3 * np.exp(-0.5 * mid[0] ** 2 / v) + 0.7 * np.exp(-0.5 * mid[1] ** 2 / v))
     )
     assert fit.posteriors[0, 0] == pytest.approx(expected, rel=1e-9)
-    assert fit.posteriors[0, 0] == pytest.approx(0.3, abs=0.05)
+    assert fit.posteriors[0, 0] == pytest.approx(0.3, abs=0.1)
     odds = fit.posteriors[1, 0] / fit.posteriors[1, 1]
-    assert odds == pytest.approx((0.3 / 0.7) * np.exp(0.5 * delta**2 / v), rel=0.3)
+    on_pd = x[1] - reference - fit.offset
+    assert odds == pytest.approx(
+        (0.3 / 0.7) * np.exp(-0.5 * (on_pd[0] ** 2 - on_pd[1] ** 2) / v), rel=1e-9
+    )
+    assert odds > 100 * (0.3 / 0.7)  # Δ = 0.88 at s = 0.2: the measurement wins
+    assert abs(on_pd[1]) == pytest.approx(delta, abs=0.05)
 
 
 def test_a_confident_wrong_prior_cannot_move_the_scale():
@@ -160,6 +165,26 @@ def test_a_confident_wrong_prior_cannot_move_the_scale():
     heavy = truth >= 2
     assert np.mean(np.array(labels)[heavy] == np.array(elements)[truth[heavy]]) > 0.95
     assert np.all(np.isin(np.array(labels)[~heavy], ["Co", "Ni"]))
+
+
+def test_the_scale_prior_shrinks_the_global_scale_by_hand():
+    """Four Pd atoms exactly 0.3 above their calibrated log σ, s = 0.1, scale prior 0.1: the MAP
+    scale is 0.3 · (4/v) / (4/v + 1/0.1²) = 0.24 with v = 0.1² + w², w at its floor 1e-3 (the
+    residual 0.06 is below s, so no excess width)."""
+    reference = np.log([cross_section("Pd"), cross_section("Pt")])
+    fit = fit_species_mixture(
+        np.full(4, reference[0] + 0.3),
+        reference,
+        np.tile([0.99, 0.01], (4, 1)),
+        standard_errors=np.full(4, 0.1),
+        width_floor=1e-3,
+        scale_prior=0.1,
+        starts=1,
+    )
+    v = 0.1**2 + 1e-6
+    assert fit.width == pytest.approx(1e-3)
+    assert fit.offset == pytest.approx(0.3 * (4 / v) / (4 / v + 100.0), rel=1e-3)
+    assert list(fit.labels) == [0, 0, 0, 0]
 
 
 def test_measurement_overrules_a_wrong_network_on_pd_pt():
@@ -322,6 +347,7 @@ def test_refine_method_option_reassigns_and_reports_posteriors():
             "reassign_use_standard_errors=",
         ),
         ({"reassign": True, "reassign_volume_radius": 0}, "reassign_volume_radius="),
+        ({"reassign": True, "reassign_scale_prior": -1.0}, "reassign_scale_prior="),
         ({"reassign_positions": "joint"}, "reassign_positions"),
     ],
 )
