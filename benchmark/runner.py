@@ -170,7 +170,7 @@ def _run_one(method, view, position, models_dir, radius, align, dataset_name, tr
     prediction = method.predict(sample)
     seconds = time.perf_counter() - t0
     if models_dir is not None:
-        from models.io import write_prediction
+        from models.io import species_arrays, write_prediction
 
         probabilities = getattr(prediction, "confidence", None)
         classes = (getattr(prediction, "extra", None) or {}).get("classes")
@@ -190,6 +190,7 @@ def _run_one(method, view, position, models_dir, radius, align, dataset_name, tr
             probabilities,
             classes,
             info,
+            species_arrays(getattr(prediction, "extra", None)),
         )
     dose = float(sample.get("dose", np.nan))
     n_angles = len(sample["angles"]) if sample.get("angles") is not None else 0

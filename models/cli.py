@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from models.io import write_prediction
+from models.io import species_arrays, write_prediction
 from models.weights import DEFAULT_WEIGHTS
 from simgen.cli import non_negative_int
 
@@ -316,6 +316,7 @@ def _cmd_predict(args) -> int:
             pred.probabilities,
             pred.classes,
             {"source": str(args.volume)},
+            species_arrays(pred.extra),
             record=True,
         )
         note = (
@@ -362,6 +363,7 @@ def _cmd_predict(args) -> int:
                 pred.probabilities,
                 pred.classes,
                 info,
+                species_arrays(pred.extra),
             )
     print(
         f"wrote {len(ds)} predictions to {out}/"

@@ -79,13 +79,14 @@ class PannConfig:
         match_radius: Radius (Å) within which a candidate is labelled with a true atom.
         refine: Refine the atoms against the measured tilt series (:mod:`models.refine`)
             whenever :meth:`PannModel.predict` is given one.
-        reassign: Last step, after ``refine``: name the atoms of each *contrast group* (elements
-            present within 3 in Z of each other, e.g. Fe, Co, Ni, Cu of a high-entropy alloy)
-            from per-atom amplitudes refit against the tilt series
-            (:func:`models.species_refine.reassign_species`); stage 2 keeps the choice between
-            groups. A no-op unless the elements given include such a group. Default on (chosen on
-            the validation split of ``pann-train``, ``docs/weights-2026-11-30.md``); a checkpoint
-            without this key is read as off, as it was trained and evaluated.
+        reassign: Last step, the species step: every atom's element is decided by the
+            measurement with stage 2's probabilities as the prior
+            (:mod:`models.species_refine`): with a tilt series, from per-atom cross-sections refit
+            against it (:func:`models.species_refine.reassign_species`); without one, from the
+            refined volume's integrated intensities
+            (:func:`models.species_refine.species_from_volume`). Needs two or more elements
+            present. Default on (the shipped weights' config turns it on); a checkpoint without
+            this key is read as off, as it was trained and evaluated.
         seed: Seed of initialisation and sampling.
         stage2_features: Stage-2 node features. 1: :func:`candidate_features` only (weights
             before 2026-11-30; a checkpoint without this key is read as 1). 2: plus
@@ -485,11 +486,13 @@ class PannModel:
             measurement: The measured data (a store sample: ``tilt_series``, ``angles``, ``dose``,
                 ``sampling``, optional ``shifts``/``angles_estimated``); with ``config.refine`` the
                 atoms are refined against it (:func:`models.refine.refine_sample`), and with
-                ``config.reassign`` the atoms of a contrast group among ``elements`` are named from
-                it (:func:`models.species_refine.reassign_species`; the network's labels are kept
-                in ``extra["base_elements"]``, and each row of ``probabilities`` gives its
-                group's total probability to the group's elements by the reassignment's
-                posteriors).
+                ``config.reassign`` every atom's element is decided by it with stage 2 as the
+                prior (:func:`models.species_refine.reassign_species`; without a measurement
+                the refined volume's intensities stand in,
+                :func:`models.species_refine.species_from_volume`). The network's labels are kept
+                in ``extra["base_elements"]``, the posterior over the elements present in
+                ``extra["species_posteriors"]`` (columns ``extra["species_classes"]``), and each
+                row of ``probabilities`` shares its elements' total by that posterior.
         """
         volume = _check_volume(volume)
         if not (np.isfinite(sampling) and sampling > 0):
@@ -550,10 +553,10 @@ class PannModel:
             kept = kept[:, columns]
             symbols = [back[s] for s in symbols]
             extra["contrast_proxies"] = dict(proxies)
-        if self.config.refine and len(positions):
-            from models.refine import RefineConfig, missing_measurement, refine_sample
+        from models.refine import RefineConfig, missing_measurement, refine_sample
 
-            missing = ["tilt_series"] if measurement is None else missing_measurement(measurement)
+        missing = ["tilt_series"] if measurement is None else missing_measurement(measurement)
+        if self.config.refine and len(positions):
             if missing:
                 # Not silent: a warning, and the reason in the prediction (aet-bench writes it
                 # into the results record).
@@ -562,13 +565,6 @@ class PannModel:
                 )
                 logger.warning("%s", reason)
                 extra["skipped_steps"] = [reason]
-                groups = _mixed_groups(elements) if self.config.reassign else []
-                if groups:
-                    logger.warning(
-                        "elements %s: stage 2 alone cannot tell them apart (Z within 3); give the "
-                        "tilt series (pann predict --data STORE) to name them from the measurement",
-                        groups,
-                    )
             else:
                 # float32 where the Fisher information allows it (RefinementProblem.float32_bias)
                 config = RefineConfig(precision="auto")
@@ -577,10 +573,23 @@ class PannModel:
                 extra["cross_sections"] = result.cross_sections
                 if result.dose_estimated is not None:
                     extra["refine_dose_estimated"] = result.dose_estimated
-                if self.config.reassign and proxies is None:
-                    positions, symbols, kept = self._reassign(
-                        measurement, positions, symbols, kept, elements, extra
+        if self.config.reassign and len(positions):
+            if missing:
+                groups = _mixed_groups(elements)
+                if groups:
+                    logger.warning(
+                        "elements %s: stage 2 and the volume alone cannot tell them apart (Z within "
+                        "3); give the tilt series (pann predict --data STORE) to name them from "
+                        "the measurement",
+                        groups,
                     )
+                symbols, kept = self._species_from_volume(
+                    refined, traced[keep], work_sampling, symbols, kept, elements, extra, classes
+                )
+            else:
+                positions, symbols, kept = self._reassign(
+                    measurement, positions, symbols, kept, elements, extra, classes
+                )
         return PannPrediction(
             positions=positions,
             elements=symbols,
@@ -590,30 +599,74 @@ class PannModel:
             extra=extra,
         )
 
-    def _reassign(self, measurement, positions, symbols, probabilities, elements, extra):
-        """Names within contrast groups from the tilt series (``config.reassign``)."""
-        from models.species_refine import reassign_species
+    def _species_prior(self, probabilities, present, classes=None):
+        """Stage 2's probabilities over the elements ``present`` (by increasing Z), renormalised;
+        ``classes``: the probabilities' columns (the weights' classes when ``None``)."""
+        classes = list(self.config.classes if classes is None else classes)
+        columns = [classes.index(e) for e in present]
+        prior = np.asarray(probabilities, dtype=np.float64)[:, columns]
+        return prior, columns
 
-        groups = _mixed_groups(elements)
-        if not groups:
-            return positions, symbols, probabilities
-        result = reassign_species(measurement, positions, symbols, present=list(elements))
-        classes = list(self.config.classes)
+    def _apply_species(self, result, symbols, probabilities, extra, classes=None):
+        """Rows keep their element total, shared among the elements by the posterior."""
         probabilities = np.array(probabilities, copy=True)
-        for group in groups:
-            rows = np.flatnonzero([e in group for e in symbols])
-            cols = [classes.index(e) for e in group]
-            mass = probabilities[np.ix_(rows, cols)].sum(axis=1, keepdims=True)
-            posterior = result.posteriors[np.ix_(rows, [result.classes.index(e) for e in group])]
-            probabilities[np.ix_(rows, cols)] = mass * posterior
+        classes = list(self.config.classes if classes is None else classes)
+        columns = [classes.index(e) for e in result.classes]
+        mass = probabilities[:, columns].sum(axis=1, keepdims=True)
+        probabilities[:, columns] = mass * result.posteriors
         extra.update(
             base_elements=list(symbols),
             species_changed=int(result.changed.sum()),
-            species_groups=[list(g) for g in groups],
+            species_groups=[list(g) for g in result.groups if len(g) >= 2],
+            species_classes=list(result.classes),
+            species_posteriors=result.posteriors,
+            species_outlier=None if result.fit is None else result.fit.outlier,
+            species_log_cross_sections=result.log_cross_sections,
+            species_standard_errors=result.standard_errors,
+            species_scale=None if result.fit is None else float(result.fit.offset),
+            species_width=None if result.fit is None else float(result.fit.width),
+        )
+        return list(result.elements), probabilities
+
+    def _present(self, elements, symbols) -> list[str]:
+        from ase.data import atomic_numbers
+
+        present = list(elements) if elements is not None else list(self.config.elements)
+        return sorted(set(present) | set(symbols), key=atomic_numbers.__getitem__)
+
+    def _reassign(
+        self, measurement, positions, symbols, probabilities, elements, extra, classes=None
+    ):
+        """The species step from the tilt series (``config.reassign``): stage 2 is the prior."""
+        from models.species_refine import reassign_species
+
+        present = self._present(elements, symbols)
+        if len(present) < 2 or not len(symbols):
+            return positions, symbols, probabilities
+        prior, _ = self._species_prior(probabilities, present, classes)
+        result = reassign_species(measurement, positions, symbols, present=present, prior=prior)
+        symbols, probabilities = self._apply_species(
+            result, symbols, probabilities, extra, classes
         )
         if result.positions is not None:
             positions = result.positions
-        return positions, list(result.elements), probabilities
+        return positions, symbols, probabilities
+
+    def _species_from_volume(
+        self, volume, positions, sampling, symbols, probabilities, elements, extra, classes=None
+    ):
+        """The species step without a tilt series: the mixture on the volume's intensities."""
+        from models.species_refine import species_from_volume
+
+        present = self._present(elements, symbols)
+        if len(present) < 2 or not len(symbols):
+            return symbols, probabilities
+        prior, _ = self._species_prior(probabilities, present, classes)
+        result = species_from_volume(
+            volume, positions, sampling, symbols, present=present, prior=prior
+        )
+        extra["species_source"] = "volume"
+        return self._apply_species(result, symbols, probabilities, extra, classes)
 
     # ------------------------------------------------------------------ persistence
     def save(self, run_dir: str | Path) -> Path:

@@ -19,12 +19,13 @@ class PannMethod(Method):
     weights
         Run directory (or ``pann.pt``) from ``pann train``; default: the shipped demo weights.
     reassign
-        Name the atoms of a contrast group (e.g. Fe, Co, Ni, Cu) from amplitudes refit against
-        the tilt series (``PannConfig.reassign``); default: what the weights' config says (on
+        The species step (``PannConfig.reassign``): every atom's element decided by its
+        cross-section refit against the tilt series (or, without one, the refined volume's
+        integrated intensity), stage 2 as the prior; default: what the weights' config says (on
         for the shipped weights, off for checkpoints written before the option existed).
     """
 
-    version = "2"  # 2: contrast-group reassignment (PannConfig.reassign)
+    version = "3"  # 3: the species step for every element (2: contrast groups only)
 
     def __init__(self, weights=None, reassign=None):
         options = {"weights": weights}

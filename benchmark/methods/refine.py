@@ -12,14 +12,16 @@ A sample that cannot be refined (no tilt series or angles; no dose and no detect
 estimate it from) is returned unrefined, with a warning on the terminal and the reason in
 ``Prediction.extra["skipped_steps"]`` (which ``aet-bench run`` writes into every results record).
 
-``reassign=True`` adds element reassignment from the tilt series after the refinement
-(:func:`models.species_refine.reassign_species`): per-atom amplitudes are refit and atoms of
-elements of similar contrast (Fe/Co/Ni/Cu, Pt/Au) are relabelled by a mixture of their log
-cross-sections. Its settings are the fields of :class:`models.species_refine.ReassignConfig`
-prefixed ``reassign_`` (``reassign_positions="fixed"|"joint"``, ``reassign_max_z_gap``,
-``reassign_width_floor``, ...). The per-atom posteriors become the prediction's ``confidence``
-(over ``extra["classes"]``) and are also in ``extra["species_posteriors"]``; the base method's labels
-are kept in ``extra["base_elements"]``.
+``reassign=True`` adds the species step after the refinement
+(:func:`models.species_refine.reassign_species`): per-atom amplitudes are refit against the tilt
+series and every atom's element is decided by a mixture of the measured log cross-sections whose
+means are tied to the calibrated σ(Z) (one global scale, a background component), with the base
+method's labels (or its class probabilities over ``extra["classes"]``) as the prior. Its settings
+are the fields of :class:`models.species_refine.ReassignConfig` prefixed ``reassign_``
+(``reassign_positions="fixed"|"joint"``, ``reassign_prior_floor``, ``reassign_width_floor``, ...).
+The per-atom posteriors become the prediction's ``confidence`` (over ``extra["classes"]``) and are
+also in ``extra["species_posteriors"]``; the base method's labels are kept in
+``extra["base_elements"]``.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class RefinedMethod(Method):
 
     base: str = ""
     base_class: type[Method] = Method
-    version = "1"
+    version = "2"  # 2: reassign=True is the species step for every element
 
     def __init__(self, **options):
         from models.refine import RefineConfig
@@ -162,18 +164,22 @@ class RefinedMethod(Method):
                 config=self.reassign_config,
                 refine_config=config,
                 present=present,
+                prior=_base_prior(prediction, present),
             )
+            fit = reassigned.fit
             extra.update(
                 {
                     "base_elements": elements_out,
                     "base_classes": extra.get("classes"),
                     "classes": reassigned.classes,
+                    "species_classes": reassigned.classes,
                     "species_posteriors": reassigned.posteriors,
                     "species_log_cross_sections": reassigned.log_cross_sections,
                     "species_changed": int(reassigned.changed.sum()),
                     "species_groups": reassigned.groups,
-                    "species_offsets": {g: f.offset for g, f in reassigned.fits.items()},
-                    "species_widths": {g: f.width for g, f in reassigned.fits.items()},
+                    "species_scale": None if fit is None else fit.offset,
+                    "species_width": None if fit is None else fit.width,
+                    "species_outlier": None if fit is None else fit.outlier,
                 }
             )
             elements_out = reassigned.elements
@@ -200,6 +206,17 @@ def skip_step(prediction: Prediction, reason: str, method: str = "") -> Predicti
         "skipped_steps": [*prediction.extra.get("skipped_steps", []), reason],
     }
     return prediction
+
+
+def _base_prior(prediction: Prediction, present) -> np.ndarray | None:
+    """The base method's class probabilities over ``present`` (None: use its labels)."""
+    classes = list(prediction.extra.get("classes") or [])
+    confidence = prediction.confidence
+    if confidence is None or np.ndim(confidence) != 2 or not set(present) <= set(classes):
+        return None
+    if np.shape(confidence)[1] != len(classes):
+        return None
+    return np.asarray(confidence, dtype=np.float64)[:, [classes.index(e) for e in present]]
 
 
 def refined_method(base: str, base_class: type[Method]) -> type[RefinedMethod]:
