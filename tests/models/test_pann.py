@@ -138,7 +138,8 @@ def test_predict_cli_store_and_volume(trained, smoke_store, tmp_path):
         (np.zeros((8, 8)), ["--sampling", "0.5"], "3D"),
         (np.full((16, 16, 16), np.nan), ["--sampling", "0.5"], "NaN"),
         (np.ones((16, 16, 16)), ["--sampling", "3.0"], "sampling"),
-        (np.ones((16, 16, 16)), ["--sampling", "0.4", "--elements", "Si"], "Si"),
+        # any real element is predicted now (contrast-rank proxies); a non-element is refused
+        (np.ones((16, 16, 16)), ["--sampling", "0.4", "--elements", "Qq"], "Qq"),
     ],
 )
 def test_predict_bad_input_clear_error_nothing_written(tmp_path, capsys, array, extra, fragment):
