@@ -1,9 +1,10 @@
 """The main job (``make demo``): generate ``demo``, run every method, write a leaderboard and figures.
 
-    python -m benchmark.demo --out demo-output [--limit N] [--workers N]
+    python -m benchmark.demo --out demo-output [--limit N] [--workers N] [--eval-workers N]
 
 Steps: generate the ``demo`` dataset on a local Dask cluster (resumes if interrupted); run
-``classical``, ``unet3d`` and ``pann`` (shipped weights) on its test split; write the leaderboard
+``classical``, ``unet3d`` and ``pann`` (shipped weights) on its test split, each over one process
+per core (``--eval-workers``); write the leaderboard
 (Markdown + HTML), a per-dose figure, and preview images of one test sample (projections, volume,
 refined volume, traced atoms coloured by predicted element).
 """
@@ -94,6 +95,15 @@ def sample_figure(sample: dict, refined: np.ndarray, prediction, out) -> Path:
     return Path(out)
 
 
+def _cpus() -> int:
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmark.demo", description=__doc__.splitlines()[0]
@@ -105,8 +115,16 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--workers", type=int, help="Dask workers for generation (default: one per core)"
     )
+    parser.add_argument(
+        "--eval-workers",
+        type=int,
+        help="processes that run each method over the test samples (default: one per core)",
+    )
     parser.add_argument("--methods", default=",".join(METHODS))
     args = parser.parse_args(argv)
+    if args.eval_workers is not None and args.eval_workers < 1:
+        parser.error(f"--eval-workers={args.eval_workers}: expected a positive integer")
+    eval_workers = args.eval_workers or _cpus()
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -134,6 +152,7 @@ def main(argv=None) -> int:
     )
     report = generate(spec, store, workers=args.workers, limit=args.limit)
     print("      " + report.summary().replace("\n", "\n      "))
+    print(f"      ({(time.perf_counter() - t0) / 60:.1f} min so far)")
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     records = []
@@ -145,8 +164,10 @@ def main(argv=None) -> int:
             out / f"results_{method}.jsonl",
             models_dir=out / "models" / method,
             split="test",
+            workers=eval_workers,  # the samples spread over one process per core
             overwrite=True,  # the demo's own outputs, recomputed from its (resumed) store
         )
+        print(f"      ({(time.perf_counter() - t0) / 60:.1f} min so far)")
 
     print("[3/4] leaderboard and per-dose figure")
     paths = write_leaderboard(

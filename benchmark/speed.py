@@ -8,8 +8,10 @@ Rows:
 
 1. linear HAADF mode against abTEM multislice (and PRISM) for one projection of a Pt cluster;
 2. batched sparse-matrix SIRT (threaded numba kernels) against looping ASTRA's own 2D CPU SIRT
-   over the y-slices;
-3. end-to-end generation throughput with 1 and 2 Dask workers, the scaling efficiency, the
+   over the y-slices, and its time per iteration against the bytes an iteration must stream
+   from memory at the measured copy bandwidth;
+3. end-to-end generation throughput with 1 and 2 Dask workers, the same samples with and
+   without alignment (summed per-sample time), the scaling efficiency, the
    projected wall time of the full ``pann-benchmark`` catalogue entry, and the time its store
    takes to set up before the first sample;
 4. 3D Zernike invariants (order 8) per second, patch extraction included;
@@ -29,7 +31,14 @@ from functools import partial
 
 import numpy as np
 
-from benchmark.speed_base import SpeedRow, blob_phantom, timed
+from benchmark.speed_base import (
+    SpeedRow,
+    blob_phantom,
+    copy_bandwidth,
+    machine_line,
+    sirt_traffic,
+    timed,
+)
 from benchmark.speed_models import (
     _pann_rows,
     _pann_stage_rows,
@@ -127,7 +136,7 @@ def _imaging_rows(quick: bool, multislice: bool, notes: list[str]) -> list[Speed
 
 
 def _sirt_rows(quick: bool) -> list[SpeedRow]:
-    from simgen.reconstruct import project, projection_matrix, reconstruct
+    from simgen.reconstruct import block_bytes, project, projection_matrix, reconstruct
 
     cases = [(32, 15, 20, 3)] if quick else [(64, 29, 50, 3), (128, 51, 100, 1)]
     rows = []
@@ -164,6 +173,24 @@ def _sirt_rows(quick: bool) -> list[SpeedRow]:
                 "×",
             )
         )
+    # the largest case against the bytes an iteration must move from memory
+    matrix, transpose = projection_matrix(size, angles)
+    voxels, rays = matrix.shape[1], matrix.shape[0]
+    blocks = -(-voxels * size * 4 // block_bytes())
+    streamed, gathered = sirt_traffic(matrix.nnz + transpose.nnz, voxels, rays, size, blocks)
+    bandwidth = copy_bandwidth(100_000_000 if quick else 400_000_000)
+    per_iteration, bound = batched_time / iterations, streamed / bandwidth
+    rows.append(
+        SpeedRow(
+            "SIRT per iteration, batched (A) / its memory traffic at the copy bandwidth (B)",
+            f"{case}; {streamed / 1e6:.0f} MB streamed + {gathered / 1e9:.2f} GB gathered from "
+            f"cache per iteration, copy bandwidth {bandwidth / 1e9:.1f} GB/s",
+            per_iteration,
+            bound,
+            per_iteration / bound,
+            "×",
+        )
+    )
     return rows
 
 
@@ -215,10 +242,15 @@ def _generation_rows(quick: bool, notes: list[str]) -> list[SpeedRow]:
     target = get_dataset("pann-benchmark", catalog)
     case = f"{name}: {spec.size}³, {spec.n_angles} angles, first {limit} samples"
     rows, rates, steady = [], {}, {}
+    from simgen.planning import resolve_align
+
+    methods = [resolve_align(spec.align, row["noise"]) for row in spec.plan_rows()[:limit]]
+    n_aligned = sum(m != "none" for m in methods)
     for workers in (1, 2):
         logger.info("speed: generating %s with %d worker(s)", case, workers)
         report = _generate(spec, workers, limit)
         rates[workers] = report.samples_per_hour
+        aligned_seconds = list(report.sample_seconds)
         steady[workers] = _steady_seconds(report, workers)
         rows.append(
             SpeedRow(
@@ -231,6 +263,22 @@ def _generation_rows(quick: bool, notes: list[str]) -> list[SpeedRow]:
                 "samples/h",
             )
         )
+    import dataclasses
+
+    logger.info("speed: generating %s with 2 workers without alignment", case)
+    unaligned = _generate(dataclasses.replace(spec, align="none"), 2, limit)
+    aligned_sum, unaligned_sum = sum(aligned_seconds), sum(unaligned.sample_seconds)
+    rows.append(
+        SpeedRow(
+            "generation with alignment (A) / without (B), summed per-sample time, 2 workers",
+            f"{case} ({n_aligned} of them aligned: "
+            f"{', '.join(sorted(set(methods) - {'none'})) or 'none'})",
+            aligned_sum,
+            unaligned_sum,
+            aligned_sum / unaligned_sum,
+            "×",
+        )
+    )
     efficiency = rates[2] / (2.0 * rates[1])
     # Steady state: each worker busy all the time, so throughput(n) = n / t(n) per second.
     steady_efficiency = steady[1] / steady[2]
@@ -426,7 +474,7 @@ def run_speed(quick: bool = False, multislice: bool = True) -> str:
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     header = (
-        f"Speed, {datetime.datetime.now().isoformat(timespec='minutes')}: {cpus} CPUs, "
+        f"Speed, {datetime.datetime.now().isoformat(timespec='minutes')}: {machine_line()}; {cpus} CPUs, "
         f"torch threads {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
         f"{', quick' if quick else ''}; measured in {math.ceil(time.perf_counter() - start)} s; "
         f"load average (1 min) {load_start:.1f} at the start, {load_end:.1f} at the end"

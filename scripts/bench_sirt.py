@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-from simgen.reconstruct import _BLOCK_BYTES, project, projection_matrix, reconstruct
+from benchmark.speed_base import copy_bandwidth, machine_line, sirt_traffic
+from simgen.reconstruct import block_bytes, project, projection_matrix, reconstruct
 
 
 def phantom(size: int, rng: np.random.Generator, blobs: int = 60) -> np.ndarray:
@@ -29,15 +30,6 @@ def phantom(size: int, rng: np.random.Generator, blobs: int = 60) -> np.ndarray:
         gz, gy, gx = (np.exp(-((grid - c) ** 2) / 2.0) for c in (z, y, x))
         volume += gz[:, None, None] * gy[None, :, None] * gx[None, None, :]
     return volume
-
-
-def copy_bandwidth(n_bytes: int = 400_000_000, repeats: int = 5) -> float:
-    """Memory bandwidth (bytes/s, read + write) of a numpy copy of a large float32 array."""
-    source = np.ones(n_bytes // 4, dtype=np.float32)
-    target = np.empty_like(source)
-    np.copyto(target, source)
-    best = min(timed(lambda: np.copyto(target, source), 1)[0] for _ in range(repeats))
-    return 2 * source.nbytes / best
 
 
 def timed(function, repeats: int) -> tuple[float, np.ndarray]:
@@ -97,13 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     nnz = matrix.nnz + transpose.nnz
     columns = args.size  # y-slices solved together: one float32 per slice per voxel / ray
     voxels, rays = matrix.shape[1], matrix.shape[0]
-    blocks = -(-voxels * columns * 4 // _BLOCK_BYTES)  # column blocks of the forward product
-    # streamed per iteration: both CSR matrices (value + column index); the volume x read in the
-    # forward pass and read + written in the update; the update's accumulator written + read; the
-    # data b read; the residual r read + written once per forward block and read by the update
-    streamed = nnz * 8 + 4 * columns * (5 * voxels + (2 + 2 * blocks) * rays)
-    gathered = nnz * 4 * columns  # each stored entry reads one row of x or r (from cache)
+    blocks = -(-voxels * columns * 4 // block_bytes())  # column blocks of the forward product
+    streamed, gathered = sirt_traffic(nnz, voxels, rays, columns, blocks)
 
+    print(f"machine: {machine_line()}; column blocks of {block_bytes() >> 10} KiB")
     print(
         f"SIRT {args.size}³ voxels, {args.angles} angles, {args.iterations} iterations, "
         f"{len(os.sched_getaffinity(0))} CPUs, {threads} threads, best of {args.repeats}, "

@@ -65,6 +65,37 @@ def _block_splits(indptr, indices, edges):  # pragma: no cover - numba
 # rows of the range per block), so the operand rows that the stored entries gather stay in L2
 # instead of being fetched from L3/DRAM once per projection angle. Within a row the entries are
 # still added in column order, so the sums are the same, bit for bit, as without blocks.
+#
+# Four entries per pass: ``_gather`` adds the rows of four stored entries to the output row in one
+# vector loop, ``o[c] = (((o[c] + v0·x0[c]) + v1·x1[c]) + v2·x2[c]) + v3·x3[c]``: the same float32
+# operations in the same order as four passes of ``o[c] += v·x[c]`` (no fused multiply-add: numba
+# does not contract without fastmath), so the bits are unchanged, but the output row is loaded and
+# stored once per four entries instead of once per entry (the loads/stores of ``o`` were half the
+# memory operations of the loop).
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _gather(o, indices, data, x, k, k1):  # pragma: no cover - numba
+    """``o[c] += data[k] · x[indices[k], c]`` for ``k`` in ``[k, k1)``, in order (4 per pass)."""
+    m = o.shape[0]
+    while k + 4 <= k1:
+        v0 = data[k]
+        v1 = data[k + 1]
+        v2 = data[k + 2]
+        v3 = data[k + 3]
+        x0 = x[indices[k]]
+        x1 = x[indices[k + 1]]
+        x2 = x[indices[k + 2]]
+        x3 = x[indices[k + 3]]
+        for c in range(m):
+            o[c] = o[c] + v0 * x0[c] + v1 * x1[c] + v2 * x2[c] + v3 * x3[c]
+        k += 4
+    while k < k1:
+        v = data[k]
+        xr = x[indices[k]]
+        for c in range(m):
+            o[c] += v * xr[c]
+        k += 1
 
 
 @_jit
@@ -78,11 +109,7 @@ def sirt_residual(split, indices, data, x, b, inv_row, r, lo, hi):  # pragma: no
             if blk == 0:
                 for c in range(m):
                     o[c] = 0.0
-            for k in range(split[i, blk], split[i, blk + 1]):
-                v = data[k]
-                xr = x[indices[k]]
-                for c in range(m):
-                    o[c] += v * xr[c]
+            _gather(o, indices, data, x, split[i, blk], split[i, blk + 1])
             if blk == nb - 1:
                 w = inv_row[i]
                 bi = b[i]
@@ -103,11 +130,7 @@ def sirt_update(split, indices, data, r, step, x, positivity, acc, lo, hi):  # p
             if blk == 0:
                 for c in range(m):
                     a[c] = 0.0
-            for k in range(split[j, blk], split[j, blk + 1]):
-                v = data[k]
-                rr = r[indices[k]]
-                for c in range(m):
-                    a[c] += v * rr[c]
+            _gather(a, indices, data, r, split[j, blk], split[j, blk + 1])
             if blk == nb - 1:
                 s = step[j]
                 xj = x[j]
@@ -130,11 +153,7 @@ def spmm_rows(split, indices, data, x, out, lo, hi):  # pragma: no cover - numba
             if blk == 0:
                 for c in range(m):
                     o[c] = 0.0
-            for k in range(split[i, blk], split[i, blk + 1]):
-                v = data[k]
-                xr = x[indices[k]]
-                for c in range(m):
-                    o[c] += v * xr[c]
+            _gather(o, indices, data, x, split[i, blk], split[i, blk + 1])
 
 
 @_jit

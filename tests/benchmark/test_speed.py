@@ -51,15 +51,22 @@ def quick_table():
 @pytest.mark.slow  # runs aet-bench speed
 def test_quick_table_rows(quick_table):
     lines = quick_table.splitlines()
-    assert re.match(r"^Speed, \d{4}-\d\d-\d\dT\d\d:\d\d: \d+ CPUs, torch threads \d+", lines[0])
+    from benchmark.speed_base import machine_line
+
+    assert lines[0].startswith("Speed, ")
+    assert re.match(r"^Speed, \d{4}-\d\d-\d\dT\d\d:\d\d: ", lines[0])
+    assert f": {machine_line()}; " in lines[0]
+    assert re.search(r"; \d+ CPUs, torch threads \d+", lines[0])
     assert _cells(lines[2]) == ["what", "case", "time A", "time B", "ratio / rate"]
     body = [_cells(line) for line in lines[4:] if line.startswith("|")]
     whats = [cells[0] for cells in body]
     expected_starts = [
         "linear HAADF mode",
         "SIRT: ASTRA 2D loop",
+        "SIRT per iteration, batched (A) / its memory traffic",
         "generation, 1 worker:",
         "generation, 2 workers:",
+        "generation with alignment (A) / without (B)",
         "scaling efficiency rate(2)",
         "scaling efficiency t(1)",
         *[f"projected full pann-benchmark, {n} worker" for n in PROJECTION_WORKERS],
@@ -94,12 +101,39 @@ def test_quick_table_rows(quick_table):
                 assert math.isfinite(value) and value > 0, cells
     # the rows carry their sizes: the quick cases
     assert "32³ voxels, 15 angles, 20 iterations" in body[1][1]
-    assert "smoke" in body[2][1]
-    assert "2,000 atoms" in body[11][1]
+    assert "32³ voxels, 15 angles, 20 iterations" in body[2][1]
+    assert "smoke" in body[3][1] and "smoke" in body[5][1]
+    assert "2 of them aligned: projection_matching_split" in body[5][1]  # smoke's first 4
+    assert "2,000 atoms" in body[13][1]
     # projected time falls as workers are added
-    hours = [_number(cells[4]) for cells in body[6:11]]
+    hours = [_number(cells[4]) for cells in body[8:13]]
     assert hours[1:] == sorted(hours[1:], reverse=True) and hours[-1] < hours[0]
     # the projected training epoch: ideal data parallel, so 8 and 64 workers divide the time
     epoch = [_number(cells[4]) for cells in body[-3:]]
     assert epoch[0] / epoch[1] == pytest.approx(8, rel=0.02)
     assert epoch[0] / epoch[2] == pytest.approx(64, rel=0.05)
+
+
+def test_machine_line_names_the_cpu_and_caches(monkeypatch):
+    from benchmark import speed_base
+    from simgen import reconstruct
+
+    monkeypatch.setattr(
+        reconstruct, "cache_sizes", lambda: {"L1d": 49152, "L2": 2 << 20, "L3": 105 << 20}
+    )
+    monkeypatch.setattr(speed_base, "cpu_model", lambda: "Some CPU 9000")
+    assert speed_base.machine_line() == "Some CPU 9000, L1d 48 KiB, L2 2 MiB per core, L3 105 MiB"
+    monkeypatch.setattr(reconstruct, "cache_sizes", lambda: {})
+    assert speed_base.machine_line() == "Some CPU 9000, cache sizes not reported"
+    with open("/proc/cpuinfo") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    monkeypatch.undo()
+    assert speed_base.cpu_model() == names[0]
+
+
+def test_sirt_traffic_by_hand():
+    from benchmark.speed_base import sirt_traffic
+
+    # 10 + 10 entries, 4 voxels, 6 rays, 3 columns, 2 blocks:
+    # 20·8 + 4·3·(5·4 + (2 + 4)·6) = 160 + 12·56 = 832 streamed; 20·4·3 = 240 gathered
+    assert sirt_traffic(20, 4, 6, 3, 2) == (832, 240)
