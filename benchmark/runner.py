@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.results_schema import SCHEMA_VERSION, validate_record
 from simgen.outputs import staged_output, write_text_atomic
 from simgen.progress import progress_bar
 
@@ -192,7 +193,9 @@ def _run_one(method, view, position, models_dir, radius, align, dataset_name, tr
         metrics = score_sample(prediction, sample, radius=radius, align=align, per_atom=True)
         metrics.update(_bound(sample, view))
         record = {
+            "schema_version": SCHEMA_VERSION,
             "dataset": dataset_name,
+            "dataset_sha256": str(view.attrs.get("dataset_sha256", "")),
             "index": index,
             "dose": dose,
             "morphology": str(sample.get("morphology", "")),
@@ -251,6 +254,7 @@ def run_method(
     models_dir=None,
     split: str | None = "test",
     limit: int | None = None,
+    limit_per: str | None = None,
     workers: int = 1,
     radius: float = 1.0,
     align: bool = False,
@@ -267,6 +271,12 @@ def run_method(
     split
         Only samples of this split (``None``: all). A split the store does not have is an error
         that lists the store's splits.
+    limit
+        Run on at most this many samples (the first ones of the view), or with ``limit_per``
+        at most this many per value of that meta field.
+    limit_per
+        A ``/meta`` field (e.g. ``"dose"``): ``limit`` applies to each of its values, so a slice
+        of a dose sweep covers every dose.
     workers
         Processes; each builds its own method instance and uses one torch thread.
     radius
@@ -307,15 +317,19 @@ def run_method(
         raise ValueError(f"data={str(store)!r}: no complete samples")
     if limit is not None and limit < 1:
         raise ValueError(f"limit={limit}: expected a positive integer")
-    n = len(view) if limit is None else min(limit, len(view))
+    positions = _positions(view, limit, limit_per)
     if "n_atoms" in ds.fields:
-        no_truth = [int(i) for i in view.indices[:n][view.meta("n_atoms")[:n] == 0]]
+        chosen = view.indices[positions]
+        no_truth = [int(i) for i in chosen[view.meta("n_atoms")[positions] == 0]]
         if no_truth:
             raise ValueError(
                 f"data={str(store)!r}: sample(s) {no_truth[:10]} have no ground-truth atoms "
                 "(imported without --truth?); scoring needs a truth: use `pann predict` to "
                 "predict without scoring"
             )
+    check_samples = getattr(method, "check_samples", None)
+    if check_samples is not None:  # e.g. the files method: every sample has a file
+        check_samples([int(i) for i in view.indices[positions]])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -338,7 +352,7 @@ def run_method(
             options,
             store,
             view,
-            n,
+            positions,
             split,
             models_dir,
             radius,
@@ -352,13 +366,29 @@ def run_method(
     return records
 
 
+def _positions(view, limit: int | None, limit_per: str | None) -> list[int]:
+    """Positions in ``view`` to run on: all, the first ``limit``, or ``limit`` per ``limit_per``."""
+    if limit is None:
+        return list(range(len(view)))
+    if limit_per is None:
+        return list(range(min(limit, len(view))))
+    values = view.meta(limit_per)  # a one-line error for a field the store lacks
+    taken: dict = {}
+    positions = []
+    for position, value in enumerate(values.tolist()):
+        if taken.get(value, 0) < limit:
+            taken[value] = taken.get(value, 0) + 1
+            positions.append(position)
+    return positions
+
+
 def _run_all(
     method,
     method_name,
     options,
     store,
     view,
-    n,
+    positions,
     split,
     models_dir,
     radius,
@@ -371,7 +401,7 @@ def _run_all(
     records = []
     bar_desc = f"{method_name} on {dataset_name}"
     if workers == 1:
-        for i in progress_bar(range(n), desc=bar_desc, unit="sample", enabled=progress):
+        for i in progress_bar(positions, desc=bar_desc, unit="sample", enabled=progress):
             records += _run_one(method, view, i, models_dir, radius, align, dataset_name, truths)
     else:
         import multiprocessing as mp
@@ -379,7 +409,7 @@ def _run_all(
 
         jobs = [
             (str(store), split, i, models_dir, radius, align, dataset_name, truths)
-            for i in range(n)
+            for i in positions
         ]
         with ProcessPoolExecutor(
             workers,
@@ -388,7 +418,7 @@ def _run_all(
             initargs=(method_name, options),
         ) as pool:
             for sample_records in progress_bar(
-                pool.map(_process, jobs), total=n, desc=bar_desc, unit="sample", enabled=progress
+                pool.map(_process, jobs), total=len(jobs), desc=bar_desc, unit="sample", enabled=progress
             ):
                 records += sample_records
     records.sort(key=lambda r: (r["index"], truths.index(r["truth"])))
@@ -421,29 +451,6 @@ def read_results(paths) -> list[dict]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"results={str(path)!r} line {n}: not JSON ({exc.msg})") from None
-            _check_record(record, f"results={str(path)!r} line {n}")
+            validate_record(record, f"results={str(path)!r} line {n}")
             records.append(record)
     return records
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_record(record, where: str) -> None:
-    """A one-line error unless ``record`` looks like a record of :func:`run_method`."""
-    expected = "expected a JSON object of `aet-bench run` with method, dose and metrics"
-    if not isinstance(record, dict):
-        raise ValueError(f"{where}: {type(record).__name__}, {expected}")
-    missing = [k for k in ("method", "dose") if k not in record]
-    if missing:
-        raise ValueError(f"{where}: no {', '.join(missing)}; {expected}")
-    if not isinstance(record["method"], str):
-        raise ValueError(f"{where}: method={record['method']!r}; {expected}")
-    bad = [
-        k
-        for k in ("dose", *METRIC_KEYS)
-        if k in record and record[k] is not None and not _is_number(record[k])
-    ]
-    if bad:
-        raise ValueError(f"{where}: {bad[0]}={record[bad[0]]!r} is not a number; {expected}")

@@ -114,6 +114,9 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="simgen", description=__doc__.splitlines()[0].replace("``", "")
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    from simgen import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
