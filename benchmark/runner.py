@@ -46,7 +46,7 @@ def _elements_of(sample) -> list[str]:
 
 
 def score_sample(prediction, sample, *, radius=1.0, align=False, per_atom=False) -> dict:
-    """Metrics of one prediction against the sample's true atoms (DESIGN.md metrics contract).
+    """Metrics of one prediction against the sample's true atoms (docs/design.md metrics contract).
 
     ``per_atom`` adds ``matches`` (true index, element, displacement of each pair) for paired
     comparisons between methods (:func:`benchmark.metrics.paired_errors`)."""

@@ -8,7 +8,7 @@ and coordinate error against the **total** dose of the series, one curve per (ti
 model) and one row of panels per truth, with the best total dose of every curve marked: too little
 dose and the atoms drown in shot noise, too much and the structure that was there is gone.
 
-Comparisons between methods are paired (DESIGN.md, metrics contract): :func:`paired_table` scores
+Comparisons between methods are paired (docs/design.md, metrics contract): :func:`paired_table` scores
 every method on the true atoms that all of them recovered, per particle, per element, in the AET
 convention (no rigid offset), at the 1.0 and 0.5 Å radii, with bootstrap intervals over
 particles, beside the Cramér–Rao bound of the same atoms (:mod:`benchmark.crlb`) and each

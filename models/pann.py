@@ -83,7 +83,7 @@ class PannConfig:
             from per-atom amplitudes refit against the tilt series
             (:func:`models.species_refine.reassign_species`); stage 2 keeps the choice between
             groups. A no-op unless the elements given include such a group. Default on (chosen on
-            the validation split of ``pann-train``, ``docs/weights-2026-11-30.md``); a checkpoint
+            the validation split of ``pann-train``, ``docs/history/weights-2026-11-30.md``); a checkpoint
             without this key is read as off, as it was trained and evaluated.
         seed: Seed of initialisation and sampling.
         stage2_features: Stage-2 node features. 1: :func:`candidate_features` only (weights

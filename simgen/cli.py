@@ -486,7 +486,7 @@ def _cmd_simulate(args) -> int:
     from simgen.progress import progress_enabled
 
     sample = simulate_sample(spec, rng, atoms=atoms, progress=progress_enabled())
-    sample.meta["seed"] = int(args.seed)  # recorded in /meta/seed (DESIGN.md), as generate does
+    sample.meta["seed"] = int(args.seed)  # recorded in /meta/seed (docs/design.md), as generate does
     store.write_single_sample_store(out, sample, spec, overwrite=args.overwrite, param="--out")
     print(
         f"wrote {out} ({len(sample.atoms)} atoms, tilt series {sample.tilt_series.shape}, volume {sample.volume.shape})"
