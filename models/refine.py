@@ -723,6 +723,15 @@ def refine_sample(
         dose=dose,
         config=config,
         microscope=microscope,
-        shifts=sample.get("shifts"),
-        start_angles=sample.get("angles_estimated"),
+        # NaN = not estimated (imported data, or an alignment that fits no angles): start from
+        # the recorded geometry instead.
+        shifts=_known(sample.get("shifts")),
+        start_angles=_known(sample.get("angles_estimated")),
     )
+
+
+def _known(values):
+    """``values`` if given and finite everywhere, else None."""
+    if values is None or not np.all(np.isfinite(np.asarray(values, dtype=np.float64))):
+        return None
+    return values
