@@ -1,12 +1,12 @@
 # Two entry points: `make demo` (the main job) and `make test` (the whole test suite);
-# `make test-fast` skips the tests marked slow.
+# `make test-fast` skips the tests marked slow; `make docs` builds the user guide.
 # Both create .venv and install everything on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench clean docs
 
 install: $(STAMP)
 
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --no-compile --upgrade pip
 	$(BIN)/pip install -q --no-compile -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q --no-compile -c constraints.txt -e ".[test]"
+	$(BIN)/pip install -q --no-compile -c constraints.txt -e ".[test,docs]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -41,3 +41,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo-output
+
+# The user guide (Sphinx + MyST, the docs extra): docs/_build/html, warnings are errors.
+# make test runs the same build (tests/test_docs_build.py, marked slow).
+docs: $(STAMP)
+	AET_PROGRESS=0 $(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html

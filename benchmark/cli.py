@@ -11,13 +11,45 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+def _add_method_arguments(p) -> None:
+    """The method arguments, the same for ``run`` and ``sweep``."""
+    p.add_argument(
+        "--weights",
+        help="weights for unet3d/pann: run directory, .pt, or a published Lee 2021 file (unet3d)",
+    )
+    p.add_argument(
+        "--model-file", help="torch method: a TorchScript volume-to-volume network (.pt)"
+    )
+    p.add_argument(
+        "--predictions",
+        metavar="DIR",
+        help="files method: a folder of predicted models, one per sample index "
+        "(0.xyz, sample_0003.xyz, ...; any ASE format)",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method option, repeatable (e.g. --method pann+refine --option reassign=true); "
+        'VALUE is read as JSON (true, 3, 0.5, "text") or else as text',
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aet-bench", description=__doc__.replace("``", ""))
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    from benchmark import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("run", help="run a method on a store; one JSON line per sample")
-    p.add_argument("--method", required=True, help="classical, unet3d, pann or torch")
+    p.add_argument(
+        "--method",
+        required=True,
+        help="classical, unet3d, pann, torch, files, X+refine or a plugin's name",
+    )
     p.add_argument("--data", required=True, help="simgen Zarr store")
     p.add_argument(
         "--split", default="test", help="split to run on (default test; 'all' for every sample)"
@@ -35,21 +67,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--align", action="store_true", help="centre + mean-shift alignment before matching"
     )
-    p.add_argument(
-        "--weights",
-        help="weights for unet3d/pann: run directory, .pt, or a published Lee 2021 file (unet3d)",
-    )
-    p.add_argument(
-        "--model-file", help="torch method: a TorchScript volume-to-volume network (.pt)"
-    )
-    p.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a method option, repeatable (e.g. --method pann+refine --option reassign=true); "
-        'VALUE is read as JSON (true, 3, 0.5, "text") or else as text',
-    )
+    _add_method_arguments(p)
     p.add_argument(
         "--truth",
         default="initial",
@@ -76,6 +94,22 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="AET leaderboard", help="title of the tables and plots")
 
     p = sub.add_parser(
+        "report",
+        help="results pages (Markdown) from results files and sweep folders, stamped with "
+        "command, commit and dataset sha256",
+    )
+    p.add_argument(
+        "results",
+        nargs="+",
+        metavar="RESULTS",
+        help="RESULTS.jsonl files of aet-bench run and folders of aet-bench sweep",
+    )
+    p.add_argument("--out", required=True, help="folder for the pages (e.g. docs/results)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a report folder written before"
+    )
+
+    p = sub.add_parser(
         "sweep", help="dose sweep: generate or reuse data, run methods, plot against dose"
     )
     p.add_argument(
@@ -91,8 +125,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--store", help="reuse this store instead of generating OUT/<dataset>.zarr")
     p.add_argument("--split", help="only this split")
-    p.add_argument("--limit", type=int, help="use at most N samples")
+    p.add_argument(
+        "--limit",
+        type=int,
+        help="use at most N samples per dose (a slice that covers every dose)",
+    )
     p.add_argument("--workers", type=int, help="Dask workers for generating the data")
+    _add_method_arguments(p)
     p.add_argument(
         "--truth",
         help="for damage datasets: initial, final, mean (comma-separated; default initial,final)",
@@ -137,6 +176,8 @@ def _method_options(args):
     options = {"weights": args.weights} if getattr(args, "weights", None) else {}
     if getattr(args, "model_file", None):
         options["model_file"] = args.model_file
+    if getattr(args, "predictions", None):
+        options["predictions"] = args.predictions
     for text in getattr(args, "option", None) or []:
         key, sep, value = text.partition("=")
         key = key.strip().replace("-", "_")
@@ -149,6 +190,26 @@ def _method_options(args):
         except json.JSONDecodeError:
             options[key] = value
     return options
+
+
+def _options_by_method(methods, options) -> dict[str, dict]:
+    """Each method's share of the method arguments of ``sweep``: the options it takes.
+
+    An option that no method of the sweep takes is a one-line error (a typo, or the method the
+    option was meant for is not in ``--methods``)."""
+    from benchmark.methods import _load
+
+    accepted = {}
+    for name in methods:
+        taken = _load(name).accepted_options()
+        accepted[name] = set(options) if taken is None else taken & set(options)
+    unused = sorted(set(options) - set().union(*accepted.values())) if accepted else []
+    if unused:
+        raise ValueError(
+            f"{unused[0]}={options[unused[0]]!r}: not an option of any method of "
+            f"--methods={','.join(methods)!r}"
+        )
+    return {name: {k: options[k] for k in sorted(keys)} for name, keys in accepted.items()}
 
 
 def _check_radius(radius: float) -> None:
@@ -231,10 +292,25 @@ def _cmd_leaderboard(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    import shlex
+
+    from benchmark.report import write_report
+
+    command = "aet-bench report " + shlex.join([*args.results, "--out", args.out])
+    pages = write_report(
+        args.results, args.out, command=command, overwrite=args.overwrite, param="--out"
+    )
+    print("wrote " + ", ".join(str(p) for p in pages))
+    return 0
+
+
 def _cmd_sweep(args) -> int:
     from benchmark.sweep import run_sweep
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit={args.limit}: expected a positive number of samples per dose")
     rows = run_sweep(
         args.out,
         dataset=args.dataset,
@@ -245,6 +321,7 @@ def _cmd_sweep(args) -> int:
         limit=args.limit,
         split=args.split,
         truth=_truths(args.truth) if args.truth else None,
+        method_options=_options_by_method(methods, _method_options(args)),
         param="--out",
     )
     extra = [
@@ -337,6 +414,7 @@ _COMMANDS = {
     "score": _cmd_score,
     "leaderboard": _cmd_leaderboard,
     "sweep": _cmd_sweep,
+    "report": _cmd_report,
     "speed": _cmd_speed,
     "crlb": _cmd_crlb,
 }

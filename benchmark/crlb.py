@@ -1,6 +1,6 @@
 """The physical limit: Cramér–Rao lower bound (CRLB) of every atom's position in a tilt series.
 
-The measurement model is the project's linear HAADF mode (:mod:`simgen.imaging`, DESIGN.md):
+The measurement model is the project's linear HAADF mode (:mod:`simgen.imaging`, docs/design.md):
 the expected counts of pixel ``p`` of the projection at tilt angle θ are::
 
     λ_p(θ) = dose(θ) · sampling² · Σ_i σ(Z_i) · PSF(r_p − u_i(θ)) + background
@@ -124,7 +124,7 @@ def crlb_positions(
     ----------
     positions
         ``(N, 3)`` true positions ``(x, y, z)`` in Å in the volume frame (voxel ``k`` at
-        ``k·sampling``, DESIGN.md).
+        ``k·sampling``, docs/design.md).
     numbers
         ``(N,)`` atomic numbers.
     angles_deg

@@ -1,4 +1,4 @@
-"""Scores of a predicted atomic model against the ground truth (DESIGN.md, metrics contract).
+"""Scores of a predicted atomic model against the ground truth (docs/design.md, metrics contract).
 
 Predicted and true atoms are matched one-to-one within a radius (:func:`simgen.matching.match_atoms`),
 optionally after a rigid alignment (:func:`simgen.matching.align`, for external data whose frame
@@ -34,7 +34,7 @@ at the main radius only. Quantities undefined for an empty set (an error with no
 precision with no prediction, a recall or F1 of an element absent from the truth) are NaN. ``score(..., per_atom=True)`` also returns the pairs themselves
 (``matches``), for paired comparisons and confusion tables.
 
-Paired comparisons (DESIGN.md, metrics contract): methods that recover different atoms cannot be
+Paired comparisons (docs/design.md, metrics contract): methods that recover different atoms cannot be
 compared by their errors over their own matched sets (a method that recovers more hard atoms
 looks worse). :func:`paired_errors` scores every method on the true atoms that *all* of them
 recovered, per particle and per element, in the AET convention (each particle's mean

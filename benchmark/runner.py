@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.results_schema import SCHEMA_VERSION, validate_record
 from simgen.outputs import staged_output, write_text_atomic
 from simgen.progress import progress_bar
 
@@ -50,7 +51,7 @@ def _elements_of(sample) -> list[str]:
 
 
 def score_sample(prediction, sample, *, radius=1.0, align=False, per_atom=False) -> dict:
-    """Metrics of one prediction against the sample's true atoms (DESIGN.md metrics contract).
+    """Metrics of one prediction against the sample's true atoms (docs/design.md metrics contract).
 
     ``per_atom`` adds ``matches`` (true index, element, displacement of each pair) for paired
     comparisons between methods (:func:`benchmark.metrics.paired_errors`)."""
@@ -202,7 +203,9 @@ def _run_one(method, view, position, models_dir, radius, align, dataset_name, tr
         metrics = score_sample(prediction, sample, radius=radius, align=align, per_atom=True)
         metrics.update(_bound(sample, view))
         record = {
+            "schema_version": SCHEMA_VERSION,
             "dataset": dataset_name,
+            "dataset_sha256": str(view.attrs.get("dataset_sha256", "")),
             "index": index,
             "dose": dose,
             "morphology": str(sample.get("morphology", "")),
@@ -282,6 +285,7 @@ def run_method(
     models_dir=None,
     split: str | None = "test",
     limit: int | None = None,
+    limit_per: str | None = None,
     workers: int = 1,
     radius: float = 1.0,
     align: bool = False,
@@ -298,6 +302,12 @@ def run_method(
     split
         Only samples of this split (``None``: all). A split the store does not have is an error
         that lists the store's splits.
+    limit
+        Run on at most this many samples (the first ones of the view), or with ``limit_per``
+        at most this many per value of that meta field.
+    limit_per
+        A ``/meta`` field (e.g. ``"dose"``): ``limit`` applies to each of its values, so a slice
+        of a dose sweep covers every dose.
     workers
         Processes; each builds its own method instance and uses one torch thread.
     radius
@@ -338,15 +348,19 @@ def run_method(
         raise ValueError(f"data={str(store)!r}: no complete samples")
     if limit is not None and limit < 1:
         raise ValueError(f"limit={limit}: expected a positive integer")
-    n = len(view) if limit is None else min(limit, len(view))
+    positions = _positions(view, limit, limit_per)
     if "n_atoms" in ds.fields:
-        no_truth = [int(i) for i in view.indices[:n][view.meta("n_atoms")[:n] == 0]]
+        chosen = view.indices[positions]
+        no_truth = [int(i) for i in chosen[view.meta("n_atoms")[positions] == 0]]
         if no_truth:
             raise ValueError(
                 f"data={str(store)!r}: sample(s) {no_truth[:10]} have no ground-truth atoms "
                 "(imported without --truth?); scoring needs a truth: use `pann predict` to "
                 "predict without scoring"
             )
+    check_samples = getattr(method, "check_samples", None)
+    if check_samples is not None:  # e.g. the files method: every sample has a file
+        check_samples([int(i) for i in view.indices[positions]])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -364,7 +378,7 @@ def run_method(
             "store": str(Path(store).resolve()),
             "dataset_sha256": str(ds.attrs.get("dataset_sha256", "")),
             "split": split,
-            "n": n,
+            "positions": [int(i) for i in positions],
             "radius": radius,
             "align": align,
             "truths": list(truths),
@@ -389,7 +403,7 @@ def run_method(
             options,
             store,
             view,
-            n,
+            positions,
             split,
             models_dir,
             radius,
@@ -456,13 +470,29 @@ class _PartialWriter:
             self.handle.close()
 
 
+def _positions(view, limit: int | None, limit_per: str | None) -> list[int]:
+    """Positions in ``view`` to run on: all, the first ``limit``, or ``limit`` per ``limit_per``."""
+    if limit is None:
+        return list(range(len(view)))
+    if limit_per is None:
+        return list(range(min(limit, len(view))))
+    values = view.meta(limit_per)  # a one-line error for a field the store lacks
+    taken: dict = {}
+    positions = []
+    for position, value in enumerate(values.tolist()):
+        if taken.get(value, 0) < limit:
+            taken[value] = taken.get(value, 0) + 1
+            positions.append(position)
+    return positions
+
+
 def _run_all(
     method,
     method_name,
     options,
     store,
     view,
-    n,
+    positions,
     split,
     models_dir,
     radius,
@@ -476,7 +506,7 @@ def _run_all(
 ) -> list[dict]:
     done = done or {}
     records = [r for position in sorted(done) for r in done[position]]
-    todo = [i for i in range(n) if i not in done]
+    todo = [i for i in positions if i not in done]
     bar_desc = f"{method_name} on {dataset_name}"
     if workers == 1:
         for i in progress_bar(todo, desc=bar_desc, unit="sample", enabled=progress):
@@ -542,7 +572,9 @@ def read_results(paths) -> list[dict]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"results={str(path)!r} line {n}: not JSON ({exc.msg})") from None
-            _check_record(record, f"results={str(path)!r} line {n}")
+            where = f"results={str(path)!r} line {n}"
+            validate_record(record, where)
+            _check_record(record, where)
             records.append(with_aet_errors(record))
     return records
 

@@ -8,7 +8,7 @@ and coordinate error against the **total** dose of the series, one curve per (ti
 model) and one row of panels per truth, with the best total dose of every curve marked: too little
 dose and the atoms drown in shot noise, too much and the structure that was there is gone.
 
-Comparisons between methods are paired (DESIGN.md, metrics contract): :func:`paired_table` scores
+Comparisons between methods are paired (docs/design.md, metrics contract): :func:`paired_table` scores
 every method on the true atoms that all of them recovered, per particle, per element, in the AET
 convention (no rigid offset), at the 1.0 and 0.5 Å radii, with bootstrap intervals over
 particles, beside the Cramér–Rao bound of the same atoms (:mod:`benchmark.crlb`) and each
@@ -87,8 +87,13 @@ def run_sweep(
     store
         An existing store; by default ``out_dir/<dataset>.zarr``, generated (or completed: the
         engine resumes) from ``config`` when it is missing samples.
+    limit
+        At most this many samples **per dose** (generated and scored): a slice of a sweep
+        covers every dose of it.
     split
         Score only this split (``None``: every sample of the store).
+    method_options
+        ``{method: {option: value}}``, as :func:`benchmark.methods.get_method` takes them.
     truth
         Ground truth(s) of damaged samples: ``"initial"``, ``"final"``, ``"mean"`` or a tuple.
         Default: ``("initial", "final")`` for stores that record beam damage, else ``"initial"``.
@@ -112,7 +117,8 @@ def run_sweep(
         from simgen.engine import generate
 
         store = out_dir / f"{dataset}.zarr"
-        report = generate(spec, store, workers=workers, limit=limit)
+        indices = _per_dose(spec.plan_rows(), limit) if limit is not None else None
+        report = generate(spec, store, workers=workers, indices=indices)
         if report.failed:
             logger.warning(
                 "%d samples failed to generate; the sweep uses the others", len(report.failed)
@@ -128,6 +134,8 @@ def run_sweep(
             store,
             out_dir / f"results_{method}.jsonl",
             split=split,
+            limit=limit,
+            limit_per="dose",
             workers=workers or 1,
             options=(method_options or {}).get(method),
             truth=truths,
@@ -165,6 +173,18 @@ def run_sweep(
         if k == 0:
             plot_damage_sweep(selected, out_dir / "sweep.png", truths=truths, title=title)
     return rows
+
+
+def _per_dose(rows, limit: int) -> list[int]:
+    """Sample indices of the plan: the first ``limit`` of each dose (plan order)."""
+    taken: dict[float, int] = {}
+    indices = []
+    for row in rows:
+        dose = float(row["dose"])
+        if taken.get(dose, 0) < limit:
+            taken[dose] = taken.get(dose, 0) + 1
+            indices.append(int(row["index"]))
+    return indices
 
 
 def best_total_dose(rows, metric: str = "recovery_rate") -> dict[tuple, float]:

@@ -17,6 +17,9 @@ __all__ = ["main", "DEFAULT_WEIGHTS", "write_prediction", "header_voxel_size", "
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pann", description=__doc__.replace("``", ""))
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    from models import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(

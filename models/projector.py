@@ -1,6 +1,6 @@
 """Differentiable rotate-and-sum projector (the physics term of PANN stage 1).
 
-Geometry (DESIGN.md, contract): volumes are ``[z, y, x]``, the tilt axis is y and the beam runs
+Geometry (docs/design.md, contract): volumes are ``[z, y, x]``, the tilt axis is y and the beam runs
 along z at 0°. The projection at angle θ images the object rotated by R_y(θ) about the volume
 centre c = ((N-1)/2 per axis)::
 

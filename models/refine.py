@@ -2,7 +2,7 @@
 
 Starting from any method's atoms (positions in Å in the volume frame + elements), maximise the
 likelihood of the measured HAADF tilt series under the calibrated linear forward model of
-:mod:`simgen.imaging` (DESIGN.md, "linear" mode)::
+:mod:`simgen.imaging` (docs/design.md, "linear" mode)::
 
     E[counts_θ(r)] = b + dose_θ · c_θ · Σ_i s_Z(i) · a_i · σ(Z_i) · PSF(r − P_θ(r_i) − t_θ) · sampling²
 

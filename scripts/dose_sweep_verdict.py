@@ -16,14 +16,14 @@ with this script instead:
            claim check (``benchmark.sweep.paired_claim_verdict``) of each method against a
            baseline, from results files (of ``aet-bench run`` or of ``run`` above).
 ``crop``   a sphere of an atomic model (e.g. the experimental Pd@Pt core–shell particle of
-           ``../shared/external/structures``) written as extended XYZ, to simulate with
+           ``$AET_EXTERNAL/structures``) written as extended XYZ, to simulate with
            ``simgen simulate`` at the project's 64³ × 0.4 Å volume.
 
     python scripts/dose_sweep_verdict.py run --method pann --store ds.zarr \
         --doses 100,316.228,1000 --out results_pann.jsonl
     python scripts/dose_sweep_verdict.py report results_*.jsonl --baseline classical \
         --methods pann,classical+refine --out verdict/
-    python scripts/dose_sweep_verdict.py crop ../shared/external/structures/pdpt_core_shell_EPB.xyz \
+    python scripts/dose_sweep_verdict.py crop $AET_EXTERNAL/structures/pdpt_core_shell_EPB.xyz \
         --radius 10 --offset 12,0,0 --out pdpt_crop.xyz
 """
 

@@ -2,7 +2,7 @@
 
 Imports both tilt series of the amorphous-Si benchmark of Liao et al. ("Methods for accurate
 determination of the 3D atomic structure of amorphous materials", folder NP1_aSi_D2nm, copied to
-``../shared/external/paet_asi2nm``), reconstructs them (SIRT), runs the ``classical`` method and
+``$AET_EXTERNAL/paet_asi2nm``, see docs/external-data.md), reconstructs them (SIRT), runs the ``classical`` method and
 scores it against the 208-atom ground truth as the authors did (match radius 0.9 Å after centring
 and mean-shift alignment; RMSD = sqrt(sum of per-axis variances)). Prints a Markdown table.
 

@@ -140,6 +140,9 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="simgen", description=__doc__.splitlines()[0].replace("``", "")
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    from simgen import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
@@ -565,7 +568,7 @@ def _cmd_simulate(args) -> int:
     from simgen.progress import progress_enabled
 
     sample = simulate_sample(spec, rng, atoms=atoms, progress=progress_enabled())
-    sample.meta["seed"] = int(args.seed)  # recorded in /meta/seed (DESIGN.md), as generate does
+    sample.meta["seed"] = int(args.seed)  # recorded in /meta/seed (docs/design.md), as generate does
     store.write_single_sample_store(out, sample, spec, overwrite=args.overwrite, param="--out")
     print(
         f"wrote {out} ({len(sample.atoms)} atoms, tilt series {sample.tilt_series.shape}, volume {sample.volume.shape})"

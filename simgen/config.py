@@ -11,7 +11,7 @@ import ...`` keeps working:
 - :mod:`simgen.validation` declares the scalar keys, :mod:`simgen.planning` resolves a spec into
   samples.
 
-Randomness (DESIGN.md): sample ``i`` of a dataset with seed ``s`` uses the generator
+Randomness (docs/design.md): sample ``i`` of a dataset with seed ``s`` uses the generator
 ``default_rng(SeedSequence(s, spawn_key=(i,)))`` — the same stream as ``SeedSequence(s).spawn(n)[i]``
 but O(1). The plan's own random choices (sizes, random draws, the split) come from generators
 seeded with ``SeedSequence([s, tag])`` for fixed tags, so the plan is a pure function of the spec.

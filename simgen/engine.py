@@ -291,6 +291,7 @@ def generate(
     retries: int = 1,
     overwrite: bool = False,
     plan: Sequence | None = None,
+    indices: Sequence[int] | None = None,
 ) -> GenerationReport:
     """Generate the samples of a dataset into a Zarr store (resumable, deterministic).
 
@@ -317,6 +318,9 @@ def generate(
         Start again from an empty store.
     plan
         Replace ``spec.plan()`` (same length, same order); for tests and custom subsets.
+    indices
+        Generate only these sample indices of the plan (e.g. a few samples of every dose of a
+        sweep); combined with ``limit``, the first ``limit`` of them.
 
     Returns
     -------
@@ -348,7 +352,15 @@ def generate(
         raise ValueError(
             f"plan: {len(sample_specs)} samples, expected {len(rows)} (the spec's plan)"
         )
-    requested = range(min(limit, len(rows)) if limit is not None else len(rows))
+    if indices is not None:
+        chosen = sorted({int(i) for i in indices})
+        if any(i < 0 or i >= len(rows) for i in chosen):
+            raise ValueError(
+                f"indices={list(indices)!r}: expected sample indices in 0..{len(rows) - 1}"
+            )
+        requested = chosen[:limit] if limit is not None else chosen
+    else:
+        requested = range(min(limit, len(rows)) if limit is not None else len(rows))
 
     lock = acquire_lock(out)
     report = GenerationReport(

@@ -1,6 +1,6 @@
 """Tomographic geometry shared by imaging, reconstruction and targets.
 
-Conventions (DESIGN.md, contract): lengths in Å; volumes are indexed ``[z, y, x]`` and the centre
+Conventions (docs/design.md, contract): lengths in Å; volumes are indexed ``[z, y, x]`` and the centre
 of voxel index ``k`` lies at ``k * sampling``; atom positions are ``(x, y, z)`` in Å in that frame.
 The beam travels along z at 0°, the single tilt axis is y, and a projection at angle θ images the
 object rotated by R_y(θ) about the volume centre::

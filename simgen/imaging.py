@@ -1,6 +1,6 @@
 """HAADF-STEM imaging of atomic models: tilt series in expected detector counts per unit dose.
 
-Three modes share one geometry (DESIGN.md) and one unit, counts per e/Å², so "dose" means the
+Three modes share one geometry (docs/design.md) and one unit, counts per e/Å², so "dose" means the
 same in all of them:
 
 ``linear`` (default)
@@ -157,7 +157,7 @@ def simulate_tilt_series(
 ) -> np.ndarray:
     """HAADF-STEM tilt series of ``atoms`` in expected detector counts per unit dose (per e/Å²).
 
-    Geometry (DESIGN.md, contract): the projection at angle θ images the atoms rotated by
+    Geometry (docs/design.md, contract): the projection at angle θ images the atoms rotated by
     R_y(θ) about the volume centre (:func:`simgen.geometry.rotate_positions`); rotated x is the
     image column, y the row, and pixel ``[j, i]`` is the probe position ``(y, x) = (j, i)·sampling``.
 

@@ -1,7 +1,7 @@
 """Import an external tilt series (experimental or from another simulator) into a one-sample store.
 
 Reads the projections (``.npy``, ``.mrc``, ``.tif``/``.tiff``, ``.mat`` v5 or v7.3), puts them in this
-project's geometry (DESIGN.md, contract: tilt series ``[angle, y, x]``, tilt axis = y = image rows,
+project's geometry (docs/design.md, contract: tilt series ``[angle, y, x]``, tilt axis = y = image rows,
 rotation about the volume centre), normalises them, reconstructs the volume with
 :func:`simgen.reconstruct.reconstruct`, and writes a store with one sample (and the ground-truth
 model, if given, in the volume frame) that every method and the benchmark can read.

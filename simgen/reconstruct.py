@@ -1,6 +1,6 @@
 """Tomographic reconstruction of a single-axis tilt series with the ASTRA toolbox.
 
-Geometry (DESIGN.md, contract): the tilt axis is y, so every y-slice is an independent 2D
+Geometry (docs/design.md, contract): the tilt axis is y, so every y-slice is an independent 2D
 parallel-beam problem. The sinogram of y-slice ``j`` is ``tilt_series[:, j, :]`` (angle, x) and it
 reconstructs to ``volume[:, j, :]`` (z, x) when ASTRA is given the angles as −θ in radians
 (:func:`simgen.geometry.astra_angles`). Volumes are ``[z, y, x]`` with unit voxel size: the

@@ -1,6 +1,6 @@
 """One sample of a dataset: its fully resolved specification and its simulation.
 
-``simulate_sample(spec, rng)`` runs the whole per-sample chain of DESIGN.md::
+``simulate_sample(spec, rng)`` runs the whole per-sample chain of docs/design.md::
 
     structure -> (angle errors) -> acquisition (order, doses) -> beam damage
               -> clean tilt series -> noise -> alignment -> reconstruction -> target
@@ -86,7 +86,7 @@ class SampleSpec:
 
 @dataclass
 class Sample:
-    """The arrays of one sample, in the units and axes of the store schema (DESIGN.md)."""
+    """The arrays of one sample, in the units and axes of the store schema (docs/design.md)."""
 
     atoms: object  # ase.Atoms, positions (x, y, z) in Å in the volume frame
     tilt_series: np.ndarray  # (A, P, P) float32, measured detector counts

@@ -1,4 +1,4 @@
-"""Ideal volumes: the training target of stage 1 (DESIGN.md, "targets").
+"""Ideal volumes: the training target of stage 1 (docs/design.md, "targets").
 
 Each atom becomes a 3D Gaussian of width ``sigma`` (Å) sampled at the voxel centres, normalised
 to unit sum over the voxels of the volume and weighted by the atom's HAADF cross-section σ(Z)

@@ -4,7 +4,9 @@
 the ``@register(name)`` decorator when their module is imported; :data:`METHOD_MODULES` names the
 module that defines each built-in method so it is imported only when asked for (``pann`` and
 ``unet3d`` need torch through ``models``; ``classical`` does not). Third-party methods
-can register through the ``aet_suite.methods`` entry-point group (``name = "pkg.module:Class"``).
+can register through the ``aet_suite.methods`` entry-point group (``name = "pkg.module:Class"``;
+``examples/aet-method-example`` in the repository is a complete plugin package). Predictions made
+elsewhere are scored through the ``files`` method (:mod:`benchmark.methods.files`).
 Every method ``X`` also exists as ``X+refine`` (:mod:`benchmark.methods.refine`): its atoms refined
 against the measured tilt series.
 """
@@ -26,6 +28,7 @@ METHOD_MODULES: dict[str, str] = {
     "unet3d": "benchmark.methods.unet3d",
     "pann": "benchmark.methods.pann",
     "torch": "benchmark.methods.torch_model",
+    "files": "benchmark.methods.files",
 }
 
 #: Listed by :func:`available_methods`; any other ``"<name>+refine"`` resolves too.

@@ -2,7 +2,7 @@
 
 The writer (:mod:`simgen.store.writer`), the reader (:mod:`simgen.store.reader`) and the verifier
 (:mod:`simgen.store.verify`) all read these tables; none of them hard-codes an array's name,
-dtype, shape or fill. Layout (DESIGN.md, contract; N samples, A angles, P = V voxels)::
+dtype, shape or fill. Layout (docs/design.md, contract; N samples, A angles, P = V voxels)::
 
     /                  attrs: schema_version, dataset, spec (full resolved spec), sampling,
                               package versions, creation info, generation runs

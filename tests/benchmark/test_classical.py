@@ -7,7 +7,7 @@ from benchmark.metrics import score
 
 SAMPLING = 0.4
 SIZE = 40
-# Relative HAADF cross-sections of Fe and Pt at 200 kV, 60-200 mrad (DESIGN.md reference numbers).
+# Relative HAADF cross-sections of Fe and Pt at 200 kV, 60-200 mrad (docs/design.md reference numbers).
 CROSS_SECTION = {"Fe": 0.00264, "Pt": 0.01752}
 
 

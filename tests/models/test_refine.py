@@ -226,3 +226,31 @@ def test_refine_sample_starts_from_nominal_geometry_where_none_was_recorded():
         counts, angles, start, elements, sampling=SAMPLING, dose=2e3, config=config
     )
     np.testing.assert_array_equal(result.positions, reference.positions)
+
+
+def test_refine_sample_starts_from_the_recorded_geometry_where_none_was_estimated():
+    """NaN shifts/angles_estimated (imported data, an alignment that fits no angles) mean
+    "not estimated": the refinement starts from the recorded angles, the same as without them."""
+    from models.refine import refine_sample
+
+    size, dose = 16, 1e4
+    center = volume_center(size, SAMPLING)
+    truth = np.array([[center + 0.13, center - 0.21, center + 0.07]])
+    angles = np.linspace(-60, 60, 7)
+    counts = render_tilt_series(truth, ["Pt"], angles, size=size, sampling=SAMPLING) * dose
+    sample = {"tilt_series": counts, "angles": angles, "sampling": SAMPLING, "dose": dose}
+    config = RefineConfig(
+        fit_shifts=False,  # one atom: a rigid shift of every projection is a move of the atom
+        fit_angles=False,
+        fit_beam_current=False,
+        fit_background=False,
+        read_noise=0.0,
+        background=0.0,
+        rounds=1,
+    )
+    start = truth + 0.1
+    plain = refine_sample(sample, start, ["Pt"], config=config)
+    unknown = {**sample, "shifts": np.full((7, 2), np.nan), "angles_estimated": np.full(7, np.nan)}
+    result = refine_sample(unknown, start, ["Pt"], config=config)
+    np.testing.assert_array_equal(result.positions, plain.positions)
+    assert 100 * np.sqrt(((result.positions - truth) ** 2).sum()) < 2.0  # pm, noiseless
