@@ -82,8 +82,10 @@ def test_leaderboard_element_rows_withhold_the_artefact():
             "recovery_rate": 0.9,
             "coordinate_error_pm": 20.0,
             "coordinate_error_pm_Fe": 75.0,
+            "coordinate_error_aet_pm_Fe": 75.0,  # the headline (rigid offset removed)
             "crlb_pm_Fe": 110.0,
             "coordinate_error_pm_Pt": 10.0,
+            "coordinate_error_aet_pm_Pt": 10.0,
             "crlb_pm_Pt": 5.0,
             "crlb_pm": 6.0,
         }
