@@ -15,16 +15,21 @@ def species_arrays(extra) -> dict:
     """Per-atom columns of the species step from a prediction's ``extra`` (empty without one).
 
     ``element_posterior``: the posterior probability of each atom's assigned element;
-    ``posterior_<El>``: the posterior of each element present (columns sum to 1 per atom).
+    ``posterior_<El>``: the posterior of each element present (columns sum to 1 per atom);
+    ``detection_probability``: the posterior that the atom is there (``X+refine`` with
+    ``detect=true``, :mod:`models.atom_selection`).
     """
     import numpy as np
 
     extra = extra or {}
+    arrays = {}
+    if extra.get("detection_probability") is not None:  # models.atom_selection
+        arrays["detection_probability"] = np.asarray(extra["detection_probability"], dtype=float)
     posteriors, classes = extra.get("species_posteriors"), extra.get("species_classes")
     if posteriors is None or classes is None:
-        return {}
+        return arrays
     posteriors = np.asarray(posteriors, dtype=float).reshape(-1, len(classes))
-    arrays = {"element_posterior": posteriors.max(axis=1) if len(posteriors) else np.zeros(0)}
+    arrays["element_posterior"] = posteriors.max(axis=1) if len(posteriors) else np.zeros(0)
     arrays.update({f"posterior_{e}": posteriors[:, j] for j, e in enumerate(classes)})
     return arrays
 

@@ -8,6 +8,10 @@ are kept; the refined per-atom cross-sections are reported in ``Prediction.extra
 
 Options of ``X+refine`` are the base method's options plus any field of
 :class:`models.refine.RefineConfig` (``iterations``, ``shift_model``, ``position_prior``, ...).
+``detect=true`` first judges the base method's candidates against the tilt series
+(:func:`models.atom_selection.select_atoms`; z² threshold ``detect_penalty``, 9 by default) and
+drops those the measurement does not support; each kept atom's ``detection_probability`` goes into
+``Prediction.extra`` and the model file. Off by default (see ``docs/concepts/detection.md``).
 A sample that cannot be refined (no tilt series or angles; no dose and no detector gain to
 estimate it from) is returned unrefined, with a warning on the terminal and the reason in
 ``Prediction.extra["skipped_steps"]`` (which ``aet-bench run`` writes into every results record).
@@ -33,7 +37,14 @@ import numpy as np
 
 from benchmark.methods.base import Method, Prediction, flag_option
 
-__all__ = ["RefinedMethod", "refined_method", "skip_step", "REFINE_OPTIONS", "REASSIGN_OPTIONS"]
+__all__ = [
+    "RefinedMethod",
+    "refined_method",
+    "skip_step",
+    "REFINE_OPTIONS",
+    "REASSIGN_OPTIONS",
+    "DETECT_OPTIONS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +67,11 @@ def _reassign_fields() -> tuple[str, ...]:
 
 #: Option names of the element reassignment (``reassign`` and ``reassign_<ReassignConfig field>``).
 REASSIGN_OPTIONS = _reassign_fields()
+
+#: Detection by the measurement before the refinement (:mod:`models.atom_selection`):
+#: ``detect`` (bool) and ``detect_penalty`` (the z² threshold; 9 by the validation rule of
+#: ``scripts/detection_validation.py``).
+DETECT_OPTIONS = ("detect", "detect_penalty")
 
 
 class RefinedMethod(Method):
@@ -87,8 +103,15 @@ class RefinedMethod(Method):
         base_options = {
             k: v
             for k, v in options.items()
-            if k not in REFINE_OPTIONS and k not in REASSIGN_OPTIONS
+            if k not in REFINE_OPTIONS and k not in REASSIGN_OPTIONS and k not in DETECT_OPTIONS
         }
+        self.detect = flag_option("detect", options.get("detect", False))
+        penalty = options.get("detect_penalty", 9.0)
+        if "detect_penalty" in options and not self.detect:
+            raise ValueError("detect_penalty: expected only together with detect=true")
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or penalty < 4:
+            raise ValueError(f"detect_penalty={penalty!r}: expected a number >= 4 (a z² threshold)")
+        self.detect_penalty = float(penalty)
         self.reassign = flag_option("reassign", options.get("reassign", False))
         if reassign_options and not self.reassign:
             raise ValueError(
@@ -103,7 +126,9 @@ class RefinedMethod(Method):
     def accepted_options(cls) -> set[str] | None:
         """The base method's options, the refinement's and the reassignment's."""
         base = cls.base_class.accepted_options()
-        return None if base is None else base | set(REFINE_OPTIONS) | set(REASSIGN_OPTIONS)
+        if base is None:
+            return None
+        return base | set(REFINE_OPTIONS) | set(REASSIGN_OPTIONS) | set(DETECT_OPTIONS)
 
     def predict(self, sample: dict) -> Prediction:
         from models.refine import missing_measurement, refine_sample
@@ -135,8 +160,33 @@ class RefinedMethod(Method):
             heaviest = max(present, key=lambda e: atomic_numbers[e])
             elements = [heaviest if e == "unknown" else e for e in elements]
             config = dataclasses.replace(config, fit_amplitudes=True)
+        detection = None
+        if self.detect:
+            from models.atom_selection import SelectionConfig, select_atoms
+
+            selection = select_atoms(
+                sample,
+                prediction.positions,
+                elements,
+                config=SelectionConfig(penalty=self.detect_penalty),
+                refine_config=config,
+            )
+            keep = selection.keep
+            detection = selection.probability[keep]
+            confidence = prediction.confidence
+            prediction = Prediction(
+                positions=prediction.positions[keep],
+                elements=[e for e, k in zip(prediction.elements, keep) if k],
+                confidence=None if confidence is None else np.asarray(confidence)[keep],
+                extra={**prediction.extra, "detect_removed": int((~keep).sum())},
+            )
+            elements = [e for e, k in zip(elements, keep) if k]
+            if len(prediction) == 0:
+                return prediction
         result = refine_sample(sample, prediction.positions, elements, config=config)
         extra = dict(prediction.extra)
+        if detection is not None:
+            extra["detection_probability"] = detection
         extra.update(
             {
                 "refine_element_scales": result.element_scales,
