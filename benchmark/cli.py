@@ -124,7 +124,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--methods", default="classical", help="comma-separated, e.g. classical,unet3d,pann"
     )
     p.add_argument("--store", help="reuse this store instead of generating OUT/<dataset>.zarr")
-    p.add_argument("--split", help="only this split")
+    p.add_argument("--split", help="only this split (default and 'all': every sample)")
     p.add_argument(
         "--limit",
         type=int,
@@ -154,7 +154,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "default: isolated atoms",
     )
     p.add_argument("--limit", type=int, help="only the first N complete samples")
-    p.add_argument("--split", help="only this split")
+    p.add_argument("--split", help="only this split (default and 'all': every sample)")
 
     p = sub.add_parser("speed", help="measure speed ratios (printed as a table)")
     p.add_argument("--quick", action="store_true", help="smaller cases (for a smoke run)")
@@ -319,7 +319,7 @@ def _cmd_sweep(args) -> int:
         config=args.config,
         workers=args.workers,
         limit=args.limit,
-        split=args.split,
+        split=None if args.split == "all" else args.split,
         truth=_truths(args.truth) if args.truth else None,
         method_options=_options_by_method(methods, _method_options(args)),
         param="--out",
@@ -363,11 +363,11 @@ def _cmd_crlb(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit={args.limit}: expected a positive integer")
     ds = open_dataset(args.store)
-    view = ds.filter(split=args.split) if args.split else ds
+    split = None if args.split == "all" else args.split
+    view = ds.filter(split=split) if split else ds
     if len(view) == 0:
         raise ValueError(
-            f"STORE={args.store!r}: no complete samples"
-            + (f" in split {args.split!r}" if args.split else "")
+            f"STORE={args.store!r}: no complete samples" + (f" in split {split!r}" if split else "")
         )
     spec = dict(ds.attrs).get("spec") or {}
     n = len(view) if args.limit is None else min(args.limit, len(view))

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -369,8 +370,8 @@ def run_method(
         stack.enter_context(hold_lock(_sibling_path(out, "lock"), f"{params[0]}={str(out)!r}"))
         check_output(out, "results", overwrite=overwrite, param=params[0])
         # Finished samples are appended to a partial file as they complete; an interrupted run
-        # with the same parameters continues from it (without --models: that folder is written
-        # whole at the end).
+        # with the same parameters continues from it. With --models the prediction files are
+        # staged in a kept folder beside it (swapped in whole at the end), so they resume too.
         partial = _sibling_path(out, "partial")
         resume_key = {
             "method": method_name,
@@ -383,9 +384,14 @@ def run_method(
             "align": align,
             "truths": list(truths),
         }
-        done = _resume_partial(partial, resume_key) if models_dir is None else {}
+        done = _resume_partial(partial, resume_key)
         final_models = models_dir
         if models_dir is not None:  # written beside, swapped in when every sample is done
+            staging = _staging_for(Path(final_models), resume_key, params[1])
+            # a sample resumes only if its prediction file was written (atomically) before the stop
+            done = {
+                p: r for p, r in done.items() if (staging / f"{view.indices[p]}.xyz").is_file()
+            }
             models_dir = str(
                 stack.enter_context(
                     staged_output(
@@ -394,6 +400,7 @@ def run_method(
                         overwrite=overwrite,
                         param=params[1],
                         command="aet-bench run",
+                        keep=staging,
                     )
                 )
             )
@@ -415,9 +422,46 @@ def run_method(
             done=done,
             sink=_PartialWriter(partial, resume_key, done),
         )
+        if models_dir is not None:
+            (Path(models_dir) / _STAGING_KEY).unlink()  # not part of the output
         write_text_atomic(out, "".join(json.dumps(record) + "\n" for record in records))
         partial.unlink(missing_ok=True)
     return records
+
+
+#: The resume key of a kept ``--models`` staging folder, inside it (removed before the swap).
+_STAGING_KEY = ".resume_key.json"
+
+
+def _staging_for(models: Path, resume_key: dict, param: str) -> Path:
+    """The kept staging folder of ``--models`` (``.NAME.partial`` beside it), ready for this run.
+
+    Reused when it holds the same run's resume key; emptied when it holds another run's (it is
+    ours); refused, naming it, when it holds anything else.
+    """
+    staging = models.parent / f".{models.name}.partial"
+    key = json.dumps(json.loads(json.dumps(resume_key)), sort_keys=True)
+    if staging.is_dir():
+        try:
+            theirs = (staging / _STAGING_KEY).read_text()
+        except (OSError, UnicodeDecodeError):
+            theirs = None
+        if theirs is None:
+            raise ValueError(
+                f"{param}={str(models)!r}: {str(staging)!r} exists and was not written by "
+                "aet-bench run (no resume key); move it away"
+            )
+        if theirs == key:
+            return staging
+        shutil.rmtree(staging)  # another run's staging folder
+    elif staging.exists():
+        raise ValueError(
+            f"{param}={str(models)!r}: {str(staging)!r} exists and is not a folder; move it away"
+        )
+    models.parent.mkdir(parents=True, exist_ok=True)
+    staging.mkdir()
+    write_text_atomic(staging / _STAGING_KEY, key)
+    return staging
 
 
 def _sibling_path(out: Path, tag: str) -> Path:

@@ -482,6 +482,7 @@ def staged_output(
     overwrite: bool = False,
     param: str = "--out",
     command: str = "",
+    keep: Path | None = None,
 ) -> Iterator[Path]:
     """Write a folder output beside ``path`` and swap it in only when complete.
 
@@ -489,12 +490,20 @@ def staged_output(
     :func:`check_output`) is moved aside, the new one renamed into place, and the old one removed;
     on any error the temporary folder is removed and ``path`` is untouched. Non-store kinds get the
     marker file :data:`MARKER_NAME`.
+
+    With ``keep`` (a hidden folder the caller owns, beside ``path``) that folder is the staging
+    folder: created if missing, reused if present, and kept on error so that a rerun can continue
+    from what it holds (``aet-bench run --models`` after Ctrl-C).
     """
     path = Path(path)
     check_output(path, kind, overwrite=overwrite, param=param)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _sibling(path, "tmp")
-    tmp.mkdir()
+    if keep is not None:
+        tmp = Path(keep)
+        tmp.mkdir(exist_ok=True)
+    else:
+        tmp = _sibling(path, "tmp")
+        tmp.mkdir()
     try:
         yield tmp
         if kind != "store":
@@ -513,7 +522,8 @@ def staged_output(
         if old is not None:
             _remove(old)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -65,6 +65,11 @@ def test_readers_refuse_a_sample_whose_checksum_fails(tiny_store, tmp_path, caps
     assert pann_main(["predict", "--data", str(tiny_store), "--out", str(tmp_path / "p")]) == 2
     _one_line_error(capsys, "sample 0: 'volume': checksum mismatch")
     assert not (tmp_path / "p").exists()
+    assert bench_main(["crlb", str(tiny_store)]) == 2
+    _one_line_error(capsys, "sample 0: 'volume': checksum mismatch")
+    sweep = ["sweep", "--store", str(tiny_store), "--split", "all", "--out", str(tmp_path / "s")]
+    assert bench_main(sweep) == 2
+    _one_line_error(capsys, "sample 0: 'volume': checksum mismatch")
 
 
 def test_meta_and_complete_are_covered_by_the_manifest(tiny_store, tmp_path, capsys):
@@ -187,6 +192,36 @@ def test_bench_run_resumes_an_interrupted_run(tmp_path, make_store, monkeypatch)
     assert [r["index"] for r in records] == [0, 1]
     assert records[0]["recovery_rate"] == records[1]["recovery_rate"]
     assert not (tmp_path / ".r.jsonl.partial").exists()
+
+    # the same with --models: the prediction files of finished samples resume too
+    calls.clear()
+    out.unlink()
+    models = tmp_path / "models"
+    with_models = [*run, "--models", str(models)]
+    assert bench_main(with_models) == 130
+    staging = tmp_path / ".models.partial"
+    assert not models.exists() and (staging / "0.xyz").is_file()
+    assert not (staging / "1.xyz").exists()
+    assert bench_main(with_models) == 0
+    assert calls == [0, 1, 1]
+    assert sorted(p.name for p in models.iterdir() if not p.name.startswith(".")) == [
+        "0.xyz",
+        "1.xyz",
+    ]
+    assert not staging.exists() and not (models / ".resume_key.json").exists()
+    def scores(rs):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
+
+    assert scores(json.loads(line) for line in out.read_text().splitlines()) == scores(records)
+    # a folder of that name that is not ours is refused, never emptied
+    (tmp_path / "mine").mkdir()
+    (tmp_path / ".mine.partial").mkdir()
+    (tmp_path / ".mine.partial" / "notes.txt").write_text("mine")
+    other = [*run[:-1], str(tmp_path / "r2.jsonl"), "--models", str(tmp_path / "mine2")]
+    (tmp_path / ".mine2.partial").mkdir()
+    (tmp_path / ".mine2.partial" / "notes.txt").write_text("mine")
+    assert bench_main(other) == 2
+    assert (tmp_path / ".mine2.partial" / "notes.txt").read_text() == "mine"
 
 
 # ------------------------------------------------------------------ clear messages
