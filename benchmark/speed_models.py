@@ -95,7 +95,7 @@ def stage_times(model, sample: dict, repeats: int = 1) -> dict:
     volume, sampling = sample["volume"], sample["sampling"]
     elements = sample["elements"]
     out = {}
-    out["stage 1 (sliding window)"], refined = _best(lambda: model.refine(volume), repeats)
+    out["stage 1 (sliding window)"], refined = _best(lambda: model.restore_volume(volume), repeats)
     out["tracing"], cand = _best(lambda: model.candidates(refined, sampling), repeats)
     positions = np.asarray(cand.positions, dtype=np.float64).reshape(-1, 3)
     out["Zernike features"], _ = _best(
@@ -312,14 +312,14 @@ def _pann_rows(quick: bool) -> list[SpeedRow]:
     rng = np.random.default_rng(0)
     logger.info("speed: PANN warm-up")
     warm = rng.random((32,) * 3, dtype=np.float32)
-    model.refine(warm)
+    model.restore_volume(warm)
     sizes = [(32, 1)] if quick else [(64, 3), (128, 1)]
     rows = []
     refine_times = {}
     for size, repeats in sizes:
         volume = rng.random((size,) * 3, dtype=np.float32)
         logger.info("speed: PANN inference without stage 2 on %d³", size)
-        refine_time, refined = timed(partial(model.refine, volume), repeats, warmup=0)
+        refine_time, refined = timed(partial(model.restore_volume, volume), repeats, warmup=0)
 
         def trace_and_describe(refined=refined, volume=volume):
             candidates = model.candidates(refined, sampling)

@@ -400,7 +400,19 @@ class PannModel:
 
     # ------------------------------------------------------------------ stage 1
     def refine(self, volume: np.ndarray, *, device: str | None = None) -> np.ndarray:
-        """Stage 1: refined volume ``[z, y, x]`` in the input's intensity units."""
+        """Deprecated name of :meth:`restore_volume` ("refine" is the likelihood step's word)."""
+        import warnings
+
+        warnings.warn(
+            "PannModel.refine is renamed restore_volume (stage 1); refine will be removed",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.restore_volume(volume, device=device)
+
+    def restore_volume(self, volume: np.ndarray, *, device: str | None = None) -> np.ndarray:
+        """Stage 1: the network's restored (denoised, sharpened) volume ``[z, y, x]``, in the
+        input's intensity units."""
         from models.resunet import sliding_window_predict
 
         volume = _check_volume(volume)
@@ -531,7 +543,7 @@ class PannModel:
                 extra={"n_candidates": 0, "n_rejected": 0, "constant_volume": True},
             )
         work, work_sampling, spacing = resample_volume(volume, sampling, self.config.sampling)
-        refined = self.refine(work)
+        refined = self.restore_volume(work)
         cand = self.candidates(refined, work_sampling)
         traced = np.asarray(cand.positions, dtype=np.float64).reshape(-1, 3)
         probs = self.classify(refined, work, traced, work_sampling, net_elements)

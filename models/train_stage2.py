@@ -77,7 +77,7 @@ def _fill_graph_cache(model: PannModel, samples, cache, world, *, progress=True)
     todo = [k for k in mine if not cache.has(int(samples.indices[k]))]
     for k in progress_bar(todo, desc="stage 2 graphs", enabled=progress and world.is_main):
         s = samples[k]
-        refined = model.refine(s["volume"], device=world.device)
+        refined = model.restore_volume(s["volume"], device=world.device)
         positions = np.asarray(
             model.candidates(refined, float(s["sampling"])).positions, dtype=np.float64
         ).reshape(-1, 3)

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     weights = Path(__file__).resolve().parents[1] / "models/weights/demo"
     model = PannModel.load(weights)
     sample = simulated_sample(args.size)
-    refined = model.refine(sample["volume"])
+    refined = model.restore_volume(sample["volume"])
     cand = model.candidates(refined, sample["sampling"])
     positions = np.asarray(cand.positions, dtype=np.float64).reshape(-1, 3)
     probs = model.classify(

@@ -103,7 +103,7 @@ def pann_rows(size: int) -> list[tuple[str, str, str]]:
     sample = blob_phantom(size, rng, blobs=300)
 
     def refine():
-        out = model.refine(sample, device="cuda")
+        out = model.restore_volume(sample, device="cuda")
         _sync()
         return out
 

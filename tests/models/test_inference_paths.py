@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
@@ -53,7 +54,9 @@ def test_shipped_weights_give_the_same_candidates_and_features_either_way():
     model = PannModel.load(WEIGHTS)
     sampling = model.config.sampling
     volume = _blobs(24, 12, seed=2)
-    refined = model.refine(volume)
+    refined = model.restore_volume(volume)
+    with pytest.warns(DeprecationWarning, match="renamed restore_volume"):
+        np.testing.assert_array_equal(model.refine(volume), refined)  # the old name, for now
     positions = np.asarray(model.candidates(refined, sampling).positions, dtype=np.float64)
     assert len(positions) >= 5
     features = candidate_features(refined, volume, positions, sampling, model.config)

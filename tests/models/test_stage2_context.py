@@ -126,7 +126,7 @@ def _tiny_model(version: int) -> PannModel:
 
 def _candidates(model, volume):
     """The refined volume and the traced candidate positions (Å) of ``volume`` at 0.4 Å."""
-    refined = model.refine(volume)
+    refined = model.restore_volume(volume)
     return refined, np.asarray(model.candidates(refined, 0.4).positions, dtype=np.float64)
 
 
