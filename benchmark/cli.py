@@ -277,7 +277,7 @@ def _cmd_score(args) -> int:
 def _cmd_leaderboard(args) -> int:
     from benchmark.leaderboard import write_leaderboard
     from benchmark.runner import read_results
-    from simgen.outputs import check_output
+    from simgen.tools.outputs import check_output
 
     check_output(args.out, "report", overwrite=args.overwrite)  # before reading the results
     paths = write_leaderboard(

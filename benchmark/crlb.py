@@ -1,13 +1,13 @@
 """The physical limit: Cramér–Rao lower bound (CRLB) of every atom's position in a tilt series.
 
-The measurement model is the project's linear HAADF mode (:mod:`simgen.imaging`, docs/design.md):
+The measurement model is the project's linear HAADF mode (:mod:`simgen.physics.imaging`, docs/design.md):
 the expected counts of pixel ``p`` of the projection at tilt angle θ are::
 
     λ_p(θ) = dose(θ) · sampling² · Σ_i σ(Z_i) · PSF(r_p − u_i(θ)) + background
 
 with the calibrated HAADF cross-section σ(Z) (Å²) and probe-plus-thermal PSF (unit integral,
 isotropic), and ``u_i(θ) = (x_i cosθ + z_i sinθ, y_i)`` the projected position of atom ``i``
-(:func:`simgen.geometry.rotate_positions`). The counts are Poisson, plus Gaussian read noise of
+(:func:`simgen.physics.geometry.rotate_positions`). The counts are Poisson, plus Gaussian read noise of
 ``read_noise`` counts; the Fisher information uses the usual Poisson-plus-σ² approximation
 (variance ``λ_p + read_noise²``, the mean carrying all the information about positions)::
 
@@ -29,7 +29,7 @@ Two bounds:
 
 Element identities and cross-sections are treated as known (the positional bound given the
 species). The PSF's radial profile is computed once per microscope by a Hankel transform of its
-calibrated transfer function (:func:`simgen.imaging.psf_transfer`).
+calibrated transfer function (:func:`simgen.physics.imaging.psf_transfer`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from simgen.forward import PATCH_RADIUS, RadialPSF, atom_patches, projected_x
-from simgen.imaging import Microscope
+from simgen.physics.imaging import Microscope
 
 __all__ = [
     "RadialPSF",
@@ -136,7 +136,7 @@ def crlb_positions(
     size
         Pixels per image side.
     microscope
-        Probe and detector (for σ(Z) and the PSF); the default :class:`~simgen.imaging.Microscope`
+        Probe and detector (for σ(Z) and the PSF); the default :class:`~simgen.physics.imaging.Microscope`
         when ``None``.
     read_noise
         Gaussian read noise, counts RMS per pixel.
@@ -156,8 +156,8 @@ def crlb_positions(
         ``(N,)`` bounds in pm, ``sqrt(σ_x² + σ_y² + σ_z²)`` (inf where the position is not
         identifiable, e.g. a single projection).
     """
-    from simgen.geometry import volume_center
-    from simgen.imaging import cross_section
+    from simgen.physics.geometry import volume_center
+    from simgen.physics.imaging import cross_section
 
     positions = np.asarray(positions, dtype=np.float64)
     if positions.ndim != 2 or positions.shape[1] != 3 or not np.all(np.isfinite(positions)):
@@ -290,7 +290,7 @@ def noise_levels(specs, dose: float, sampling: float) -> tuple[float, float]:
     sampling²``); ``gain`` scales the background (shot noise is then not Poisson in output units,
     which this bound ignores). Other models (geometric errors, beam current) are taken as known.
     """
-    from simgen.noise import NoiseChain
+    from simgen.physics.noise import NoiseChain
 
     chain = NoiseChain.from_specs(list(specs) if specs else ["poisson"])
     read_noise = 0.0

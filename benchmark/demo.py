@@ -87,7 +87,7 @@ def sample_figure(sample: dict, refined: np.ndarray, prediction, out) -> Path:
         f"{len(true_el)} atoms, sampling {s} Å"
     )
     fig.tight_layout()
-    from simgen.outputs import atomic_path
+    from simgen.tools.outputs import atomic_path
 
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -134,11 +134,11 @@ def main(argv=None) -> int:
 
     from benchmark.leaderboard import aggregate, plot_against_dose, write_leaderboard
     from benchmark.runner import run_method
-    from simgen.config import get_dataset
+    from simgen.catalog import get_dataset
     from simgen.engine import generate
-    from simgen.outputs import check_output, write_marker
     from simgen.preview import preview
     from simgen.store import open_dataset
+    from simgen.tools.outputs import check_output, write_marker
 
     t0 = time.perf_counter()
     out = Path(args.out)

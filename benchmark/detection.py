@@ -1,7 +1,7 @@
 """The detection limit: how well any method *could* tell each true atom from empty space.
 
 The Cramér–Rao bound (:mod:`benchmark.crlb`) limits the coordinate error; this module limits the
-recovery rate. Under the project's linear HAADF model (:mod:`simgen.imaging`) an atom ``i`` of
+recovery rate. Under the project's linear HAADF model (:mod:`simgen.physics.imaging`) an atom ``i`` of
 cross-section ``σ_i`` adds ``σ_i · g_p`` expected counts to pixel ``p`` of every projection, with
 ``g_p = dose · sampling² · PSF(r_p − u_i(θ))``. Deciding whether the atom is there (H1) or not (H0),
 its position and every other atom being known, is a test of one amplitude. With the Poisson (plus
@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from benchmark.crlb import RadialPSF, noise_levels
-from simgen.imaging import Microscope
+from simgen.physics.imaging import Microscope
 
 __all__ = [
     "detectability",
@@ -84,7 +84,7 @@ def detectability(
     size
         Pixels per image side.
     microscope
-        Probe and detector (σ(Z) and the PSF); the default :class:`~simgen.imaging.Microscope`
+        Probe and detector (σ(Z) and the PSF); the default :class:`~simgen.physics.imaging.Microscope`
         when ``None``.
     read_noise
         Gaussian read noise, counts RMS per pixel.
@@ -102,8 +102,8 @@ def detectability(
     numpy.ndarray
         ``(N,)`` dimensionless ``d′ ≥ 0``.
     """
-    from simgen.geometry import rotate_positions, volume_center
-    from simgen.imaging import cross_section
+    from simgen.physics.geometry import rotate_positions, volume_center
+    from simgen.physics.imaging import cross_section
 
     positions = np.asarray(positions, dtype=np.float64)
     if positions.ndim != 2 or positions.shape[1] != 3 or not np.all(np.isfinite(positions)):

@@ -137,7 +137,7 @@ def row_keys(rows) -> list[str]:
 def write_rows_csv(rows, path, keys=None, metrics=tuple(METRIC_KEYS)) -> Path:
     """CSV of :func:`aggregate` rows: the group ``keys`` (default: the rows' own), ``n``, then each
     metric and its std."""
-    from simgen.outputs import atomic_path
+    from simgen.tools.outputs import atomic_path
 
     keys = row_keys(rows) if keys is None else keys
     cols = [c for m in metrics for c in (m, m + "_std")]
@@ -191,9 +191,9 @@ def write_leaderboard(
     (:func:`group_fields`); settings shared by all records are stated once under the title.
     ``out_dir`` must be new, empty, or a leaderboard folder written before (replaced only with
     ``overwrite``); the folder is written beside it and swapped in complete
-    (:func:`simgen.outputs.staged_output`).
+    (:func:`simgen.tools.outputs.staged_output`).
     """
-    from simgen.outputs import check_output, staged_output
+    from simgen.tools.outputs import check_output, staged_output
 
     if not records:
         raise ValueError("results: no records to rank")
@@ -549,7 +549,7 @@ def plot_against_dose(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    from simgen.outputs import atomic_path
+    from simgen.tools.outputs import atomic_path
 
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=130, format="png")

@@ -143,7 +143,7 @@ def write_report(
     """
     from benchmark import __version__
     from benchmark.runner import read_results
-    from simgen.outputs import check_output, staged_output
+    from simgen.tools.outputs import check_output, staged_output
 
     check_output(out_dir, "report", overwrite=overwrite, param=param)
     inputs = [Path(p) for p in inputs]

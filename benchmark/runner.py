@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.results_schema import SCHEMA_VERSION, validate_record
-from simgen.outputs import staged_output, write_text_atomic
-from simgen.progress import progress_bar
+from simgen.tools.outputs import staged_output, write_text_atomic
+from simgen.tools.progress import progress_bar
 
 __all__ = ["run_method", "score_sample", "read_results", "with_aet_errors", "METRIC_KEYS"]
 
@@ -319,14 +319,14 @@ def run_method(
         events score the same against all three.
     overwrite
         Replace an existing results file (and ``models_dir``) written by this project; other
-        existing paths are refused before any work (:mod:`simgen.outputs`). Both are written
+        existing paths are refused before any work (:mod:`simgen.tools.outputs`). Both are written
         atomically.
     params
         Names of ``out`` and ``models_dir`` in error messages (the CLI's ``--out``, ``--models``).
     """
     from benchmark.methods import get_method
-    from simgen.outputs import check_output, hold_lock
     from simgen.store import open_dataset
+    from simgen.tools.outputs import check_output, hold_lock
 
     if workers < 1:
         raise ValueError(f"workers={workers}: expected a positive integer")

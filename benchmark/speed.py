@@ -68,8 +68,8 @@ PROJECTION_WORKERS = (1, 2, 16, 64, 256)
 
 
 def _imaging_rows(quick: bool, multislice: bool, notes: list[str]) -> list[SpeedRow]:
-    from simgen.calibration import wavelength
-    from simgen.imaging import Microscope, simulate_tilt_series
+    from simgen.physics.calibration import wavelength
+    from simgen.physics.imaging import Microscope, simulate_tilt_series
     from simgen.structures import build_particle, place_in_volume
 
     size, sampling = 24, 0.4
@@ -136,7 +136,12 @@ def _imaging_rows(quick: bool, multislice: bool, notes: list[str]) -> list[Speed
 
 
 def _sirt_rows(quick: bool) -> list[SpeedRow]:
-    from simgen.reconstruct import block_bytes, project, projection_matrix, reconstruct
+    from simgen.reconstruction.reconstruct import (
+        block_bytes,
+        project,
+        projection_matrix,
+        reconstruct,
+    )
 
     cases = [(32, 15, 20, 3)] if quick else [(64, 29, 50, 3), (128, 51, 100, 1)]
     rows = []
@@ -234,7 +239,7 @@ def _cost(spec) -> float:
 
 
 def _generation_rows(quick: bool, notes: list[str]) -> list[SpeedRow]:
-    from simgen.config import default_catalog_path, get_dataset
+    from simgen.catalog import default_catalog_path, get_dataset
 
     catalog = default_catalog_path()
     name, limit = ("smoke", 4) if quick else ("demo", 8)
@@ -242,7 +247,7 @@ def _generation_rows(quick: bool, notes: list[str]) -> list[SpeedRow]:
     target = get_dataset("pann-benchmark", catalog)
     case = f"{name}: {spec.size}³, {spec.n_angles} angles, first {limit} samples"
     rows, rates, steady = [], {}, {}
-    from simgen.planning import resolve_align
+    from simgen.catalog.planning import resolve_align
 
     methods = [resolve_align(spec.align, row["noise"]) for row in spec.plan_rows()[:limit]]
     n_aligned = sum(m != "none" for m in methods)
@@ -363,7 +368,7 @@ def _store_setup_rows() -> list[SpeedRow]:
     import tempfile
     from pathlib import Path
 
-    from simgen.config import default_catalog_path, get_dataset
+    from simgen.catalog import default_catalog_path, get_dataset
     from simgen.engine import open_or_create_store
     from simgen.store import read_samples
 

@@ -90,7 +90,7 @@ def _bytes_text(n: int) -> str:
 
 def machine_line() -> str:
     """``"<CPU model>, L1d 32 KiB, L2 1 MiB per core, L3 32 MiB"``: tells tables from machines apart."""
-    from simgen.reconstruct import cache_sizes
+    from simgen.reconstruction.reconstruct import cache_sizes
 
     sizes = cache_sizes()
     caches = ", ".join(

@@ -211,7 +211,7 @@ def _training_rows(quick: bool, notes: list[str]) -> list[SpeedRow]:
     import torch.nn.functional as F
 
     from models.pann import PannConfig, PannModel
-    from simgen.config import default_catalog_path, get_dataset
+    from simgen.catalog import default_catalog_path, get_dataset
 
     config = PannConfig(elements=("Fe", "Pt"))
     target = get_dataset("pann-benchmark", default_catalog_path())

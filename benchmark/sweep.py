@@ -38,7 +38,7 @@ from benchmark.leaderboard import (
     write_rows_csv,
 )
 from benchmark.runner import METRIC_KEYS, run_method
-from simgen.outputs import atomic_path, write_text_atomic
+from simgen.tools.outputs import atomic_path, write_text_atomic
 
 __all__ = [
     "run_sweep",
@@ -103,8 +103,8 @@ def run_sweep(
     list of dict
         The aggregated rows (mean ± std per group) written to ``sweep.csv``.
     """
-    from simgen.config import get_dataset
-    from simgen.outputs import check_output, write_marker
+    from simgen.catalog import get_dataset
+    from simgen.tools.outputs import check_output, write_marker
 
     # A new or empty folder, or a sweep of ours: resumed (its store) and its tables refreshed.
     check_output(out_dir, "sweep", resume=True, param=param)

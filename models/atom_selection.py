@@ -104,7 +104,7 @@ def detection_probability(score, penalty: float) -> np.ndarray:
 
 def _fit(sample, positions, elements, config: SelectionConfig, refine_config, microscope):
     from models.refine import RefineConfig, refine_sample
-    from simgen.imaging import cross_section
+    from simgen.physics.imaging import cross_section
 
     base = RefineConfig() if refine_config is None else refine_config
     fit_config = dataclasses.replace(
@@ -119,7 +119,7 @@ def _fit(sample, positions, elements, config: SelectionConfig, refine_config, mi
     )
     result = refine_sample(sample, positions, elements, config=fit_config, microscope=microscope)
     if microscope is None:
-        from simgen.microscope import Microscope
+        from simgen.physics.microscope import Microscope
 
         microscope = Microscope()
     calibrated = np.array(

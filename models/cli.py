@@ -192,7 +192,7 @@ def _cmd_train(args) -> int:
         if not Path(store).exists():
             raise FileNotFoundError(f"--data={store!r}: no such store")
     from models.distributed import resolve_device
-    from simgen.outputs import check_output
+    from simgen.tools.outputs import check_output
 
     resolve_device(args.device)  # a clear error before any work
     # A new or empty folder, or a run of ours to resume; checked before any data is read.
@@ -298,7 +298,7 @@ def _finite_volume(volume, path):
 
 
 def _cmd_predict(args) -> int:
-    from simgen.outputs import check_output, staged_output
+    from simgen.tools.outputs import check_output, staged_output
 
     out = Path(args.out)
     if args.volume:
@@ -331,8 +331,8 @@ def _cmd_predict(args) -> int:
         return 0
 
     from simgen.importer import to_input_frame
-    from simgen.progress import progress_bar
     from simgen.store import open_dataset
+    from simgen.tools.progress import progress_bar
 
     check_output(out, "predictions", overwrite=args.overwrite)  # before the expensive work
     ds = open_dataset(args.data)

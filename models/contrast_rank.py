@@ -26,7 +26,7 @@ __all__ = ["proxy_elements", "contrast_order"]
 
 
 def _log_sigma(elements: Sequence[str], microscope=None) -> dict[str, float]:
-    from simgen.imaging import Microscope, cross_section
+    from simgen.physics.imaging import Microscope, cross_section
 
     microscope = Microscope() if microscope is None else microscope
     return {e: math.log(cross_section(e, microscope)) for e in elements}
@@ -48,7 +48,7 @@ def proxy_elements(
     Args:
         elements: Elements present in the particle (any the calibration table covers).
         known: Elements the network was trained on.
-        microscope: ``simgen.imaging.Microscope`` whose σ(Z) orders them (project default).
+        microscope: ``simgen.physics.imaging.Microscope`` whose σ(Z) orders them (project default).
 
     Returns:
         ``{element: proxy}``; the identity when every element is known. Otherwise the proxies

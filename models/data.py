@@ -109,7 +109,7 @@ class StoreSamples(Dataset):
 
     def background(self, sample: dict) -> float:
         """Expected background counts per pixel of a sample's tilt series (its noise chain's)."""
-        from simgen.noise import NoiseChain
+        from simgen.physics.noise import NoiseChain
 
         specs = self.noise_models.get(str(sample.get("noise_model", "")))
         if not specs:
@@ -140,7 +140,7 @@ def element_weights(sample: dict, sigma: float, *, floor: float = 1e-3, cap: flo
     Returns:
         float32 ``[z, y, x]`` weights in [1, cap].
     """
-    from simgen.targets import ideal_volume
+    from simgen.physics.targets import ideal_volume
 
     target = np.asarray(sample["target"], dtype=np.float32)
     positions = np.asarray(sample["positions"], dtype=np.float64).reshape(-1, 3)

@@ -48,7 +48,7 @@ def write_prediction(
     ``prob_<class>`` and any further per-atom ``arrays`` (``{name: (N,) values}``, e.g. the
     species step's ``element_posterior`` and ``posterior_<El>``, :func:`species_arrays`).
 
-    ``record``: note the file as this project's output (:func:`simgen.outputs.record_file`), for a
+    ``record``: note the file as this project's output (:func:`simgen.tools.outputs.record_file`), for a
     file given as ``--out`` (a later ``--overwrite`` may then replace it, and only it).
     """
     import ase
@@ -66,7 +66,7 @@ def write_prediction(
         if len(atoms):
             atoms.new_array(name, np.asarray(values, dtype=float).reshape(len(atoms)))
     atoms.info.update(info or {})
-    from simgen.outputs import atomic_path
+    from simgen.tools.outputs import atomic_path
 
     with atomic_path(path, record=record) as tmp:
         ase.io.write(tmp, atoms, format="extxyz")

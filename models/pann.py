@@ -28,7 +28,7 @@ from models.weights import (  # noqa: F401 (re-export)
     save_atomic,
     weights_file,
 )
-from simgen.outputs import write_text_atomic
+from simgen.tools.outputs import write_text_atomic
 
 __all__ = [
     "PannConfig",

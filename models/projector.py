@@ -130,7 +130,7 @@ def psf_kernel(sampling: float, *, microscope=None, radius: float = 2.0) -> np.n
 
     Args:
         sampling: Pixel size in Å.
-        microscope: ``simgen.imaging.Microscope`` (default: the project's).
+        microscope: ``simgen.physics.imaging.Microscope`` (default: the project's).
         radius: Half-width of the kernel, Å (the tails beyond it are dropped and the kernel is
             renormalised to unit sum, so it conserves σ(Z)).
 
@@ -138,7 +138,7 @@ def psf_kernel(sampling: float, *, microscope=None, radius: float = 2.0) -> np.n
         (2r+1, 2r+1) float32 kernel ``[y, x]``, r = ceil(radius / sampling).
     """
     from simgen.forward import psf_image
-    from simgen.microscope import Microscope
+    from simgen.physics.microscope import Microscope
 
     if not (np.isfinite(sampling) and sampling > 0):
         raise ValueError(f"sampling={sampling!r}: expected a positive pixel size in Å")

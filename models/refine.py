@@ -2,7 +2,7 @@
 
 Starting from any method's atoms (positions in Å in the volume frame + elements), maximise the
 likelihood of the measured HAADF tilt series under the calibrated linear forward model of
-:mod:`simgen.imaging` (docs/design.md, "linear" mode)::
+:mod:`simgen.physics.imaging` (docs/design.md, "linear" mode)::
 
     E[counts_θ(r)] = b + dose_θ · c_θ · Σ_i s_Z(i) · a_i · σ(Z_i) · PSF(r − P_θ(r_i) − t_θ) · sampling²
 
@@ -17,7 +17,7 @@ J. Opt. Soc. Am. A 12, 272 (1995)), exact without read noise.
 The images come from the one forward model of :mod:`simgen.forward`, the simulator's own: the
 exact model (:mod:`simgen.forward.dft`, structure factor at the DFT frequencies of the simulator's
 padded grid, summed back at the pixel centres with two small DFT matrices; matches
-:func:`simgen.imaging.simulate_tilt_series` to float precision) or, for thousands of atoms, the
+:func:`simgen.physics.imaging.simulate_tilt_series` to float precision) or, for thousands of atoms, the
 sparse real-space one (:mod:`simgen.forward.sparse`, each atom's PSF on a patch of a few hundred
 pixels), both differentiable in positions, angles, shifts and amplitudes through torch autograd. A
 few hundred atoms × tens of 64² projections cost a few tens of milliseconds per evaluation on one
@@ -90,7 +90,7 @@ class RefineConfig:
             atom is held at the bound (guards against atoms wandering into a missing neighbour).
         shift_model: How a projection's translation acts: ``"exact"`` translates the atoms
             (what a real scan records), ``"fourier"`` applies the shift theorem to the pixel
-            samples and clips negative ringing at 0 (what :class:`simgen.noise.Misalignment`
+            samples and clips negative ringing at 0 (what :class:`simgen.physics.noise.Misalignment`
             and the noise chain do to simulated data).
         fisher_probes: Random probes for the Fisher-diagonal preconditioner.
         seed: Seed of the preconditioner's probes.
@@ -196,7 +196,7 @@ class LinearProjector:
     Args:
         size: Pixels per image side (= volume side in voxels).
         sampling: Pixel size in Å.
-        microscope: ``simgen.imaging.Microscope``; the project default when ``None``.
+        microscope: ``simgen.physics.imaging.Microscope``; the project default when ``None``.
         thermal_sigma: Debye–Waller blur (Å) of the PSF; the calibration default when ``None``.
         dtype: Real dtype of the computation (float64 by default).
         sparse: Use the sparse real-space model (:func:`simgen.forward.project_atoms_sparse`,
@@ -220,7 +220,7 @@ class LinearProjector:
         radius: float | None = None,
     ):
         from simgen.forward import SPARSE_RADIUS, LinearGrid, RadialPSF
-        from simgen.imaging import Microscope
+        from simgen.physics.imaging import Microscope
 
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
             raise ValueError(f"size={size!r}: expected an integer number of pixels >= 2")
@@ -338,7 +338,7 @@ def fourier_shift(images: torch.Tensor, shifts_px: torch.Tensor) -> torch.Tensor
 
     Differentiable in the images and the shifts. For images with content above the pixel Nyquist
     frequency this is not the image of translated atoms (the samples alias); use it only to model
-    data translated that way (what :class:`simgen.noise.Misalignment` does).
+    data translated that way (what :class:`simgen.physics.noise.Misalignment` does).
     """
     from simgen.forward import fourier_shift as shift
 
@@ -346,7 +346,7 @@ def fourier_shift(images: torch.Tensor, shifts_px: torch.Tensor) -> torch.Tensor
 
 
 def _cross_sections(elements: Sequence[str], microscope) -> dict[str, float]:
-    from simgen.imaging import cross_section
+    from simgen.physics.imaging import cross_section
 
     return {e: cross_section(e, microscope) for e in sorted(set(elements))}
 
@@ -370,7 +370,7 @@ def render_tilt_series(
         angles: (A,) tilt angles, degrees.
         size: Pixels per side.
         sampling: Pixel size, Å.
-        microscope: ``simgen.imaging.Microscope`` (default settings when ``None``).
+        microscope: ``simgen.physics.imaging.Microscope`` (default settings when ``None``).
         shifts: Optional (A, 2) translations (dy, dx) of the image content, Å.
         thermal_sigma: PSF thermal blur, Å (calibration default when ``None``).
 
@@ -477,7 +477,7 @@ def refine_atoms(
         sampling: Pixel size, Å.
         dose: Dose per projection, e/Å² (scalar or (A,)).
         config: What to refine (:class:`RefineConfig`).
-        microscope: ``simgen.imaging.Microscope`` (project default when ``None``).
+        microscope: ``simgen.physics.imaging.Microscope`` (project default when ``None``).
         thermal_sigma: PSF thermal blur, Å (calibration default when ``None``).
         shifts: (A, 2) starting translations (dy, dx) of the projections, Å (e.g. from the
             alignment the reconstruction used); zero when ``None``. Their gauge components (mean
@@ -538,7 +538,7 @@ class RefinementProblem:
         sampling: Pixel size, Å.
         doses: (A,) e/Å².
         config: :class:`RefineConfig`.
-        microscope: ``simgen.imaging.Microscope`` or ``None``.
+        microscope: ``simgen.physics.imaging.Microscope`` or ``None``.
         thermal_sigma: PSF blur, Å, or ``None``.
         shifts: (A, 2) starting shifts, Å, or ``None``.
     """
@@ -901,9 +901,9 @@ def estimate_dose(electrons, positions, elements, *, background: float, microsco
         positions: (N, 3) atoms, Å (only their number and elements matter).
         elements: N element symbols.
         background: Background electrons per pixel.
-        microscope: ``simgen.imaging.Microscope`` (project default when ``None``).
+        microscope: ``simgen.physics.imaging.Microscope`` (project default when ``None``).
     """
-    from simgen.imaging import Microscope
+    from simgen.physics.imaging import Microscope
 
     microscope = Microscope() if microscope is None else microscope
     table = _cross_sections(elements, microscope)

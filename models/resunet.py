@@ -453,7 +453,7 @@ def sliding_window_predict(
 def _sliding_window_predict(
     model, volume, patch_size, overlap, batch_size, blend, sigma_scale, margin, progress
 ):
-    from simgen.progress import progress_bar
+    from simgen.tools.progress import progress_bar
 
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap={overlap!r}: expected a fraction in [0, 1)")

@@ -14,7 +14,7 @@ Each atom's element is decided by its measured scattering strength, with the bas
    integrated over a small sphere around the atom, without standard errors.
 2. **Likelihood** (:func:`fit_species_mixture`). Element ``e`` predicts
    ``x_i ~ N(log σ(Z_e) + δ, s_i² + w²)``: the component means are tied to the calibrated
-   cross-section *ratios* of :func:`simgen.imaging.cross_section` (the abTEM calibration table);
+   cross-section *ratios* of :func:`simgen.physics.imaging.cross_section` (the abTEM calibration table);
    only **one global log-scale δ** (dose, gain or detector calibration) and one intrinsic width
    ``w`` (model error, neighbours) are fitted, plus a uniform **background** component over the
    data's range that takes false atoms and failed fits (at most 20% of the atoms). δ and ``w``
@@ -457,12 +457,12 @@ def measured_log_cross_sections(refit, representative: str, amplitude_prior: flo
         refit: ``models.refine.RefineResult`` of a refit with ``fit_amplitudes=True``.
         representative: The one element every atom was rendered as.
         amplitude_prior: The refit's ``amplitude_prior`` τ.
-        microscope: The ``simgen.imaging.Microscope`` of the refit.
+        microscope: The ``simgen.physics.imaging.Microscope`` of the refit.
 
     Returns:
         ``(x, s)``: (N,) log cross-sections (log Å²) and (N,) standard errors.
     """
-    from simgen.imaging import cross_section
+    from simgen.physics.imaging import cross_section
 
     log_cs = np.log(np.clip(np.asarray(refit.cross_sections, dtype=np.float64), 1e-30, None))
     centre = math.log(cross_section(representative, microscope)) + math.log(
@@ -478,7 +478,7 @@ def measured_log_cross_sections(refit, representative: str, amplitude_prior: flo
 
 
 def _reference(classes, microscope) -> np.ndarray:
-    from simgen.imaging import cross_section
+    from simgen.physics.imaging import cross_section
 
     return np.log([cross_section(e, microscope) for e in classes])
 
@@ -503,14 +503,14 @@ def species_posteriors(
         prior: (N, len(classes)) base probabilities over ``classes`` (e.g. stage 2's).
         standard_errors: (N,) standard errors of ``log_cross_sections``.
         config: :class:`ReassignConfig` (``prior_floor``, ``width_floor``, EM settings).
-        microscope: ``simgen.imaging.Microscope`` of the calibrated σ (project default).
+        microscope: ``simgen.physics.imaging.Microscope`` of the calibrated σ (project default).
         absolute: The measurements are absolute cross-sections (apply ``config.scale_prior``);
             False for intensities of arbitrary scale.
 
     Returns:
         ``(elements, fit)``.
     """
-    from simgen.imaging import Microscope
+    from simgen.physics.imaging import Microscope
 
     config = ReassignConfig() if config is None else config
     microscope = Microscope() if microscope is None else microscope
@@ -592,13 +592,13 @@ def reassign_species(
         present: Elements that may be assigned (default: ``sample["elements"]``, else the labels).
         prior: (N, K) base probabilities over ``present`` sorted by Z (e.g. PANN's stage 2);
             default: the labels, one-hot.
-        microscope: ``simgen.imaging.Microscope`` (project default when ``None``).
+        microscope: ``simgen.physics.imaging.Microscope`` (project default when ``None``).
 
     Returns:
         The new labels, per-atom posteriors and the fit (:class:`ReassignResult`).
     """
     from models.refine import RefineConfig, refine_sample
-    from simgen.imaging import Microscope
+    from simgen.physics.imaging import Microscope
 
     config = ReassignConfig() if config is None else config
     refine_config = RefineConfig() if refine_config is None else refine_config
@@ -704,7 +704,7 @@ def species_from_volume(
         present: Elements that may be assigned (default: the labels).
         prior: (N, K) base probabilities over ``present`` sorted by Z.
         config: :class:`ReassignConfig`.
-        microscope: ``simgen.imaging.Microscope`` of the calibrated σ.
+        microscope: ``simgen.physics.imaging.Microscope`` of the calibrated σ.
     """
     config = ReassignConfig() if config is None else config
     labels = [str(e) for e in elements]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from simgen.outputs import atomic_path, check_output, write_marker, write_text_atomic
+from simgen.tools.outputs import atomic_path, check_output, write_marker, write_text_atomic
 
 __all__ = [
     "CHECKPOINT_EVERY",

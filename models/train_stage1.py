@@ -26,7 +26,7 @@ import torch
 from models.pann import PannModel
 from models.train_run import CHECKPOINT_EVERY, batch_loader, mixed_precision, optimiser_step
 from models.weights import load_checkpoint, save_atomic
-from simgen.progress import progress_bar
+from simgen.tools.progress import progress_bar
 
 __all__ = ["physics_loss", "train_stage1", "weighted_voxel_loss"]
 
@@ -79,7 +79,7 @@ def train_stage1(
     from models.data import SlabDraws, StepBatches
     from models.distributed import World, mean_over_ranks
     from models.projector import gaussian_kernel, psf_kernel
-    from simgen.imaging import Microscope
+    from simgen.physics.imaging import Microscope
 
     world = world or World()
     cfg, device = model.config, world.device

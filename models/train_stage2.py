@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from models.pann import NOT_AN_ATOM, PannModel, build_stage2
-from simgen.progress import progress_bar
+from simgen.tools.progress import progress_bar
 
 __all__ = [
     "class_weights",

@@ -25,7 +25,7 @@ from models.weights import (
     save_atomic,
     weights_file,
 )
-from simgen.progress import progress_bar
+from simgen.tools.progress import progress_bar
 
 __all__ = ["load_unet3d", "train_unet3d"]
 

@@ -129,7 +129,7 @@ def _torch_file_kind(path: Path) -> str | None:
 
 def save_atomic(payload, path: str | Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename (normal permissions)."""
-    from simgen.outputs import atomic_path
+    from simgen.tools.outputs import atomic_path
 
     with atomic_path(path) as tmp:
         import torch

@@ -1,8 +1,8 @@
-"""Accuracy of each alignment method (simgen.alignment) against the shifts the noise drew.
+"""Accuracy of each alignment method (simgen.reconstruction.alignment) against the shifts the noise drew.
 
 One decahedral Pt particle, linear HAADF imaging, ``misalignment`` of 0.3 Å per axis and a 0.3°
 tilt error, Poisson noise at each dose; every method estimates the shifts from the measured data
-and the RMS error modulo the gauge (:func:`simgen.alignment.alignment_errors`) is printed in pm,
+and the RMS error modulo the gauge (:func:`simgen.reconstruction.alignment.alignment_errors`) is printed in pm,
 with the tilt-angle error of projection matching (its angles refined) in degrees. Columns
 ``pm_full`` (``projection_matching``, what generation uses by default), ``pm_split`` (split
 reference, no prior) and ``pm_split_map`` (``projection_matching_split`` as generation runs it:
@@ -18,8 +18,9 @@ import argparse
 
 import numpy as np
 
-from simgen import imaging, noise, structures
-from simgen.alignment import align_tilt_series, alignment_errors
+from simgen import structures
+from simgen.physics import imaging, noise
+from simgen.reconstruction.alignment import align_tilt_series, alignment_errors
 from simgen.sample import normalise_tilt_series
 
 # column -> (method, keyword arguments); the projection-matching variants refine the angles

@@ -3,7 +3,7 @@
     python scripts/bench_alignment.py [--dataset demo] [--samples 3] [--noise-model realistic]
 
 Takes the first ``--samples`` samples of ``--noise-model`` (whose catalogue ``align: auto``
-resolves to ``projection_matching_split``, :func:`simgen.planning.resolve_align`) and simulates
+resolves to ``projection_matching_split``, :func:`simgen.catalog.planning.resolve_align`) and simulates
 each twice in this process, alternately, once as planned and once with ``align="none"``
 (the same seed, so the same particle and noise): the ratio of the summed seconds is the price
 of the alignment. Also prints each sample's alignment shift error (pm). Numbers depend on the
@@ -18,8 +18,8 @@ import time
 
 
 def main() -> None:
-    from simgen.config import default_catalog_path, get_dataset
-    from simgen.planning import sample_rng
+    from simgen.catalog import default_catalog_path, get_dataset
+    from simgen.catalog.planning import sample_rng
     from simgen.sample import simulate_sample
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

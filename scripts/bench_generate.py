@@ -27,23 +27,27 @@ def _lossy_sizes(
     """Re-store the generated samples with lossy volumes; (codec, bytes/sample, max err, rms)."""
     from ase import Atoms
 
+    from simgen.catalog import StorageSpec
     from simgen.sample import Sample
-    from simgen.store import consolidate, create_store, inspect_store, open_dataset, write_sample
+    from simgen.store import (
+        StoreLayout,
+        consolidate,
+        create_store,
+        inspect_store,
+        open_dataset,
+        write_sample,
+    )
 
     ds = open_dataset(store)
     first = ds[0]
     out = []
     for codec in codecs:
         path = work / f"lossy-{codec.replace(':', '')}.zarr"
-        create_store(
-            path,
-            {"name": "bench"},
-            len(ds),
-            n_angles=len(first["angles"]),
-            size=first["volume"].shape[0],
-            sampling=ds.sampling,
-            lossy={"volume": codec, "target": codec},
+        layout = StoreLayout(
+            len(ds), n_angles=len(first["angles"]), size=first["volume"].shape[0], sampling=ds.sampling
         )
+        lossy = (("volume", codec), ("target", codec))
+        create_store(path, {"name": "bench"}, layout, storage=StorageSpec(lossy=lossy))
         for k, sample in enumerate(ds):
             atoms = Atoms(numbers=sample["numbers"], positions=sample["positions"])
             write_sample(
@@ -87,7 +91,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from simgen.config import get_dataset
+    from simgen.catalog import get_dataset
     from simgen.engine import generate
     from simgen.store import inspect_store
 

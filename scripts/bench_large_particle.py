@@ -55,7 +55,7 @@ def build(kind: str, size_nm: float, size: int, sampling: float, seed: int):
 
 def simulate(atoms, angles, size, sampling, dose, seed):
     """Poisson counts ``(A, P, P)`` float32 of the linear HAADF tilt series at ``dose`` e/Å²."""
-    from simgen.imaging import simulate_tilt_series
+    from simgen.physics.imaging import simulate_tilt_series
 
     clean = simulate_tilt_series(atoms, angles, size=size, sampling=sampling, progress=True)
     rng = np.random.default_rng(seed + 1)

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from benchmark.speed_base import copy_bandwidth, machine_line, sirt_traffic
-from simgen.reconstruct import block_bytes, project, projection_matrix, reconstruct
+from simgen.reconstruction.reconstruct import block_bytes, project, projection_matrix, reconstruct
 
 
 def phantom(size: int, rng: np.random.Generator, blobs: int = 60) -> np.ndarray:

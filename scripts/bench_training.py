@@ -45,7 +45,7 @@ def make_store(path: Path, count: int) -> Path:
         return path
     import yaml
 
-    from simgen.config import DatasetSpec
+    from simgen.catalog import DatasetSpec
     from simgen.engine import generate
 
     repo = Path(__file__).resolve().parents[1]

@@ -1,14 +1,14 @@
 """Measure σ(Z) with abTEM for every element Z = 1–83 (H–Bi), none interpolated.
 
 The shipped table (``simgen/data/calibration.json``) was made by
-``OMP_NUM_THREADS=1 python -m simgen.calibration --out simgen/data/calibration.json``: abTEM
+``OMP_NUM_THREADS=1 python -m simgen.physics.calibration --out simgen/data/calibration.json``: abTEM
 multislice of a single atom in a periodic cell at the configured kV, convergence and detector
-(:func:`simgen.calibration.compute_cross_section`), for H–Cr and a set up to Bi, with the gaps
+(:func:`simgen.physics.calibration.compute_cross_section`), for H–Cr and a set up to Bi, with the gaps
 interpolated in log σ vs log Z. This script computes the gaps with the same function and the same
 settings, so that every entry of Z = 1–83 is measured:
 
 * the entries the table already holds as ``"source": "abtem"`` are kept (seeded into the resume
-  checkpoint of :func:`simgen.calibration.calibrate`, which checks that the microscope and the
+  checkpoint of :func:`simgen.physics.calibration.calibrate`, which checks that the microscope and the
   settings are the same); ``--recompute`` computes every element again;
 * the others are computed one by one (resumable after an interruption: rerun the same command).
 
@@ -28,14 +28,14 @@ from pathlib import Path
 
 from ase.data import chemical_symbols
 
-from simgen.calibration import (
+from simgen.physics.calibration import (
     CALIBRATION_CELL,
     CALIBRATION_SCAN_STEP,
     _potential_sampling_for,
     calibrate,
 )
-from simgen.microscope import CALIBRATION_PATH, Microscope
-from simgen.outputs import write_text_atomic
+from simgen.physics.microscope import CALIBRATION_PATH, Microscope
+from simgen.tools.outputs import write_text_atomic
 
 
 def main(argv=None) -> int:
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     )
     result["note"] = (
         f"Entries with source 'abtem' ({len(measured)} of Z = 1-{args.z_max}) are measured with "
-        "abTEM (simgen.calibration.compute_cross_section, the settings above); entries measured "
+        "abTEM (simgen.physics.calibration.compute_cross_section, the settings above); entries measured "
         "for the earlier table were kept at their stored values; any other entry is "
         "interpolated in log sigma vs log Z and labelled so."
     )

@@ -53,8 +53,8 @@ def main() -> None:
     parser.add_argument("--radius", type=float, default=0.8, help="column integration radius, Å")
     args = parser.parse_args()
 
-    from simgen.geometry import volume_center
-    from simgen.imaging import simulate_tilt_series
+    from simgen.physics.geometry import volume_center
+    from simgen.physics.imaging import simulate_tilt_series
 
     atoms = build_particle(args.shells)
     extent = 2 * np.abs(atoms.positions).max() + 2 * args.margin

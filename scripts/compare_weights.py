@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.metrics import bootstrap_ci, paired_difference, paired_errors
-from simgen.outputs import write_text_atomic
+from simgen.tools.outputs import write_text_atomic
 
 METRICS = (
     "recovery_species",

@@ -191,9 +191,9 @@ def crop_model(atoms, radius_a: float, offset_a=(0.0, 0.0, 0.0)):
 
 
 def cmd_crop(args) -> None:
-    from simgen.outputs import atomic_path
     from simgen.structures import load_model
     from simgen.structures.io import write_model
+    from simgen.tools.outputs import atomic_path
 
     if args.radius <= 0:
         raise ValueError(f"--radius: {args.radius:g}; expected a positive radius in Å")

@@ -44,7 +44,7 @@ def _sync():
 def sirt_rows(size: int, n_angles: int, iterations: int) -> list[tuple[str, str, str]]:
     import astra
 
-    from simgen.reconstruct import project, reconstruct
+    from simgen.reconstruction.reconstruct import project, reconstruct
 
     case = f"{size}³, {n_angles} angles, {iterations} iterations"
     if not astra.use_cuda():

@@ -98,7 +98,7 @@ def _crop_centre(atoms, kind: str, seed: int) -> np.ndarray:
 
 
 def cmd_build(args) -> None:
-    from simgen.noise import NOISE_REGISTRY
+    from simgen.physics.noise import NOISE_REGISTRY
     from simgen.sample import SampleSpec, simulate_sample
     from simgen.store import write_single_sample_store
 

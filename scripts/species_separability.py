@@ -4,7 +4,7 @@ For each chosen sample of a store, the atoms are placed at their TRUE positions 
 the measured tilt series (:func:`models.refine.refine_sample`) with a free amplitude per atom
 (``fit_amplitudes=True``, a weak log-normal prior), every light atom labelled with one element so
 that the labels carry no information. Each light atom is then named by the element whose
-calibrated cross-section (:func:`simgen.imaging.cross_section`, scaled by the heaviest element's
+calibrated cross-section (:func:`simgen.physics.imaging.cross_section`, scaled by the heaviest element's
 fitted offset) is nearest to its fitted one. The fraction named right is what the measurement
 itself supports with perfect positions; a classifier that starts from a noisy reconstruction
 cannot be expected to do better.
@@ -35,7 +35,7 @@ def main(argv=None) -> None:
     from ase.data import atomic_numbers, chemical_symbols
 
     from models.refine import RefineConfig, refine_sample
-    from simgen.imaging import Microscope, cross_section
+    from simgen.physics.imaging import Microscope, cross_section
     from simgen.store import open_dataset
 
     light = [e.strip() for e in args.light.split(",") if e.strip()]

@@ -14,14 +14,14 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "open_dataset": "simgen.store",
-    "Microscope": "simgen.imaging",
-    "simulate_tilt_series": "simgen.imaging",
+    "Microscope": "simgen.physics.imaging",
+    "simulate_tilt_series": "simgen.physics.imaging",
     "build_particle": "simgen.structures",
     "load_model": "simgen.structures",
-    "reconstruct": "simgen.reconstruct",
+    "reconstruct": "simgen.reconstruction.reconstruct",
     "SampleSpec": "simgen.sample",
     "simulate_sample": "simgen.sample",
-    "load_catalog": "simgen.config",
+    "load_catalog": "simgen.catalog",
     "generate": "simgen.engine",
 }
 

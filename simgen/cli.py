@@ -11,7 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
-from simgen.validation import ALIGN_CHOICES, ALIGN_METHODS
+from simgen.catalog.validation import ALIGN_CHOICES, ALIGN_METHODS
+from simgen.registry import IMAGING_MODES, RECONSTRUCTION_METHODS
 
 __all__ = ["main", "parse_tilt"]
 
@@ -94,7 +95,16 @@ def _positive(name):
     return convert
 
 
-_LIST_TOPICS = ("morphologies", "compositions", "noise", "damage", "codecs")
+_LIST_TOPICS = (
+    "morphologies",
+    "compositions",
+    "noise",
+    "damage",
+    "codecs",
+    "imaging",
+    "reconstruction",
+    "alignment",
+)
 _CATALOG_HELP = (
     "dataset catalogue (YAML); default: ./datasets.yaml if present, "
     "else the one shipped with simgen (simgen/data/datasets.yaml)"
@@ -107,10 +117,10 @@ _MODEL_NAMES = "<MODEL NAMES>"
 
 
 def _model_names(kind: str) -> str:
-    """``"noise: a, b, ...; damage: c, d"`` from the spec registries (imports simgen.noise and
+    """``"noise: a, b, ...; damage: c, d"`` from the spec registries (imports simgen.physics.noise and
     simgen.damage: numpy, half a second; only for ``--help``)."""
     from simgen.damage import DAMAGE_REGISTRY
-    from simgen.noise import NOISE_REGISTRY
+    from simgen.physics.noise import NOISE_REGISTRY
 
     registries = {"noise": NOISE_REGISTRY, "damage": DAMAGE_REGISTRY}
     kinds = ("noise", "damage") if kind == "all" else (kind,)
@@ -176,7 +186,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output Zarr store (directory)")
     p.add_argument(
         "--mode",
-        choices=["linear", "multislice", "prism"],
+        choices=IMAGING_MODES,
         default="linear",
         help="imaging: calibrated linear HAADF (fast) or abTEM multislice/PRISM (default linear)",
     )
@@ -210,7 +220,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--recon",
-        choices=["sirt", "cgls", "fbp", "sart"],
+        choices=RECONSTRUCTION_METHODS,
         default="sirt",
         help="ASTRA reconstruction algorithm (default sirt)",
     )
@@ -352,7 +362,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--recon",
-        choices=["sirt", "cgls", "fbp", "sart"],
+        choices=RECONSTRUCTION_METHODS,
         default="sirt",
         help="ASTRA reconstruction algorithm (default sirt)",
     )
@@ -470,12 +480,12 @@ def _cmd_simulate(args) -> int:
     import numpy as np
 
     from simgen import store, structures
-    from simgen.planning import resolve_align
+    from simgen.catalog.planning import resolve_align
     from simgen.sample import SampleSpec, simulate_sample
 
     if (args.atoms is None) == (args.particle is None):
         raise ValueError("ATOMS_FILE: give either a model file or --particle MORPHOLOGY (not both)")
-    from simgen.outputs import check_output
+    from simgen.tools.outputs import check_output
 
     out = Path(args.out)
     check_output(out, "store", overwrite=args.overwrite)  # before the expensive work
@@ -496,7 +506,7 @@ def _cmd_simulate(args) -> int:
         )
     angles = simulation_angles(args.angles) if args.angles else parse_tilt(args.tilt)
     check_iterations(args.iterations)
-    from simgen.noise import NOISE_REGISTRY
+    from simgen.physics.noise import NOISE_REGISTRY
 
     # Parsed once, here (a bad --noise fails before any work); the specs travel parsed.
     noise_specs = tuple(NOISE_REGISTRY.parse_spec(text) for text in args.noise or ["poisson"])
@@ -565,7 +575,7 @@ def _cmd_simulate(args) -> int:
     logging.getLogger("simgen").info(
         "simulating %d atoms, %d angles, %d³ voxels", len(atoms), len(angles), size
     )
-    from simgen.progress import progress_enabled
+    from simgen.tools.progress import progress_enabled
 
     sample = simulate_sample(spec, rng, atoms=atoms, progress=progress_enabled())
     sample.meta["seed"] = int(args.seed)  # recorded in /meta/seed (docs/design.md), as generate does
@@ -595,7 +605,7 @@ def _cmd_generate(args) -> int:
     if not args.out:
         raise ValueError("--out: required unless --dry-run")
     from simgen.engine import generate
-    from simgen.outputs import check_output
+    from simgen.tools.outputs import check_output
 
     check_output(args.out, "store", resume=True)  # a new/empty folder, or our store to resume
 
@@ -651,8 +661,8 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_preview(args) -> int:
-    from simgen.outputs import check_output
     from simgen.preview import preview
+    from simgen.tools.outputs import check_output
 
     check_output(args.out, "file", overwrite=args.overwrite)
     preview(args.store, args.sample, args.out)
@@ -759,17 +769,33 @@ def _cmd_list(args) -> int:
             "compositions (--composition; datasets.yaml particles.composition):\n  "
             + syntax.replace("``", "").replace("; ", ";\n  ")
         )
-    # noise, damage and codecs print from the spec registry (simgen.specs)
-    modules = {"noise": "simgen.noise", "damage": "simgen.damage", "codecs": "simgen.store.codecs"}
+    # noise, damage and codecs print from the spec registry (simgen.registry)
+    modules = {"noise": "simgen.physics.noise", "damage": "simgen.damage", "codecs": "simgen.store.codecs"}
     for topic, module in modules.items():
         if topic in topics:
             import importlib
 
-            from simgen.specs import REGISTRIES
+            from simgen.registry import REGISTRIES
 
             importlib.import_module(module)
             registry = REGISTRIES[topic.rstrip("s") if topic == "codecs" else topic]
             blocks.append("\n".join([f"{registry.title}:", *registry.describe()]))
+    from simgen import registry as extension_points
+
+    choices = {
+        "imaging": ("imaging modes (--mode; datasets.yaml mode)", "IMAGING_MODES"),
+        "reconstruction": (
+            "reconstruction methods (--recon; datasets.yaml reconstruction.method)",
+            "RECONSTRUCTION_METHODS",
+        ),
+        "alignment": (
+            "alignment methods (--align; datasets.yaml reconstruction.align, also 'auto')",
+            "ALIGNMENT_METHODS",
+        ),
+    }
+    for topic, (title, name) in choices.items():
+        if topic in topics:
+            blocks.append(f"{title}:\n  " + ", ".join(getattr(extension_points, name)))
     print("\n\n".join(blocks))
     return 0
 

@@ -161,7 +161,7 @@ def _run_sample(
     """Simulate sample ``sample_spec.index`` and write it; return (index, error or "", s, atoms)."""
     import dask
 
-    from simgen.planning import sample_rng
+    from simgen.catalog.planning import sample_rng
     from simgen.sample import simulate_sample
     from simgen.store import write_sample
 
@@ -246,8 +246,8 @@ def open_or_create_store(spec, out: Path, rows: list[dict], overwrite: bool):
     """
     import zarr
 
-    from simgen.dataset_spec import spec_dict
-    from simgen.store import create_store
+    from simgen.catalog.dataset_spec import spec_dict
+    from simgen.store import StoreLayout, create_store
 
     resolved = spec_dict(spec)
     if (out / "zarr.json").is_file() and not overwrite:
@@ -265,18 +265,9 @@ def open_or_create_store(spec, out: Path, rows: list[dict], overwrite: bool):
                 f"out={str(out)!r}: holds {root['complete'].shape[0]} samples, the plan has {len(rows)}"
             )
         return root
-    storage = spec.storage
+    layout = StoreLayout(len(rows), n_angles=spec.n_angles, size=spec.size, sampling=spec.sampling)
     return create_store(
-        out,
-        spec,
-        len(rows),
-        n_angles=spec.n_angles,
-        size=spec.size,
-        sampling=spec.sampling,
-        meta=_plan_meta(rows),
-        lossy=dict(storage.lossy),
-        compression_level=storage.compression_level,
-        overwrite=overwrite,
+        out, spec, layout, meta=_plan_meta(rows), storage=spec.storage, overwrite=overwrite
     )
 
 
@@ -298,7 +289,7 @@ def generate(
     Parameters
     ----------
     spec
-        A :class:`simgen.config.DatasetSpec`.
+        A :class:`simgen.catalog.DatasetSpec`.
     out
         Store directory. Created if missing; an existing store of the same spec is resumed.
     workers
@@ -311,7 +302,7 @@ def generate(
         Generate only the first ``limit`` samples of the plan (the store still holds the whole
         plan, so a later call without ``limit`` completes it).
     progress
-        Show a progress bar with rate and ETA (default: :func:`simgen.progress.progress_enabled`).
+        Show a progress bar with rate and ETA (default: :func:`simgen.tools.progress.progress_enabled`).
     retries
         Extra attempts for a sample that raises before it is recorded as failed.
     overwrite
@@ -329,8 +320,8 @@ def generate(
     """
     import zarr
 
-    from simgen.progress import progress_bar
     from simgen.store import consolidate, read_samples
+    from simgen.tools.progress import progress_bar
 
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit={limit!r}: expected a positive integer")
@@ -340,7 +331,7 @@ def generate(
         raise ValueError(f"workers={workers!r}: expected a positive integer")
     if retries < 0:
         raise ValueError(f"retries={retries!r}: expected >= 0")
-    from simgen.outputs import check_output
+    from simgen.tools.outputs import check_output
 
     out = Path(out)
     # A new or empty folder, or a store of this project to resume: never a user's folder.

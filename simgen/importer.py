@@ -3,7 +3,7 @@
 Reads the projections (``.npy``, ``.mrc``, ``.tif``/``.tiff``, ``.mat`` v5 or v7.3), puts them in this
 project's geometry (docs/design.md, contract: tilt series ``[angle, y, x]``, tilt axis = y = image rows,
 rotation about the volume centre), normalises them, reconstructs the volume with
-:func:`simgen.reconstruct.reconstruct`, and writes a store with one sample (and the ground-truth
+:func:`simgen.reconstruction.reconstruct.reconstruct`, and writes a store with one sample (and the ground-truth
 model, if given, in the volume frame) that every method and the benchmark can read.
 
 Geometry of an input with ``tilt_axis="x"``: the tilt axis runs along the image columns' direction
@@ -21,6 +21,7 @@ the images are then cropped symmetrically about it, so that it becomes the volum
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,8 @@ __all__ = [
     "input_axes_matrix",
     "to_input_frame",
     "normalise_and_reconstruct",
+    "Measurement",
+    "ReconstructionSettings",
     "thin_store",
 ]
 
@@ -368,7 +371,7 @@ def import_tilt_series(
     out
         Store to write (a directory). An existing store is replaced only with ``overwrite``
         (atomically, after the new one is complete); any other existing path is refused
-        (:mod:`simgen.outputs`; ``param`` names it in the error).
+        (:mod:`simgen.tools.outputs`; ``param`` names it in the error).
     tilt_axis, stack_axis, origin
         Image geometry, see :func:`arrange_tilt_series`.
     key
@@ -385,22 +388,22 @@ def import_tilt_series(
         (:func:`models.refine.refine_sample`).
     gain
         Detector counts per electron: a number, ``"auto"`` (default: estimated from the images'
-        Poisson–Gaussian mean–variance line, :func:`simgen.gain.estimate_gain`; a series that is
+        Poisson–Gaussian mean–variance line, :func:`simgen.physics.gain.estimate_gain`; a series that is
         not raw counts is imported without a gain, with a warning) or ``None`` (none recorded).
         The store records ``gain`` and ``gain_source`` (``"estimated"`` or ``"given"``).
     background
         Constant background (counts) subtracted before normalising, or ``"auto"``: the mean
         of a border strip of the images (see :func:`estimate_background`).
     method, iterations
-        Reconstruction (:func:`simgen.reconstruct.reconstruct`).
+        Reconstruction (:func:`simgen.reconstruction.reconstruct.reconstruct`).
     align
-        Align the projections first: a method of :data:`simgen.alignment.METHODS` (``"none"``,
+        Align the projections first: a method of :data:`simgen.reconstruction.alignment.METHODS` (``"none"``,
         ``"com"``, ``"cross_correlation"``, ``"projection_matching"``;
-        :func:`simgen.alignment.align_tilt_series`); ``True`` is ``"cross_correlation"`` (along
+        :func:`simgen.reconstruction.alignment.align_tilt_series`); ``True`` is ``"cross_correlation"`` (along
         the tilt axis, centre of mass across it) and ``False`` ``"none"``.
     progress
         Show a progress bar for the reconstruction (default:
-        :func:`simgen.progress.progress_enabled`, off with ``AET_PROGRESS=0``).
+        :func:`simgen.tools.progress.progress_enabled`, off with ``AET_PROGRESS=0``).
 
     The store records in its ``input_frame`` attribute how a point of the user's model frame maps
     to the volume frame, ``volume = axes_matrix @ model + origin`` (Å); :func:`to_input_frame`
@@ -411,13 +414,13 @@ def import_tilt_series(
     pathlib.Path
         The store written.
     """
-    from simgen.alignment import METHODS
-    from simgen.outputs import check_output
+    from simgen.reconstruction.alignment import METHODS
+    from simgen.tools.outputs import check_output
 
     align_method = {True: "cross_correlation", False: "none"}.get(align, align)
     if align_method not in METHODS:
         raise ValueError(f"align={align!r}: expected one of {', '.join(METHODS)} (or True/False)")
-    from simgen.progress import progress_enabled
+    from simgen.tools.progress import progress_enabled
 
     check_output(out, "store", overwrite=overwrite, param=param)  # before reading or reconstructing
     if progress is None:
@@ -445,17 +448,9 @@ def import_tilt_series(
         background = estimate_background(counts)
         logger.info("estimated background: %.4g counts per pixel", background)
     gain_info = _resolve_gain(counts, gain)
-    volume = normalise_and_reconstruct(
-        counts,
-        angles_deg,
-        dose=dose,
-        gain=gain_info.get("gain"),
-        background=background,
-        method=method,
-        iterations=iterations,
-        align=align_method,
-        progress=progress,
-    )
+    measurement = Measurement(dose=dose, gain=gain_info.get("gain"), background=background)
+    recon = ReconstructionSettings(method=method, iterations=iterations, align=align_method)
+    volume = normalise_and_reconstruct(counts, angles_deg, measurement, recon, progress=progress)
     size = volume.shape[0]
     centre = (size - 1) / 2.0 * sampling
     axes_matrix = input_axes_matrix(tilt_axis)
@@ -529,7 +524,7 @@ def _resolve_gain(counts: np.ndarray, gain) -> dict:
     if isinstance(gain, str):
         if gain != "auto":
             raise ValueError(f"gain={gain!r}: expected counts per electron or 'auto'")
-        from simgen.gain import estimate_gain
+        from simgen.physics.gain import estimate_gain
 
         try:
             fit = estimate_gain(counts)
@@ -549,27 +544,61 @@ def _resolve_gain(counts: np.ndarray, gain) -> dict:
     return {"gain": gain, "gain_source": "given"}
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """How a series of raw counts becomes the forward model's units (Å² of cross-section per pixel).
+
+    ``dose`` in e/Å² per projection (``None``: unknown, the series is normalised to a unit mean
+    image sum instead), ``gain`` in counts per electron (``None``: 1), ``background`` in counts
+    per pixel.
+    """
+
+    dose: float | None = None
+    gain: float | None = None
+    background: float = 0.0
+
+
+@dataclass(frozen=True)
+class ReconstructionSettings:
+    """How the volume is made from the normalised series: alignment, then the reconstruction.
+
+    ``method`` and ``iterations`` as :func:`simgen.reconstruction.reconstruct.reconstruct`,
+    ``align`` a method of :data:`simgen.reconstruction.alignment.METHODS`.
+    """
+
+    method: str = "sirt"
+    iterations: int = 100
+    align: str = "none"
+
+    @classmethod
+    def of_spec(cls, spec: dict) -> ReconstructionSettings:
+        """The reconstruction an imported store's spec records (``recon``, ``iterations``,
+        ``import_align``)."""
+        return cls(
+            method=str(spec.get("recon") or "sirt"),
+            iterations=int(spec.get("iterations") or 100),
+            align=str(spec.get("import_align") or "none"),
+        )
+
+
 def normalise_and_reconstruct(
     counts: np.ndarray,
     angles_deg: np.ndarray,
+    measurement: Measurement,
+    recon: ReconstructionSettings = ReconstructionSettings(),  # noqa: B008 (frozen)
     *,
-    dose: float | None,
-    gain: float | None,
-    background: float,
-    method: str = "sirt",
-    iterations: int = 100,
-    align: str = "none",
     progress: bool = False,
 ) -> np.ndarray:
     """Volume of a series of raw counts, normalised as :func:`import_tilt_series` does.
 
     With a dose: ``(counts − background) / (gain · dose)`` (Å² of cross-section per pixel; gain 1
     when ``None``); without: unit mean image sum (relative). Then the optional alignment and the
-    reconstruction (:func:`simgen.reconstruct.reconstruct`).
+    reconstruction (:func:`simgen.reconstruction.reconstruct.reconstruct`).
     """
-    from simgen.reconstruct import reconstruct
+    from simgen.reconstruction.reconstruct import reconstruct
 
-    signal = np.asarray(counts, dtype=np.float64) - float(background)
+    dose, gain = measurement.dose, measurement.gain
+    signal = np.asarray(counts, dtype=np.float64) - float(measurement.background)
     if dose is not None:
         # Counts per pixel / (gain · dose) = Å² of HAADF cross-section per pixel, as simgen.sample does.
         normalised = signal / (float(dose) * (float(gain) if gain else 1.0))
@@ -577,12 +606,12 @@ def normalise_and_reconstruct(
         sums = signal.sum(axis=(1, 2))
         normalised = signal / max(float(np.mean(sums)), 1e-30) * signal.shape[1]
     normalised = normalised.astype(np.float32)
-    if align != "none":
-        from simgen.alignment import align_tilt_series
+    if recon.align != "none":
+        from simgen.reconstruction.alignment import align_tilt_series
 
-        normalised = align_tilt_series(normalised, angles_deg, align).aligned
+        normalised = align_tilt_series(normalised, angles_deg, recon.align).aligned
     return reconstruct(
-        normalised, angles_deg, method=method, iterations=iterations, progress=progress
+        normalised, angles_deg, method=recon.method, iterations=recon.iterations, progress=progress
     )
 
 
@@ -601,7 +630,7 @@ def thin_store(
 
     Every detected electron of the measured series is kept with probability
     ``p = dose / source_dose`` (binomial thinning of the gain-corrected counts,
-    :func:`simgen.gain.thin_counts`): a Poisson count at the source dose becomes an exact Poisson
+    :func:`simgen.physics.gain.thin_counts`): a Poisson count at the source dose becomes an exact Poisson
     count at ``dose``. The background (electrons) scales by ``p``; the volume is reconstructed
     again as the source was (``recon``, ``iterations``, alignment of its spec). The truth and the
     input frame are copied; the store's ``thinned_from`` attribute records the provenance
@@ -620,10 +649,10 @@ def thin_store(
     source_dose
         Dose of the source series when its store records none.
     """
-    from simgen.gain import thin_counts
-    from simgen.outputs import check_output
-    from simgen.progress import progress_enabled
+    from simgen.physics.gain import thin_counts
     from simgen.store import open_dataset
+    from simgen.tools.outputs import check_output
+    from simgen.tools.progress import progress_enabled
 
     check_output(out, "store", overwrite=overwrite, param=param)
     if not (np.isfinite(dose) and dose > 0):
@@ -666,18 +695,11 @@ def thin_store(
     counts = thin_counts(raw, fraction, rng, gain=gain)
     background = float(sample.get("background") or 0.0) * fraction
     angles_deg = np.asarray(sample["angles"], dtype=np.float64)
-    align = str(spec.get("import_align") or "none")
-    method = str(spec.get("recon") or "sirt")
-    iterations = int(spec.get("iterations") or 100)
     volume = normalise_and_reconstruct(
         counts,
         angles_deg,
-        dose=float(dose),
-        gain=gain,
-        background=background,
-        method=method,
-        iterations=iterations,
-        align=align,
+        Measurement(dose=float(dose), gain=gain, background=background),
+        ReconstructionSettings.of_spec(spec),  # again as the source was
         progress=progress_enabled() if progress is None else progress,
     )
     atoms = None
@@ -692,7 +714,7 @@ def thin_store(
         "fraction": fraction,
         "gain": gain,
         "seed": int(seed),
-        "method": "binomial thinning of the gain-corrected counts (simgen.gain.thin_counts)",
+        "method": "binomial thinning of the gain-corrected counts (simgen.physics.gain.thin_counts)",
     }
     spec.update(
         {

@@ -174,7 +174,7 @@ def preview(
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0, 0.95, 0.96))
-    from simgen.outputs import atomic_path
+    from simgen.tools.outputs import atomic_path
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

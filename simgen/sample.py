@@ -5,7 +5,7 @@
     structure -> (angle errors) -> acquisition (order, doses) -> beam damage
               -> clean tilt series -> noise -> alignment -> reconstruction -> target
 
-The alignment (:mod:`simgen.alignment`, ``spec.align``) estimates each projection's shift (and,
+The alignment (:mod:`simgen.reconstruction.alignment`, ``spec.align``) estimates each projection's shift (and,
 for projection matching, its tilt angle) from the measured data alone, as a real pipeline does;
 the volume is reconstructed from the aligned series at the estimated angles. The ideal target
 is built from the true atoms and does not depend on it.
@@ -26,7 +26,7 @@ from functools import partial
 
 import numpy as np
 
-from simgen.imaging import Microscope
+from simgen.physics.imaging import Microscope
 
 __all__ = ["SampleSpec", "Sample", "simulate_sample", "normalise_tilt_series"]
 
@@ -45,7 +45,7 @@ class SampleSpec:
     angles: tuple[float, ...]
     sampling: float
     size: int
-    noise: tuple = ("poisson",)  # noise specs (simgen.specs.Spec, parsed; or text)
+    noise: tuple = ("poisson",)  # noise specs (simgen.registry.Spec, parsed; or text)
     noise_model: str = "poisson"
     mode: str = "linear"
     microscope: Microscope = field(default_factory=Microscope)
@@ -54,13 +54,13 @@ class SampleSpec:
     orientation: str = "random"
     recon: str = "sirt"
     iterations: int = 50
-    align: str = "none"  # simgen.alignment.METHODS (resolved from the dataset's "auto")
+    align: str = "none"  # simgen.reconstruction.alignment.METHODS (resolved from the dataset's "auto")
     target_sigma: float = 0.35
     split: str = "train"
     structure_seed: int | None = None  # when set, the particle is built from its own generator
-    tilt_scheme: str = "sequential"  # acquisition order (simgen.acquisition.SCHEMES)
+    tilt_scheme: str = "sequential"  # acquisition order (simgen.physics.acquisition.SCHEMES)
     dose_profile: str = "uniform"  # "uniform" or "cos" (dose ∝ 1/cos θ, ``dose`` at 0°)
-    damage: tuple = ()  # damage specs (simgen.specs.Spec, parsed; or text for parse_damage)
+    damage: tuple = ()  # damage specs (simgen.registry.Spec, parsed; or text for parse_damage)
     damage_model: str = ""  # name of the damage preset ("" when the dataset has none)
 
     @property
@@ -95,7 +95,7 @@ class Sample:
     volume: np.ndarray  # (V, V, V) float32, reconstruction, Å² per voxel
     target: np.ndarray  # (V, V, V) float32, ideal volume, Å² per voxel
     meta: dict
-    acquisition: object | None = None  # simgen.acquisition.Acquisition (order, per-projection dose)
+    acquisition: object | None = None  # simgen.physics.acquisition.Acquisition (order, per-projection dose)
     history: object | None = None  # simgen.damage.DamageHistory when the spec names damage models
     shifts: np.ndarray | None = None  # (A, 2) estimated (dy, dx) translation per projection, Å
     shifts_true: np.ndarray | None = None  # (A, 2) translation the noise models applied, Å
@@ -140,7 +140,9 @@ def simulate_sample(
     progress
         Show progress bars for the imaging and the reconstruction (``simgen simulate``).
     """
-    from simgen import acquisition, alignment, imaging, noise, reconstruct, structures, targets
+    from simgen import structures
+    from simgen.physics import acquisition, imaging, noise, targets
+    from simgen.reconstruction import alignment, reconstruct
 
     if atoms is None:
         # A structure_seed makes the particle independent of the sample's generator, so the same
@@ -276,7 +278,7 @@ def simulate_sample(
 def _evolve(spec: SampleSpec, atoms, acq, rng: np.random.Generator):
     """The damage history of ``atoms`` over the acquisition ``acq`` (a child generator of ``rng``)."""
     from simgen import damage
-    from simgen.geometry import volume_center
+    from simgen.physics.geometry import volume_center
 
     chain = damage.DamageChain.from_specs(spec.damage, energy=spec.microscope.energy)
     atoms = atoms.copy()

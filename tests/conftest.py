@@ -17,7 +17,7 @@ def smoke_store(tmp_path_factory):
     In-process (Dask's synchronous scheduler): the store is the same whatever the scheduler
     (tests/simgen/test_engine.py proves that on real clusters), and the fast suite starts none.
     """
-    from simgen.config import get_dataset
+    from simgen.catalog import get_dataset
     from simgen.engine import generate
 
     out = tmp_path_factory.mktemp("smoke") / "smoke.zarr"
@@ -43,21 +43,31 @@ def write_tiny_store(
 
     ``samples`` fixes the number of samples and the array shapes (all share the first one's
     angles and volume size); only the indices in ``written`` (default all) are written.
-    ``create_options`` go to :func:`simgen.store.create_store` (``lossy``, ``max_atoms``,
-    ``acquisition``, ...).
+    ``create_options`` go to :class:`simgen.store.StoreLayout` (``max_atoms``, ``acquisition``,
+    ...) or, for ``lossy``, ``spec``, ``overwrite`` and ``attrs``, to
+    :func:`simgen.store.create_store`.
     """
-    from simgen.store import consolidate, create_store, write_sample
+    from simgen.catalog import StorageSpec
+    from simgen.store import StoreLayout, consolidate, create_store, write_sample
 
     first = samples[0]
-    create_store(
-        path,
-        {"name": name, **create_options.pop("spec", {})},
+    spec = create_options.pop("spec", {})
+    lossy = tuple(dict(create_options.pop("lossy", {})).items())
+    passed = {k: create_options.pop(k) for k in ("overwrite", "attrs") if k in create_options}
+    layout = StoreLayout(
         len(samples),
         n_angles=len(first.angles),
         size=first.volume.shape[0],
         sampling=sampling,
-        meta=meta,
         **create_options,
+    )
+    create_store(
+        path,
+        {"name": name, **spec},
+        layout,
+        meta=meta,
+        storage=StorageSpec(lossy=lossy),
+        **passed,
     )
     for index in range(len(samples)) if written is None else written:
         write_sample(path, index, samples[index])

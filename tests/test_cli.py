@@ -19,7 +19,7 @@ def test_help(module):
 
 
 def test_simgen_import_does_not_import_torch():
-    code = "import simgen, simgen.cli, simgen.sample, simgen.config; import sys; print('torch' in sys.modules)"
+    code = "import simgen, simgen.cli, simgen.sample, simgen.catalog; import sys; print('torch' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
@@ -107,7 +107,7 @@ def test_every_option_has_a_line_of_help():
 
 def test_simgen_list_prints_every_registry(capsys):
     from simgen.damage import DAMAGE_MODELS
-    from simgen.noise import NOISE_MODELS
+    from simgen.physics.noise import NOISE_MODELS
     from simgen.structures import MORPHOLOGY_REGISTRY
 
     assert simgen_main(["list"]) == 0
@@ -166,13 +166,18 @@ def test_generated_store_records_the_ordering_of_each_sample(smoke_store):
 
 
 def test_import_align_takes_the_alignment_methods():
-    """``simgen import --align`` has simulate's choices (simgen.alignment.METHODS); a bare
+    """``simgen import --align`` has simulate's choices (simgen.reconstruction.alignment.METHODS); a bare
     ``--align`` is still cross-correlation."""
     from simgen import cli
-    from simgen.alignment import METHODS
-    from simgen.validation import ALIGN_METHODS
+    from simgen.catalog.validation import ALIGN_METHODS, MODES, RECON_METHODS
+    from simgen.physics import imaging
+    from simgen.reconstruction import alignment, reconstruct
+    from simgen.registry import ALIGNMENT_METHODS, IMAGING_MODES, RECONSTRUCTION_METHODS
 
-    assert ALIGN_METHODS == METHODS
+    # one definition per extension point, read by the implementation and the catalogue
+    assert ALIGN_METHODS is alignment.METHODS is ALIGNMENT_METHODS
+    assert RECON_METHODS is reconstruct.METHODS is RECONSTRUCTION_METHODS
+    assert MODES is imaging._MODES is IMAGING_MODES
     parser = cli._build_parser()
     base = ["import", "ts.npy", "--angles", "a.txt", "--sampling", "0.5", "--out", "o.zarr"]
     assert parser.parse_args(base).align == "none"
@@ -195,14 +200,14 @@ def test_subcommand_help_names_the_registered_models_and_simgen_help_stays_light
     import sys
 
     from simgen.damage import DAMAGE_REGISTRY
-    from simgen.noise import NOISE_REGISTRY
+    from simgen.physics.noise import NOISE_REGISTRY
 
     def help_text(*args):
         code = (
             "import sys; from simgen.cli import main\n"
             "try: main(sys.argv[1:])\n"
             "except SystemExit: pass\n"
-            "print('LOADED', 'simgen.noise' in sys.modules, 'numpy' in sys.modules)"
+            "print('LOADED', 'simgen.physics.noise' in sys.modules, 'numpy' in sys.modules)"
         )
         run = subprocess.run(
             [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True

@@ -122,7 +122,7 @@ def test_the_graph_sees_late_imports():
     graph = _graph()
     assert len(graph) > 40
     # simgen/sample.py imports its pipeline modules inside simulate_sample.
-    assert {"simgen.imaging", "simgen.noise", "simgen.structures"} <= graph["simgen.sample"]
+    assert {"simgen.physics.imaging", "simgen.physics.noise", "simgen.structures"} <= graph["simgen.sample"]
 
 
 def test_no_import_against_the_layers():
@@ -209,11 +209,11 @@ def test_no_private_imports_across_packages():
 def test_the_private_import_check_sees_a_violation(tmp_path, monkeypatch):
     bad = tmp_path / "models" / "bad.py"
     bad.parent.mkdir()
-    bad.write_text("from simgen.imaging import _validate_atoms\nimport simgen._sparse\n")
+    bad.write_text("from simgen.physics.imaging import _validate_atoms\nimport simgen.reconstruction._sparse\n")
     monkeypatch.setattr(
         __import__(__name__, fromlist=["_modules"]), "_modules", lambda: {"models.bad": bad}
     )
     assert _private_imports() == [
-        "models.bad imports simgen.imaging._validate_atoms",
-        "models.bad imports simgen._sparse",
+        "models.bad imports simgen.physics.imaging._validate_atoms",
+        "models.bad imports simgen.reconstruction._sparse",
     ]

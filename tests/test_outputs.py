@@ -1,4 +1,4 @@
-"""The output-path policy (simgen.outputs) through the three CLIs: users' files survive."""
+"""The output-path policy (simgen.tools.outputs) through the three CLIs: users' files survive."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 from benchmark.cli import main as bench_main
 from models.cli import main as pann_main
 from simgen.cli import main as simgen_main
-from simgen.outputs import (
+from simgen.store import open_dataset, verify_store
+from simgen.tools.outputs import (
     MARKER_NAME,
     OutputError,
     check_output,
@@ -22,7 +23,6 @@ from simgen.outputs import (
     staged_output,
     write_text_atomic,
 )
-from simgen.store import open_dataset, verify_store
 
 TINY = ["--tilt=-30:30:3", "--size", "16", "--iterations", "2", "--noise", "none"]
 

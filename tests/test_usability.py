@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from models.cli import main as pann_main
-from simgen.calibration import max_scattering_angle, wavelength
+from simgen.catalog import PACKAGED_CATALOG, default_catalog_path, load_catalog
 from simgen.cli import main as simgen_main
-from simgen.config import PACKAGED_CATALOG, default_catalog_path, load_catalog
-from simgen.imaging import Microscope, default_potential_sampling
+from simgen.physics.calibration import max_scattering_angle, wavelength
+from simgen.physics.imaging import Microscope, default_potential_sampling
 from simgen.store import open_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,8 +61,8 @@ def test_default_potential_sampling_resolves_the_detector():
 def test_every_prism_validation_sample_passes_the_checks_before_abtem():
     """What made prism-validation fail: the detector angle; and every particle must fit."""
     from simgen import structures
-    from simgen.geometry import volume_center
-    from simgen.imaging import _validate_atoms
+    from simgen.physics.geometry import volume_center
+    from simgen.physics.imaging import _validate_atoms
 
     spec = load_catalog(PACKAGED_CATALOG)["prism-validation"]
     for sample in spec.plan():

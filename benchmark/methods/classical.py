@@ -183,7 +183,7 @@ class ClassicalMethod(Method):
             raise ValueError(
                 "sample: expected a 'volume', or a 'tilt_series' with 'angles' to reconstruct"
             )
-        from simgen.reconstruct import reconstruct
+        from simgen.reconstruction.reconstruct import reconstruct
         from simgen.sample import normalise_tilt_series
 
         dose = sample.get("dose")

@@ -1,7 +1,7 @@
 """Electron-beam damage of the particle during a tilt series.
 
 The structure changes while the tilt series is recorded: every projection adds its dose
-(:class:`simgen.acquisition.Acquisition`), and the dose displaces atoms. A damage model is a small
+(:class:`simgen.physics.acquisition.Acquisition`), and the dose displaces atoms. A damage model is a small
 named, parameterised object, composable in a :class:`DamageChain` and driven by an explicit
 ``numpy.random.Generator`` like the noise models. :meth:`DamageChain.evolve` walks the projections
 in acquisition order and returns a :class:`DamageHistory`: the list of events (hops and sputtered

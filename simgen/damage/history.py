@@ -10,10 +10,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from simgen.acquisition import Acquisition
 from simgen.damage.events import DamageEvent, _bond_length, _State
 from simgen.damage.models import _check_positive, _model_spec, parse_damage
-from simgen.specs import Spec
+from simgen.physics.acquisition import Acquisition
+from simgen.registry import Spec
 
 __all__ = ["DamageHistory", "DamageChain", "image_history"]
 
@@ -169,7 +169,7 @@ class DamageChain:
     def from_specs(
         cls, specs: Iterable[str] | str | None, *, energy: float | None = None
     ) -> DamageChain:
-        """Chain from specs: parsed :class:`simgen.specs.Spec` objects (their models as they are)
+        """Chain from specs: parsed :class:`simgen.registry.Spec` objects (their models as they are)
         or strings (``parse_damage``; ``energy`` (eV) sets the models' default beam energy)."""
         if specs is None:
             return cls(())
@@ -287,7 +287,7 @@ def image_history(
         The damage history of the series.
     imager
         ``imager(atoms, angles_deg) -> (n, P, P)`` array, e.g.
-        ``functools.partial(simgen.imaging.simulate_tilt_series, size=..., sampling=...)``.
+        ``functools.partial(simgen.physics.imaging.simulate_tilt_series, size=..., sampling=...)``.
     angles
         Angles (degrees, stored order) handed to the imager, e.g. the true angles when they differ
         from the nominal ones; default ``history.acquisition.angles``.

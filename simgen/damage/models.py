@@ -1,4 +1,4 @@
-"""The damage models (``knock_on``, ``surface_diffusion``), their registry in :mod:`simgen.specs`
+"""The damage models (``knock_on``, ``surface_diffusion``), their registry in :mod:`simgen.registry`
 and the parser of their ``name:k=v`` specs."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from simgen.damage.cross_section import (
     mckinley_feshbach_cross_section,
 )
 from simgen.damage.events import DamageEvent, _State
-from simgen.specs import param, registry
+from simgen.registry import param, registry
 
 __all__ = [
     "KnockOn",
@@ -276,7 +276,7 @@ def _model_spec(model) -> str:
     return f"{model.name}:{','.join(parts)}"
 
 
-#: The damage models in the spec registry (:mod:`simgen.specs`).
+#: The damage models in the spec registry (:mod:`simgen.registry`).
 DAMAGE_REGISTRY = registry(
     "damage", "damage models (datasets.yaml damage_models: lists of NAME[:k=v,...])"
 )

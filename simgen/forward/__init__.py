@@ -1,7 +1,7 @@
 """The one linear HAADF forward model, for numpy arrays and torch tensors alike.
 
 Every part of the suite that needs the image of atoms calls this package: the simulator
-(:func:`simgen.imaging.simulate_tilt_series`, numpy), the refinement against a tilt series
+(:func:`simgen.physics.imaging.simulate_tilt_series`, numpy), the refinement against a tilt series
 (:mod:`models.refine`, torch with autograd), stage 1's physics term (:mod:`models.projector`) and
 the Cramér–Rao bound (:mod:`benchmark.crlb`, through the Jacobian of :func:`atom_patches`).
 

@@ -1,7 +1,7 @@
 """Calibrated constants of the linear HAADF model: σ(Z) per element and the probe's transfer.
 
 Both come from the abTEM calibration table shipped with the package
-(``simgen/data/calibration.json``, :mod:`simgen.calibration` regenerates it). For a microscope or
+(``simgen/data/calibration.json``, :mod:`simgen.physics.calibration` regenerates it). For a microscope or
 element outside the table they are computed with abTEM on first use and cached for the process.
 """
 
@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from simgen.microscope import Microscope, load_calibration
+from simgen.physics.microscope import Microscope, load_calibration
 
 __all__ = [
     "PROBE_FIELDS",
@@ -93,7 +93,7 @@ def cross_section(element: str | int, microscope: Microscope = Microscope()) -> 
             return float(entry["sigma"])
     key = (astuple(microscope), z)
     if key not in _SIGMA_CACHE:
-        from simgen.calibration import compute_cross_section
+        from simgen.physics.calibration import compute_cross_section
 
         logger.warning(
             "no calibrated cross-section for %s at %s; computing it with abTEM multislice",
@@ -122,7 +122,7 @@ def probe_transfer_table(microscope: Microscope = Microscope()) -> tuple[np.ndar
         return np.asarray(probe["k"]), np.asarray(probe["transfer"])
     key = tuple(getattr(microscope, n) for n in PROBE_FIELDS)
     if key not in _PROBE_CACHE:
-        from simgen.calibration import compute_probe_transfer
+        from simgen.physics.calibration import compute_probe_transfer
 
         logger.info("probe PSF for %s not in the calibration; computing it with abTEM", microscope)
         probe = compute_probe_transfer(microscope)

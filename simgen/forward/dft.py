@@ -19,7 +19,7 @@ import numpy as np
 
 from simgen.forward._backend import array_namespace, constant, is_numpy_namespace
 from simgen.forward.psf import band_limit, psf_transfer
-from simgen.microscope import Microscope
+from simgen.physics.microscope import Microscope
 
 __all__ = [
     "PSF_PAD",
@@ -161,9 +161,9 @@ def _harmonic_factors(coords, step: float, count: int, dtype):
     fine = phase_factors(coords, step * np.arange(block), dtype)
     coarse = phase_factors(coords, step * block * np.arange(int(math.ceil(count / block))), dtype)
     if is_numpy_namespace(xp):
-        from simgen.reproducible import complex_multiply
+        from simgen.tools.reproducible import complex_multiply
 
-        # numpy's complex product rounds by CPU (simgen.reproducible): the same bits everywhere
+        # numpy's complex product rounds by CPU (simgen.tools.reproducible): the same bits everywhere
         product = complex_multiply(coarse[..., :, None], fine[..., None, :])
     else:
         product = coarse[..., :, None] * fine[..., None, :]
@@ -196,7 +196,7 @@ def structure_factor(weighted_y, x, grid: LinearGrid, *, shift_y=None, dtype=Non
     dtype = x.dtype if dtype is None else dtype
     phase_x = _harmonic_factors(x, grid.kx_step, len(grid.cols), dtype)  # (N, A, Kx)
     if is_numpy_namespace(xp) and weighted_y.dtype == np.complex64:
-        from simgen.reproducible import complex_gram
+        from simgen.tools.reproducible import complex_gram
 
         # the simulator's single-precision path: exact integer arithmetic, so the same bits on every CPU (not BLAS's summation order)
         flat = complex_gram(weighted_y, np.reshape(phase_x, (n_atoms, -1)))
@@ -290,7 +290,7 @@ def psf_image(
     Values are ``sampling² · PSF(r)`` (dimensionless), i.e. the linear-mode image of one atom of
     unit cross-section, point-sampled and periodic over the grid (tails beyond the edge wrap
     around), so they sum to exactly 1 for pixels finer than λ/(2α) (0.5 Å at 200 kV, 25 mrad).
-    The images of :func:`simgen.imaging.simulate_tilt_series` are not periodic: there the part of
+    The images of :func:`simgen.physics.imaging.simulate_tilt_series` are not periodic: there the part of
     an atom's PSF that falls outside the field of view (about 1% for an atom 4 Å inside the edge)
     is lost, as in a scan.
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simgen.forward.calibrated import default_thermal_sigma, probe_transfer_table
-from simgen.microscope import Microscope
+from simgen.physics.microscope import Microscope
 
 __all__ = ["psf_transfer", "band_limit", "RadialPSF", "PATCH_RADIUS"]
 
@@ -43,9 +43,9 @@ def psf_transfer(
     thermal_sigma = _thermal(thermal_sigma)
     table_k, table_t = probe_transfer_table(microscope)
     k = np.abs(np.asarray(k, dtype=np.float64))
-    from simgen.reproducible import exp as reproducible_exp
+    from simgen.tools.reproducible import exp as reproducible_exp
 
-    # reproducible.exp: np.exp's AVX-512 kernel rounds differently (simgen.reproducible)
+    # reproducible.exp: np.exp's AVX-512 kernel rounds differently (simgen.tools.reproducible)
     return np.interp(k, table_k, table_t, right=0.0) * reproducible_exp(
         -2.0 * np.pi**2 * thermal_sigma**2 * k**2
     )

@@ -73,9 +73,9 @@ def fourier_shift(images, shifts_px):
     phase_x = _ramp(xp, shifts[:, 1], nx, work)
     spectrum = xp.fft.fftn(work, axes=(-2, -1))
     if numpy_input:
-        from simgen.reproducible import complex_multiply
+        from simgen.tools.reproducible import complex_multiply
 
-        # numpy's complex product rounds by CPU (simgen.reproducible)
+        # numpy's complex product rounds by CPU (simgen.tools.reproducible)
         spectrum = complex_multiply(
             spectrum, complex_multiply(phase_y[:, :, None], phase_x[:, None, :])
         )

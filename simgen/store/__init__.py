@@ -2,7 +2,7 @@
 
 - :mod:`simgen.store.schema`: the declared schema (every array and meta field: dtype, shape,
   fill, chunking, unit, meaning), read by the three modules below;
-- :mod:`simgen.store.writer`: :func:`create_store`, :func:`write_sample`, :func:`consolidate`,
+- :mod:`simgen.store.writer`: :class:`StoreLayout`, :func:`create_store`, :func:`write_sample`, :func:`consolidate`,
   :func:`write_single_sample_store`;
 - :mod:`simgen.store.reader`: :func:`open_dataset` -> :class:`Dataset`, :func:`read_samples`
   (the only part ``models`` and ``benchmark`` import);
@@ -39,6 +39,7 @@ from simgen.store.schema import (
 )
 from simgen.store.verify import format_inspection, inspect_store, verify_store
 from simgen.store.writer import (
+    StoreLayout,
     consolidate,
     create_store,
     default_max_atoms,
@@ -56,6 +57,7 @@ __all__ = [
     "LOCK_NAME",
     "MANIFEST_NAME",
     "TRUTHS",
+    "StoreLayout",
     "create_store",
     "write_sample",
     "consolidate",

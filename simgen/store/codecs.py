@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from simgen.specs import Param, registry
+from simgen.registry import Param, registry
 from simgen.store.schema import CHECKSUMMED_ARRAYS, LOSSY_ARRAYS
 
 __all__ = [
@@ -26,7 +26,7 @@ __all__ = [
 
 #: Codec names: float16, and bitround with K (1..23) mantissa bits.
 LOSSY_CODECS = ("float16", "bitround")
-#: The codecs in the spec registry (:mod:`simgen.specs`), for ``simgen list codecs``.
+#: The codecs in the spec registry (:mod:`simgen.registry`), for ``simgen list codecs``.
 CODEC_REGISTRY = registry(
     "codec",
     "lossy codecs (datasets.yaml storage.lossy: {ARRAY: CODEC} for "

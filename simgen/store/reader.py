@@ -335,8 +335,8 @@ class Dataset:
         return {spec.name: src.damage.read(spec, index) for spec in arrays_of("damage")}
 
     def acquisition(self, index: int):
-        """The :class:`simgen.acquisition.Acquisition` of sample ``index`` (angles, order, doses)."""
-        from simgen.acquisition import Acquisition
+        """The :class:`simgen.physics.acquisition.Acquisition` of sample ``index`` (angles, order, doses)."""
+        from simgen.physics.acquisition import Acquisition
 
         src = self._source
         if not src.acquisition:

@@ -289,7 +289,7 @@ META_FIELDS: tuple[MetaField, ...] = (
     MetaField("damage_model", str, "", "acquisition", doc="damage specs, or none"),
     MetaField("n_events", np.int64, 0, "acquisition", doc="damage events of the sample"),
     MetaField("n_sputtered", np.int64, 0, "acquisition", doc="atoms sputtered"),
-    MetaField("align", str, "", "alignment", doc="alignment method used (simgen.alignment)"),
+    MetaField("align", str, "", "alignment", doc="alignment method used (simgen.reconstruction.alignment)"),
     MetaField("align_shift_error_pm", np.float64, np.nan, "alignment", "pm",
               "RMS error of the estimated shifts"),
     MetaField("align_angle_error_deg", np.float64, np.nan, "alignment", "degrees",

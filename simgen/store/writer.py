@@ -23,6 +23,7 @@ import os
 import shutil
 import socket
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ from simgen.store.schema import (
 )
 
 __all__ = [
+    "StoreLayout",
     "create_store",
     "write_sample",
     "consolidate",
@@ -109,59 +111,79 @@ def _meta_dtype(values: Sequence):
     return str, ""
 
 
+@dataclass(frozen=True)
+class StoreLayout:
+    """What a store holds, fixed when it is created: its shapes and its optional groups.
+
+    Parameters
+    ----------
+    n_samples, n_angles, size
+        N, A and the volume side V = projection side P (voxels).
+    sampling
+        Voxel size = pixel size (Å).
+    max_atoms
+        Padded atom capacity per sample (default :func:`default_max_atoms`).
+    max_events
+        Padded damage-event capacity per sample (default 8 × ``max_atoms``).
+    has_target
+        False for imported data without an ideal volume.
+    acquisition
+        Record each sample's acquisition (order, doses) and damage events. Default (``None``):
+        the spec's ``tracks_acquisition`` (datasets with a tilt scheme, dose profile or damage).
+    alignment
+        Record each sample's estimated and true per-projection shifts and angles (schema 2).
+    """
+
+    n_samples: int
+    n_angles: int
+    size: int
+    sampling: float
+    max_atoms: int | None = None
+    max_events: int | None = None
+    has_target: bool = True
+    acquisition: bool | None = None
+    alignment: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("n_samples", "n_angles", "size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name}={value!r}: expected a positive integer")
+        if not self.sampling > 0:
+            raise ValueError(f"sampling={self.sampling!r}: expected a positive voxel size in Å")
+
+
 def create_store(
     path: str | Path,
     spec,
-    n_samples: int,
+    layout: StoreLayout,
     *,
-    n_angles: int,
-    size: int,
-    sampling: float,
     meta: Mapping[str, Sequence] | None = None,
-    max_atoms: int | None = None,
-    lossy: Mapping[str, str] | None = None,
-    compression_level: int = 3,
-    has_target: bool = True,
+    storage=None,
     overwrite: bool = False,
     attrs: Mapping | None = None,
-    acquisition: bool | None = None,
-    max_events: int | None = None,
-    alignment: bool = True,
 ):
-    """Create an empty store for ``n_samples`` samples and write the plan's metadata.
+    """Create an empty store of ``layout`` and write the plan's metadata.
 
     Parameters
     ----------
     path
         Directory of the store. May exist if it holds no store yet (e.g. only the engine's lock).
     spec
-        The resolved dataset spec (a :class:`simgen.config.DatasetSpec` or a dict), recorded in
+        The resolved dataset spec (a :class:`simgen.catalog.DatasetSpec` or a dict), recorded in
         the root attributes.
-    n_samples, n_angles, size
-        N, A and the volume side V = projection side P (voxels).
-    sampling
-        Voxel size = pixel size (Å).
+    layout
+        Shapes and optional groups (:class:`StoreLayout`).
     meta
         ``{field: N values}`` known before simulation (dose, morphology, split, ...).
-    max_atoms
-        Padded atom capacity per sample (default :func:`default_max_atoms`).
-    lossy
-        ``{array: "float16" | "bitround:K"}`` for tilt_series, volume or target.
-    compression_level
-        Zstd level (lossless).
-    has_target
-        False for imported data without an ideal volume.
+    storage
+        How arrays are encoded: a :class:`simgen.catalog.StorageSpec` (``compression_level``,
+        the Zstd level; ``lossy``, ``{array: "float16" | "bitround:K"}`` for tilt_series, volume
+        or target, as a mapping or pairs). Default: lossless, level 3.
     overwrite
         Replace an existing store (the engine's lock file is kept).
     attrs
         Extra root attributes.
-    acquisition
-        Record each sample's acquisition (order, doses) and damage events. Default: the spec's
-        ``tracks_acquisition`` (datasets with a tilt scheme, dose profile or damage models).
-    max_events
-        Padded damage-event capacity per sample (default 8 × ``max_atoms``).
-    alignment
-        Record each sample's estimated and true per-projection shifts and angles (schema 2).
 
     Returns
     -------
@@ -171,12 +193,10 @@ def create_store(
     from zarr.codecs import ZstdCodec
 
     path = Path(path)
-    for name, value in (("n_samples", n_samples), ("n_angles", n_angles), ("size", size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name}={value!r}: expected a positive integer")
-    if not sampling > 0:
-        raise ValueError(f"sampling={sampling!r}: expected a positive voxel size in Å")
-    lossy = dict(lossy or {})
+    if not isinstance(layout, StoreLayout):
+        raise TypeError(f"layout={layout!r}: expected a StoreLayout")
+    lossy = dict(getattr(storage, "lossy", None) or {})
+    compression_level = getattr(storage, "compression_level", 3)
     for array, codec in lossy.items():
         if array not in LOSSY_ARRAYS:
             raise ValueError(f"lossy={lossy!r}: expected keys among {', '.join(LOSSY_ARRAYS)}")
@@ -192,13 +212,16 @@ def create_store(
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     path.mkdir(parents=True, exist_ok=True)
 
-    n, a, v = int(n_samples), int(n_angles), int(size)
-    max_atoms = int(max_atoms or default_max_atoms(v, sampling))
+    n, a, v = int(layout.n_samples), int(layout.n_angles), int(layout.size)
+    sampling = float(layout.sampling)
+    max_atoms = int(layout.max_atoms or default_max_atoms(v, sampling))
+    acquisition = layout.acquisition
     if acquisition is None:
         acquisition = bool(getattr(spec, "tracks_acquisition", False))
-    max_events = int(max_events or 8 * max_atoms)
+    max_events = int(layout.max_events or 8 * max_atoms)
+    alignment = layout.alignment
     checksummed = checksummed_names(acquisition=acquisition, alignment=alignment)
-    present = {"always": True, "target": has_target, "acquisition": acquisition}
+    present = {"always": True, "target": layout.has_target, "acquisition": acquisition}
     present["alignment"] = alignment
     sizes = {"A": a, "V": v, "max_atoms": max_atoms, "max_events": max_events}
     compressors = ZstdCodec(level=int(compression_level))
@@ -583,11 +606,11 @@ def write_single_sample_store(
     """Write one sample as a complete one-sample store, atomically (temp dir, then rename).
 
     ``spec`` is the :class:`simgen.sample.SampleSpec` (or a dict with at least ``sampling``);
-    used by ``simgen simulate`` and the importer. The output policy of :mod:`simgen.outputs`
+    used by ``simgen simulate`` and the importer. The output policy of :mod:`simgen.tools.outputs`
     applies: an existing store is replaced only with ``overwrite`` (after the new one is
     complete), and any other existing path is refused (``param`` names it in the error).
     """
-    from simgen.outputs import check_output, staged_output
+    from simgen.tools.outputs import check_output, staged_output
 
     path = Path(path)
     check_output(path, "store", overwrite=overwrite, param=param)
@@ -609,20 +632,18 @@ def write_single_sample_store(
     )
     meta["index"] = [0]
     with staged_output(path, "store", overwrite=overwrite, param=param) as tmp:
-        root = create_store(
-            tmp,
-            {"name": spec_dict.get("name", path.stem), **spec_dict},
+        layout = StoreLayout(
             1,
             n_angles=len(sample.angles),
             size=volume.shape[0],
             sampling=float(spec_dict["sampling"]),
-            meta=meta,
             max_atoms=max(1, 0 if sample.atoms is None else len(sample.atoms)),
             has_target=sample.target is not None,
-            attrs=attrs,
             acquisition=bool(spec_dict.get("tilt_scheme") or spec_dict.get("damage_model")),
             max_events=max(1, len(getattr(getattr(sample, "history", None), "events", ()) or ())),
         )
+        name = spec_dict.get("name", path.stem)
+        root = create_store(tmp, {"name": name, **spec_dict}, layout, meta=meta, attrs=attrs)
         write_sample(root, 0, sample)
         consolidate(tmp)
     return path

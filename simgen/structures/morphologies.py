@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simgen.specs import registry
+from simgen.registry import registry
 from simgen.structures import lattices
 from simgen.structures.compositions import Composition
 from simgen.structures.parameters import check_float, check_int
@@ -90,7 +90,7 @@ class Morphology:
 
 #: Every morphology by name, in registration order.
 MORPHOLOGY_REGISTRY: dict[str, Morphology] = {}
-#: The same shapes in the spec registry of :mod:`simgen.specs` (parameters = typed options).
+#: The same shapes in the spec registry of :mod:`simgen.registry` (parameters = typed options).
 MORPHOLOGY_SPECS = registry(
     "morphology", "morphologies (--particle; datasets.yaml particles.morphology)"
 )
@@ -103,7 +103,7 @@ def register_morphology(name: str):
         if name in MORPHOLOGY_REGISTRY:
             raise ValueError(f"morphology={name!r}: registered twice")
         MORPHOLOGY_REGISTRY[name] = Morphology(name, build)
-        MORPHOLOGY_SPECS.register(name, build)  # the shared spec registry (simgen.specs)
+        MORPHOLOGY_SPECS.register(name, build)  # the shared spec registry (simgen.registry)
         return build
 
     return decorate

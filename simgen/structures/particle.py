@@ -21,11 +21,11 @@ import math
 
 import numpy as np
 
-from simgen.reproducible import apply_rotation, center_of_mass
 from simgen.structures.compositions import Composition, parse_composition
 from simgen.structures.morphologies import MORPHOLOGIES, MORPHOLOGY_REGISTRY
 from simgen.structures.ordering import assign_species, realised_ordering
 from simgen.structures.placement import particle_diameter, rotation_matrix
+from simgen.tools.reproducible import apply_rotation, center_of_mass
 
 __all__ = ["build_particle", "realised_ordering"]
 
@@ -189,7 +189,7 @@ def build_particle(
         positions = positions + rng.normal(scale=thermal_sigma, size=positions.shape)
 
     atoms = Atoms(symbols=list(symbols), positions=positions, pbc=False)
-    # simgen.reproducible: a BLAS product (ASE's centre of mass, `@`) rounds by CPU
+    # simgen.tools.reproducible: a BLAS product (ASE's centre of mass, `@`) rounds by CPU
     atoms.positions -= center_of_mass(atoms.positions, atoms.get_masses())
     matrix = rotation_matrix(orientation, rng)
     atoms.positions = apply_rotation(atoms.positions, matrix)

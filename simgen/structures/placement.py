@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from simgen.reproducible import apply_rotation, center_of_mass, compose_rotations
+from simgen.tools.reproducible import apply_rotation, center_of_mass, compose_rotations
 
 __all__ = ["particle_diameter", "rotation_matrix", "random_orientation", "place_in_volume"]
 
@@ -116,7 +116,7 @@ def place_in_volume(atoms, size: int, sampling: float, margin: float = 2.0):
         If the diameter (about the centre of mass) plus ``margin`` exceeds ``size * sampling``:
         only a sphere about the rotation centre fits in the volume at every tilt angle.
     """
-    from simgen.geometry import volume_center
+    from simgen.physics.geometry import volume_center
 
     if (
         isinstance(size, bool)

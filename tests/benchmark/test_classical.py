@@ -62,7 +62,7 @@ def test_weak_non_atom_peaks_are_rejected():
 
 
 def test_classical_reconstructs_when_the_sample_has_only_a_tilt_series():
-    from simgen.reconstruct import project
+    from simgen.reconstruction.reconstruct import project
 
     rng = np.random.default_rng(2)
     positions = np.array([[6.0, 6.0, 6.0], [10.0, 7.0, 9.0], [7.5, 10.0, 11.0]])

@@ -82,20 +82,13 @@ def test_aet_bench_crlb_prints_the_bound_of_each_sample(tmp_path, capsys):
 
     from benchmark.cli import main
     from simgen.sample import Sample
-    from simgen.store import consolidate, create_store, write_sample
+    from simgen.store import StoreLayout, consolidate, create_store, write_sample
 
     angles = np.linspace(-60.0, 60.0, 7).astype(np.float32)
     spec = {"name": "unit", "noise_models": {"shot": ["poisson", "read:sigma=2"]}}
     path = tmp_path / "s.zarr"
-    create_store(
-        path,
-        spec,
-        1,
-        n_angles=7,
-        size=24,
-        sampling=0.4,
-        meta={"dose": [500.0], "noise_model": ["shot"]},
-    )
+    layout = StoreLayout(1, n_angles=7, size=24, sampling=0.4)
+    create_store(path, spec, layout, meta={"dose": [500.0], "noise_model": ["shot"]})
     positions = np.array([[4.6, 4.6, 4.6], [6.0, 4.0, 5.0]])
     atoms = Atoms(numbers=[78, 26], positions=positions)
     write_sample(

@@ -14,7 +14,7 @@ from benchmark.detection import (
     detection_probability,
     recovery_bound,
 )
-from simgen.imaging import cross_section
+from simgen.physics.imaging import cross_section
 
 SAMPLING = 0.4
 SIZE = 48

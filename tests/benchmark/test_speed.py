@@ -116,7 +116,7 @@ def test_quick_table_rows(quick_table):
 
 def test_machine_line_names_the_cpu_and_caches(monkeypatch):
     from benchmark import speed_base
-    from simgen import reconstruct
+    from simgen.reconstruction import reconstruct
 
     monkeypatch.setattr(
         reconstruct, "cache_sizes", lambda: {"L1d": 49152, "L2": 2 << 20, "L3": 105 << 20}

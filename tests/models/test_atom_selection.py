@@ -7,8 +7,8 @@ import pytest
 from ase import Atoms
 
 from models.atom_selection import SelectionConfig, detection_probability, select_atoms
-from simgen.geometry import volume_center
-from simgen.imaging import simulate_tilt_series
+from simgen.physics.geometry import volume_center
+from simgen.physics.imaging import simulate_tilt_series
 
 SIZE, SAMPLING = 32, 0.4
 CENTER = volume_center(SIZE, SAMPLING)

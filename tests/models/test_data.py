@@ -80,7 +80,7 @@ def test_workers_give_the_same_draws_as_the_main_process(smoke_store):
 
 
 def test_element_weights_give_fe_and_pt_atoms_equal_weight(smoke_store):
-    from simgen.imaging import cross_section
+    from simgen.physics.imaging import cross_section
 
     ds = open_dataset(smoke_store)
     k = next(i for i in range(len(ds)) if ds[i]["composition"] == "L10:FePt")

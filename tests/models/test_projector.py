@@ -9,7 +9,7 @@ import torch
 
 from models.augment import WEDGE_FLIPS, WedgeFlip, allowed_flips, random_wedge_transform
 from models.projector import Projector, project
-from simgen.geometry import astra_angles, rotate_positions, volume_center
+from simgen.physics.geometry import astra_angles, rotate_positions, volume_center
 
 N = 32
 SIGMA = 1.5  # voxels
@@ -85,7 +85,7 @@ def test_agrees_with_astra_forward_projection():
 
 
 def test_agrees_with_simgen_project():
-    from simgen import reconstruct
+    from simgen.reconstruction import reconstruct
 
     volume = gaussian_volume(BLOB)
     angles = np.array([-40.0, 0.0, 40.0])

@@ -16,8 +16,8 @@ from models.refine import (
     refine_atoms,
     render_tilt_series,
 )
-from simgen.geometry import volume_center
-from simgen.imaging import simulate_tilt_series
+from simgen.physics.geometry import volume_center
+from simgen.physics.imaging import simulate_tilt_series
 
 SIZE, SAMPLING = 32, 0.4
 CENTER = volume_center(SIZE, SAMPLING)

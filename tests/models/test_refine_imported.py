@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from simgen.imaging import simulate_tilt_series
 from simgen.importer import import_tilt_series, thin_store
+from simgen.physics.imaging import simulate_tilt_series
 from simgen.store import open_dataset
 
 SAMPLING, SIZE, DOSE, GAIN = 0.2, 40, 1.0e5, 3.0

@@ -20,8 +20,8 @@ from models.species_refine import (
     species_from_volume,
     species_posteriors,
 )
-from simgen.geometry import volume_center
-from simgen.imaging import cross_section
+from simgen.physics.geometry import volume_center
+from simgen.physics.imaging import cross_section
 
 SIZE, SAMPLING, DOSE = 32, 0.4, 1e6
 CENTER = volume_center(SIZE, SAMPLING)

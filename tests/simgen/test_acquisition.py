@@ -1,12 +1,12 @@
-"""Tilt schemes, per-projection doses and cumulative dose of simgen.acquisition."""
+"""Tilt schemes, per-projection doses and cumulative dose of simgen.physics.acquisition."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from simgen.acquisition import Acquisition, acquisition_order
-from simgen.geometry import rotate_positions
+from simgen.physics.acquisition import Acquisition, acquisition_order
+from simgen.physics.geometry import rotate_positions
 
 
 def test_dose_symmetric_odd_count():

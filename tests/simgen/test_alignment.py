@@ -1,13 +1,14 @@
-"""Alignment of a tilt series before reconstruction (simgen.alignment)."""
+"""Alignment of a tilt series before reconstruction (simgen.reconstruction.alignment)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from simgen import imaging, noise, structures
-from simgen.alignment import align_tilt_series, alignment_errors, estimate_shift
-from simgen.noise import fourier_shift
+from simgen import structures
+from simgen.physics import imaging, noise
+from simgen.physics.noise import fourier_shift
+from simgen.reconstruction.alignment import align_tilt_series, alignment_errors, estimate_shift
 from simgen.sample import normalise_tilt_series
 
 SIZE, SAMPLING = 40, 0.4

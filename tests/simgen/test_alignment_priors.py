@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from simgen import imaging, noise, structures
-from simgen.alignment import (
+from simgen import structures
+from simgen.physics import imaging, noise
+from simgen.reconstruction.alignment import (
     _cross_variance,
     _fit_shift,
     _shrink,
@@ -145,7 +146,7 @@ def test_a_zero_prior_means_no_shift_and_bad_options_are_named(clean):
 def test_generation_runs_the_split_method_with_the_chains_prior():
     from dataclasses import replace
 
-    from simgen.config import sample_rng
+    from simgen.catalog import sample_rng
     from simgen.sample import SampleSpec, simulate_sample
 
     spec = SampleSpec(
@@ -172,7 +173,7 @@ def test_generation_runs_the_split_method_with_the_chains_prior():
 
 
 def test_binning_is_the_block_mean_and_unbinning_keeps_the_line_sums():
-    from simgen.alignment import _bin2, _unbin2
+    from simgen.reconstruction.alignment import _bin2, _unbin2
 
     images = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4)
     binned = _bin2(images)
@@ -189,7 +190,7 @@ def test_binning_is_the_block_mean_and_unbinning_keeps_the_line_sums():
 def test_the_relative_offset_of_the_two_halves_is_measured_and_split():
     """Two half volumes, the even one the odd one translated by D = (dz, dy, dx): the
     projections matched against the odd half get −P D/2, the others +P D/2."""
-    from simgen.alignment import _half_offset
+    from simgen.reconstruction.alignment import _half_offset
 
     zz, yy, xx = np.mgrid[:32, :32, :32]
     odd = np.exp(-((zz - 15.0) ** 2 + (yy - 16.0) ** 2 + (xx - 14.0) ** 2) / (2 * 3.0**2))

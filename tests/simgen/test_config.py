@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from simgen.config import DatasetSpec, get_dataset, load_catalog, sample_rng, validate_catalog
+from simgen.catalog import DatasetSpec, get_dataset, load_catalog, sample_rng, validate_catalog
 
 CATALOG = Path(__file__).resolve().parents[2] / "datasets.yaml"
 
@@ -182,7 +182,7 @@ def test_catalog_errors_and_validation(tmp_path, raw):
 
 
 def test_align_auto_aligns_exactly_the_noise_models_with_geometric_errors(raw):
-    from simgen.config import resolve_align
+    from simgen.catalog import resolve_align
 
     assert resolve_align("auto", ["poisson", "read:sigma=1"]) == "none"
     assert resolve_align("auto", ["poisson", "drift:amplitude=0.5"]) == "projection_matching_split"
@@ -219,7 +219,7 @@ def test_a_key_given_twice_at_any_level_is_an_error(tmp_path, text, fragment):
 def test_anchors_and_merge_keys_are_not_duplicates(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("x: &m {energy: 200}\ny:\n  <<: *m\n  energy: 300\ndatasets: {}\n")
-    from simgen.config import _read_yaml
+    from simgen.catalog.loader import _read_yaml
 
     with pytest.raises(ValueError, match="top-level key 'x'"):  # read fine, then schema
         _read_yaml(path)

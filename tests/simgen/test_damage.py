@@ -9,7 +9,6 @@ import pytest
 from ase import Atoms
 from ase.cluster import Octahedron
 
-from simgen.acquisition import Acquisition
 from simgen.damage import (
     DamageChain,
     DamageEvent,
@@ -23,6 +22,7 @@ from simgen.damage import (
     parse_damage,
     threshold_beam_energy,
 )
+from simgen.physics.acquisition import Acquisition
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simgen.acquisition import acquisition_order
-from simgen.config import DatasetSpec, get_dataset, sample_rng
+from simgen.catalog import DatasetSpec, get_dataset, sample_rng
+from simgen.physics.acquisition import acquisition_order
 from simgen.sample import SampleSpec, simulate_sample
 from simgen.store import open_dataset, verify_store
 from tests.conftest import write_tiny_store

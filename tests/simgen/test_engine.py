@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simgen.config import DatasetSpec, get_dataset
+from simgen.catalog import DatasetSpec, get_dataset
 from simgen.engine import StoreLockedError, acquire_lock, generate, release_lock
 from simgen.store import inspect_store, open_dataset, verify_store
 
@@ -86,7 +86,7 @@ def test_two_workers_give_identical_store(reference, smoke, tmp_path):
 def test_sigkill_then_resume_is_byte_identical(reference, smoke, tmp_path):
     out = tmp_path / "killed.zarr"
     code = (
-        "from simgen.config import get_dataset; from simgen.engine import generate; "
+        "from simgen.catalog import get_dataset; from simgen.engine import generate; "
         f"generate(get_dataset('smoke', {str(CATALOG)!r}), {str(out)!r}, workers=1, progress=False)"
     )
     env = {**os.environ, "AET_PROGRESS": "0", "OMP_NUM_THREADS": "1"}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from simgen.gain import electron_counts, estimate_gain, thin_counts
+from simgen.physics.gain import electron_counts, estimate_gain, thin_counts
 
 
 def structured_electrons(rng, n=24, size=64):

@@ -7,8 +7,8 @@ import pytest
 from ase import Atoms
 from ase.cluster import Icosahedron
 
-from simgen.geometry import rotate_positions, volume_center
-from simgen.imaging import Microscope, cross_section, psf_image, simulate_tilt_series
+from simgen.physics.geometry import rotate_positions, volume_center
+from simgen.physics.imaging import Microscope, cross_section, psf_image, simulate_tilt_series
 
 # docs/design.md reference: abTEM 1.0.11 multislice, 200 kV, 25 mrad, 60–200 mrad, no phonons (Å²).
 REFERENCE_SIGMA = {"Fe": 0.00264, "Pt": 0.01752}

@@ -145,7 +145,7 @@ def test_background_is_the_mean_of_the_border():
 
 @pytest.mark.skipif(not EXTERNAL.is_dir(), reason="shared/external/paet_asi2nm not present")
 def test_paet_series_arranged_in_our_frame_matches_the_projected_ground_truth():
-    from simgen.geometry import rotate_positions
+    from simgen.physics.geometry import rotate_positions
     from simgen.structures import load_model
 
     angles = read_angles(EXTERNAL / "angles.mat")

@@ -1,11 +1,11 @@
-"""Tests of simgen.noise: statistics of each model, ordering, reproducibility and errors."""
+"""Tests of simgen.physics.noise: statistics of each model, ordering, reproducibility and errors."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from simgen.noise import (
+from simgen.physics.noise import (
     NOISE_MODELS,
     Background,
     BeamCurrent,
@@ -270,7 +270,7 @@ def test_chain_errors():
 
 
 def test_fourier_shift_of_a_delta_by_whole_pixels_is_exact_and_conserves_counts():
-    from simgen.noise import fourier_shift
+    from simgen.physics.noise import fourier_shift
 
     images = np.zeros((2, 16, 17), dtype=np.float32)
     images[:, 5, 7] = 100.0
@@ -285,7 +285,7 @@ def test_fourier_shift_of_a_delta_by_whole_pixels_is_exact_and_conserves_counts(
 
 
 def test_fourier_shift_round_trip_is_the_identity():
-    from simgen.noise import fourier_shift
+    from simgen.physics.noise import fourier_shift
 
     rng = np.random.default_rng(3)
     odd = rng.random((3, 15, 21))  # no Nyquist bin: any image comes back exactly

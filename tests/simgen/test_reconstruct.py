@@ -1,12 +1,12 @@
-"""Tests of simgen.reconstruct: the geometry contract, ASTRA equivalence, re-projection."""
+"""Tests of simgen.reconstruction.reconstruct: the geometry contract, ASTRA equivalence, re-projection."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from simgen.geometry import rotate_positions, volume_center
-from simgen.reconstruct import project, projection_matrix, reconstruct
+from simgen.physics.geometry import rotate_positions, volume_center
+from simgen.reconstruction.reconstruct import project, projection_matrix, reconstruct
 
 SIZE = 32
 SAMPLING = 0.5  # Å
@@ -86,7 +86,7 @@ def test_mirrored_atom_distinguishes_the_sign_of_theta():
 def test_atom_from_imaging_simulation_reconstructs_at_its_voxel():
     from ase import Atoms
 
-    from simgen import imaging
+    from simgen.physics import imaging
 
     atoms = Atoms("Pt", positions=ATOM)
     angles = np.linspace(-64.0, 56.0, 16)
@@ -297,7 +297,7 @@ def test_cuda_reconstruction_agrees_with_cpu():
 def test_column_blocks_do_not_change_the_products():
     # the kernels visit the dense operand in column blocks (cache blocking); within a row the
     # entries are still added in column order, so any number of blocks gives the same bits
-    from simgen import _sparse
+    from simgen.reconstruction import _sparse
 
     rng = np.random.default_rng(13)
     angles = np.linspace(-65.0, 70.0, 17)
@@ -332,7 +332,7 @@ def _one_entry_at_a_time_sirt(matrix, transpose, sinogram, iterations, relaxatio
     # The batched SIRT written out as the solver before the four-entry kernels computed it: every
     # output row starts at 0 and adds one stored entry's row at a time, in column order, in
     # float32; then (b − Wx)·R and max(x + λC·Wᵀr, 0). Pure numpy, no numba.
-    from simgen.reconstruct import _inverse_sums
+    from simgen.reconstruction.reconstruct import _inverse_sums
 
     inv_row, inv_col = _inverse_sums(matrix)
     step = (np.float32(relaxation) * inv_col).astype(np.float32)
@@ -385,7 +385,7 @@ def test_sirt_is_bit_identical_to_one_entry_at_a_time():
 
 
 def test_cache_sizes_and_block_bytes(monkeypatch, tmp_path):
-    from simgen import reconstruct as module
+    from simgen.reconstruction import reconstruct as module
 
     assert [module._parse_size(t) for t in ("32K", "2048K", "1M", "65536", "x", "0K")] == [
         32768,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simgen.reconstruct import project, reconstruct
+from simgen.reconstruction.reconstruct import project, reconstruct
 
 
 @pytest.fixture(scope="module")

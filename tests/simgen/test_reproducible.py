@@ -1,4 +1,4 @@
-"""simgen.reproducible: CPU-independent arithmetic, checked against exact results."""
+"""simgen.tools.reproducible: CPU-independent arithmetic, checked against exact results."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from simgen.reproducible import (
+from simgen.tools.reproducible import (
     apply_rotation,
     center_of_mass,
     complex_gram,

@@ -1,12 +1,12 @@
-"""Tests of the spec registry (simgen/specs.py): one parser and one declaration per model."""
+"""Tests of the spec registry (simgen/registry.py): one parser and one declaration per model."""
 
 from __future__ import annotations
 
 import pytest
 
 from simgen.damage import DAMAGE_REGISTRY, KnockOn, SurfaceDiffusion, parse_damage
-from simgen.noise import NOISE_REGISTRY, ReadNoise, parse_noise
-from simgen.specs import REGISTRIES, Param, Registry, split_spec
+from simgen.physics.noise import NOISE_REGISTRY, ReadNoise, parse_noise
+from simgen.registry import REGISTRIES, Param, Registry, split_spec
 
 
 def test_every_kind_is_registered():
@@ -94,10 +94,10 @@ def test_specs_travel_parsed_and_render_back_to_their_text():
     exactly as written, not the model's canonical form (``sigma=1`` stays ``sigma=1``)."""
     import pickle
 
-    from simgen.config import DatasetSpec, get_dataset
+    from simgen.catalog import DatasetSpec, get_dataset
     from simgen.damage import DamageChain
-    from simgen.noise import NoiseChain
-    from simgen.specs import Spec
+    from simgen.physics.noise import NoiseChain
+    from simgen.registry import Spec
 
     data = get_dataset("smoke").to_dict()
     data["noise_models"] = {"custom": ["poisson", "read:sigma=1"]}

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from ase import Atoms
 
+from simgen.catalog import StorageSpec
 from simgen.sample import Sample, SampleSpec
 from simgen.store import (
+    StoreLayout,
     consolidate,
     create_store,
     encode_lossy,
@@ -139,9 +141,8 @@ def test_planned_metadata_types_match_the_value_by_value_rule(tmp_path):
         "mixed": [True, 1, 2, 3],
         "name": ["a", None, "c", 4],
     }
-    root = create_store(
-        tmp_path / "m.zarr", {"name": "x"}, N, n_angles=A, size=V, sampling=0.5, meta=meta
-    )
+    layout = StoreLayout(N, n_angles=A, size=V, sampling=0.5)
+    root = create_store(tmp_path / "m.zarr", {"name": "x"}, layout, meta=meta)
     stored = {name: root["meta"][name][:] for name in meta}
     assert stored["flag"].dtype == np.bool_ and stored["flag"].tolist() == [1, 0, 1, 0]
     assert stored["count"].dtype == np.int64 and stored["count"].tolist() == [1, 2, 3, 4]
@@ -211,18 +212,17 @@ def test_verify_reports_corrupted_and_swapped_chunks(tmp_path):
 def test_create_and_write_validate_input(tmp_path):
     path = _store(tmp_path / "s.zarr", written=[])
     with pytest.raises(FileExistsError, match="already exists"):
-        create_store(path, {"name": "x"}, N, n_angles=A, size=V, sampling=0.5)
+        create_store(path, {"name": "x"}, StoreLayout(N, n_angles=A, size=V, sampling=0.5))
     with pytest.raises(ValueError, match="n_samples=0: expected a positive integer"):
-        create_store(tmp_path / "t.zarr", {"name": "x"}, 0, n_angles=A, size=V, sampling=0.5)
+        StoreLayout(0, n_angles=A, size=V, sampling=0.5)
+    with pytest.raises(ValueError, match="sampling=0.0: expected a positive voxel size"):
+        StoreLayout(1, n_angles=A, size=V, sampling=0.0)
     with pytest.raises(ValueError, match="lossy.volume='float8'"):
         create_store(
             tmp_path / "t.zarr",
             {"name": "x"},
-            1,
-            n_angles=A,
-            size=V,
-            sampling=0.5,
-            lossy={"volume": "float8"},
+            StoreLayout(1, n_angles=A, size=V, sampling=0.5),
+            storage=StorageSpec(lossy=(("volume", "float8"),)),
         )
     bad = _sample(0)
     bad.volume = np.zeros((V, V, V + 1), np.float32)
@@ -269,7 +269,7 @@ def test_single_sample_store_is_atomic(tmp_path):
 
 def test_alignment_arrays_round_trip_and_show_in_inspect(tmp_path):
     path = tmp_path / "a.zarr"
-    create_store(path, {"name": "unit"}, 2, n_angles=A, size=V, sampling=0.5, meta={})
+    create_store(path, {"name": "unit"}, StoreLayout(2, n_angles=A, size=V, sampling=0.5), meta={})
     aligned = _sample(0)
     aligned.shifts = np.arange(2 * A, dtype=np.float32).reshape(A, 2) / 10
     aligned.shifts_true = aligned.shifts + np.float32(0.01)
@@ -299,9 +299,8 @@ def test_reader_still_opens_a_schema_1_store(tmp_path):
     import zarr
 
     path = tmp_path / "old.zarr"
-    create_store(
-        path, {"name": "old"}, 1, n_angles=A, size=V, sampling=0.5, meta={}, alignment=False
-    )
+    layout = StoreLayout(1, n_angles=A, size=V, sampling=0.5, alignment=False)
+    create_store(path, {"name": "old"}, layout, meta={})
     write_sample(path, 0, _sample(0))
     consolidate(path)
     zarr.open_group(str(path), mode="r+").attrs["schema_version"] = 1

@@ -10,7 +10,7 @@ import pytest
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist
 
-from simgen.geometry import volume_center
+from simgen.physics.geometry import volume_center
 from simgen.structures import (
     MORPHOLOGIES,
     Composition,

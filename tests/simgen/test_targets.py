@@ -1,4 +1,4 @@
-"""Tests of simgen.targets.ideal_volume: normalisation, peak and centroid positions, errors."""
+"""Tests of simgen.physics.targets.ideal_volume: normalisation, peak and centroid positions, errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from simgen.targets import ideal_volume
+from simgen.physics.targets import ideal_volume
 
 SIZE = 24
 SAMPLING = 0.4  # Å
@@ -64,7 +64,7 @@ def test_sum_along_z_is_the_normalised_projection_with_a_gaussian_psf():
 
 
 def test_cross_section_weights_by_element():
-    from simgen import imaging
+    from simgen.physics import imaging
 
     atoms = Atoms("PtFe", positions=[[2.8, 4.0, 4.8], [6.0, 4.8, 4.0]])  # on voxel centres
     volume = ideal_volume(atoms, SIZE, SAMPLING)

@@ -3,7 +3,7 @@
 Geometry (docs/design.md, contract): the tilt axis is y, so every y-slice is an independent 2D
 parallel-beam problem. The sinogram of y-slice ``j`` is ``tilt_series[:, j, :]`` (angle, x) and it
 reconstructs to ``volume[:, j, :]`` (z, x) when ASTRA is given the angles as −θ in radians
-(:func:`simgen.geometry.astra_angles`). Volumes are ``[z, y, x]`` with unit voxel size: the
+(:func:`simgen.physics.geometry.astra_angles`). Volumes are ``[z, y, x]`` with unit voxel size: the
 projections are line sums in voxel units, so ``volume.sum(axis=0)`` reproduces the 0° projection.
 
 Backends
@@ -11,7 +11,7 @@ Backends
 ``"matrix"`` (CPU default)
     ASTRA builds the 2D projection matrix ``W`` (``(A·P, P·P)``, ``linear`` projector) once; all
     y-slices are then solved together as sparse × dense products ``W @ X`` with ``X`` of shape
-    ``(P², P_y)``: fused numba kernels (:mod:`simgen._sparse`, float32, no allocation per
+    ``(P², P_y)``: fused numba kernels (:mod:`simgen.reconstruction._sparse`, float32, no allocation per
     iteration, cache-blocked over the dense operand's rows in blocks of the L2 size the OS reports,
     :func:`block_bytes`) whose output rows are split over a thread pool, a few ranges per core.
     This is the same SIRT update as ASTRA's CPU ``SIRT`` (identical to float precision) but more than an order of
@@ -35,15 +35,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from simgen import _sparse
-from simgen.geometry import astra_angles
-from simgen.progress import progress_bar
+from simgen.physics.geometry import astra_angles
+from simgen.reconstruction import _sparse
+from simgen.registry import RECONSTRUCTION_METHODS
+from simgen.tools.progress import progress_bar
 
 __all__ = ["METHODS", "reconstruct", "project", "projection_matrix", "cache_sizes", "block_bytes"]
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("sirt", "cgls", "fbp", "sart")
+METHODS = RECONSTRUCTION_METHODS  # the one definition: simgen.registry
 BACKENDS = ("auto", "matrix", "astra", "cuda")
 _CHUNKS_PER_THREAD = 2  # row ranges per thread and product (load balance on a busy machine)
 _DEFAULT_BLOCK_BYTES = 1 << 20  # when the OS does not report the L2 size

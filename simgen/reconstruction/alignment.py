@@ -27,13 +27,13 @@ Methods (:data:`METHODS`)
     shift.
 ``"projection_matching"``
     Start from ``"cross_correlation"``; then ``iterations`` rounds of: reconstruct (SIRT, a few
-    iterations) → re-project at the current angles (:func:`simgen.reconstruct.project`) → each
+    iterations) → re-project at the current angles (:func:`simgen.reconstruction.reconstruct.project`) → each
     projection's 2D shift against its re-projection (and, with ``refine_angles``, its tilt angle
     by a parabola through the misfit at nearby angles).
 
 ``"projection_matching_split"``
     Projection matching with ``reference="split"`` and, in generation, the stage-precision
-    priors of the noise chain (:meth:`simgen.noise.NoiseChain.alignment_prior`). What the
+    priors of the noise chain (:meth:`simgen.physics.noise.NoiseChain.alignment_prior`). What the
     catalogue's ``auto`` chooses for noise with a geometric error since 2026-11-30.
 
     **Split reference** (``reference="split"``; ``"full"`` is the default). Matched against a reconstruction
@@ -49,7 +49,7 @@ Methods (:data:`METHODS`)
     reference's noise as information (7× too confident when both are equally noisy).
 
     **Priors** (``shift_prior``, ``angle_prior``: the stage precision, e.g. from
-    :meth:`simgen.noise.NoiseChain.alignment_prior`). Each round's estimate of a projection's
+    :meth:`simgen.physics.noise.NoiseChain.alignment_prior`). Each round's estimate of a projection's
     total shift is replaced by its posterior mean under N(0, prior²): ``ŝ · p² / (p² + var)``.
     The start (centroid / common line) is shrunk too when its shifts scatter significantly more
     than the prior allows (mean square above that of N(0, p²) by more than 2 standard
@@ -92,9 +92,9 @@ Methods (:data:`METHODS`)
     the unaligned series, even where that had the lower error.
 
 Conventions: ``shifts[k] = (dy, dx)`` is the estimated translation of projection ``k`` in pixels
-(positive: content moved to larger indices, as :class:`simgen.noise.Misalignment` draws it);
+(positive: content moved to larger indices, as :class:`simgen.physics.noise.Misalignment` draws it);
 the aligned series is the measured one shifted back by ``−shifts`` exactly (Fourier shift,
-:func:`simgen.noise.fourier_shift`). What cannot be known from the data alone is fixed by
+:func:`simgen.physics.noise.fourier_shift`). What cannot be known from the data alone is fixed by
 convention (the *gauge*): the mean y shift is 0 and the x shifts have no component of a rigid
 (x, z) translation of the object (``cosθ``, ``sinθ``); a common angle offset is a rigid rotation.
 :func:`alignment_errors` compares estimates with the truth modulo that gauge.
@@ -108,14 +108,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simgen.noise import fourier_shift
-from simgen.reproducible import complex_multiply, inv_small, solve_small
+from simgen.physics.noise import fourier_shift
+from simgen.registry import ALIGNMENT_METHODS
+from simgen.tools.reproducible import complex_multiply, inv_small, solve_small
 
 __all__ = ["METHODS", "Alignment", "align_tilt_series", "alignment_errors", "estimate_shift"]
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("none", "com", "cross_correlation", "projection_matching", "projection_matching_split")
+METHODS = ALIGNMENT_METHODS  # the one definition: simgen.registry
 
 
 @dataclass
@@ -169,7 +170,7 @@ def _remove_rigid_x(values: np.ndarray, angles_deg: np.ndarray) -> np.ndarray:
     basis = _rigid_x_basis(angles_deg)
     if len(values) < 3 or np.ptp(angles_deg) == 0:
         return values - values.mean()
-    # Normal equations with einsum and a small solver, not LAPACK/BLAS (simgen.reproducible)
+    # Normal equations with einsum and a small solver, not LAPACK/BLAS (simgen.tools.reproducible)
     coefficients = solve_small(
         np.einsum("ij,ik->jk", basis, basis), np.einsum("ij,i...->j...", basis, values)
     )
@@ -239,7 +240,7 @@ def _fit_shift(reference, moving, *, steps=4, initial=None, max_shift=None):
         derivs = [np.fft.ifftn(-2j * np.pi * f * shifted_spec).real for f in freqs]
         jac = np.stack([scale * d.ravel() for d in derivs] + [model.ravel()], axis=1)
         residual = (moving - scale * model).ravel()
-        # einsum, not BLAS: a BLAS product's summation order depends on the CPU (simgen.reproducible)
+        # einsum, not BLAS: a BLAS product's summation order depends on the CPU (simgen.tools.reproducible)
         normal = np.einsum("ij,ik->jk", jac, jac)
         if not np.all(np.isfinite(normal)) or np.linalg.cond(normal) > 1e12:
             break
@@ -372,7 +373,7 @@ def align_tilt_series(
         ``"projection_matching_split"`` is ``"projection_matching"`` with ``"split"``.
     shift_prior
         Standard deviation in pixels (per axis) of the true shifts, e.g. the stage precision
-        (:meth:`simgen.noise.NoiseChain.alignment_prior` divided by the pixel size). Given, each
+        (:meth:`simgen.physics.noise.NoiseChain.alignment_prior` divided by the pixel size). Given, each
         projection-matching estimate is replaced by its posterior mean under that prior (MAP
         shrinkage toward 0); ``None``: no shrinkage.
     angle_prior
@@ -519,7 +520,7 @@ def _projection_matching_full(
 
     Kept in its original arithmetic order: every store made with ``"projection_matching"``
     before the split reference existed is reproduced bit for bit."""
-    from simgen.reconstruct import project, reconstruct
+    from simgen.reconstruction.reconstruct import project, reconstruct
 
     angles = nominal.copy()
     aligned = fourier_shift(series, -shifts)
@@ -638,7 +639,7 @@ def _projection_matching(
     projection matrices). Only the first reconstruction starts from zeros
     (``sirt_iterations``); every later one is warm-started from the previous round's volumes
     (binned ones upsampled) with a quarter of the iterations (at least 10)."""
-    from simgen.reconstruct import project, reconstruct
+    from simgen.reconstruction.reconstruct import project, reconstruct
 
     split = split and len(nominal) >= 4  # two halves of at least two projections each
     if not split and shift_prior is None and angle_prior is None:
@@ -754,7 +755,7 @@ def _refine_angles(
     projections), with the honest residual level of the split reference for its variance, and
     shrunk toward the recorded angle (see the module docstring). ``data`` is the round's
     matched (possibly binned) series; ``aligned`` the series after this round's shifts."""
-    from simgen.reconstruct import project
+    from simgen.reconstruction.reconstruct import project
 
     counts = [len(source) for source, _ in pairs]
     volume = sum(n * v for n, v in zip(counts, volumes)) / sum(counts)

@@ -355,6 +355,23 @@ class Registry:
 #: Every registry, by kind (filled by the modules that define the models).
 REGISTRIES: dict[str, Registry] = {}
 
+# The extension points without parameters: one tuple each, defined here only and read by the
+# module that implements them, the catalogue validation, the CLI parsers and ``simgen list``
+# (this module imports only the standard library, so the parsers are built without numpy).
+
+#: Image formation (:func:`simgen.physics.imaging.simulate_tilt_series` ``mode``).
+IMAGING_MODES = ("linear", "multislice", "prism")
+#: Reconstruction algorithms (:func:`simgen.reconstruction.reconstruct.reconstruct` ``method``).
+RECONSTRUCTION_METHODS = ("sirt", "cgls", "fbp", "sart")
+#: Tilt-series alignment (:func:`simgen.reconstruction.alignment.align_tilt_series` ``method``).
+ALIGNMENT_METHODS = (
+    "none",
+    "com",
+    "cross_correlation",
+    "projection_matching",
+    "projection_matching_split",
+)
+
 
 def registry(kind: str, title: str = "") -> Registry:
     """The registry of ``kind``, created on first use."""

@@ -1,6 +1,6 @@
 """Fused, threaded sparse × dense kernels for the batched SIRT/CGLS solvers (numba, float32).
 
-The batched solvers of :mod:`simgen.reconstruct` apply the 2D projection matrix ``W`` (CSR,
+The batched solvers of :mod:`simgen.reconstruction.reconstruct` apply the 2D projection matrix ``W`` (CSR,
 ``(A·P, P²)``) and its transpose (CSR) to all y-slices at once: the dense operands have one
 column per y-slice, so every stored matrix entry multiplies one contiguous row of ``P_y`` floats
 (a SIMD loop). Each kernel handles a range of output rows and releases the GIL, so a thread pool

@@ -2,7 +2,7 @@
 
 Each atom becomes a 3D Gaussian of width ``sigma`` (Å) sampled at the voxel centres, normalised
 to unit sum over the voxels of the volume and weighted by the atom's HAADF cross-section σ(Z)
-(Å², :func:`simgen.imaging.cross_section`). The volume is thus in Å² per voxel, like a
+(Å², :func:`simgen.physics.imaging.cross_section`). The volume is thus in Å² per voxel, like a
 reconstruction of the dose-normalised tilt series, and its sum along z is the ideal normalised 0°
 projection with a Gaussian point-spread function of the same width.
 
@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from simgen.reproducible import exp as reproducible_exp
+from simgen.tools.reproducible import exp as reproducible_exp
 
 __all__ = ["ideal_volume"]
 
@@ -30,10 +30,10 @@ _BATCH_VOXELS = 4_000_000  # window voxels scattered per bincount (bounds the me
 
 def _cross_sections(symbols: list[str], microscope) -> np.ndarray:
     try:
-        from simgen.imaging import Microscope, cross_section
+        from simgen.physics.imaging import Microscope, cross_section
     except ImportError as exc:  # pragma: no cover - imaging is part of the package
         raise ValueError(
-            "weights=None: expected simgen.imaging.cross_section to be available, or explicit weights"
+            "weights=None: expected simgen.physics.imaging.cross_section to be available, or explicit weights"
         ) from exc
     if microscope is None:
         microscope = Microscope()
@@ -62,7 +62,7 @@ def ideal_volume(
     sampling
         Voxel size in Å.
     microscope
-        :class:`simgen.imaging.Microscope` for σ(Z) (default: the project's default microscope).
+        :class:`simgen.physics.imaging.Microscope` for σ(Z) (default: the project's default microscope).
     sigma
         Gaussian width (standard deviation) in Å.
     weights
@@ -139,7 +139,7 @@ def ideal_volume(
         nearest = np.rint(c).astype(np.int64)
         index = nearest[:, :, None] + offsets[None, None, :]  # (n, 3, w)
         inside = (index >= 0) & (index < size)
-        # reproducible.exp: np.exp's AVX-512 kernel rounds differently (simgen.reproducible)
+        # reproducible.exp: np.exp's AVX-512 kernel rounds differently (simgen.tools.reproducible)
         profile = reproducible_exp(-0.5 * ((index - c[:, :, None]) / sigma_voxels) ** 2) * inside
         profile /= profile.sum(axis=2, keepdims=True)  # unit sum over the voxels in the volume
         index = np.clip(index, 0, size - 1)

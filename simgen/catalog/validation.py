@@ -5,7 +5,7 @@ range or choices, default, unit and one line of doc. :func:`section_keys` gives 
 of a section (and so the "unknown key ... did you mean" errors), :func:`field_value` checks a
 scalar value against its declaration. Keys whose value has a structure of its own (``tilt``,
 ``doses``, ``noise_models``, a size distribution, ...) are declared ``kind="custom"`` and checked
-by the parser of :mod:`simgen.config`.
+by the parser of :mod:`simgen.catalog`.
 
 Every error is one line: ``"{source}: dataset {name!r}: {key}={value!r}: expected {what}"``.
 """
@@ -16,6 +16,8 @@ import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from simgen.registry import ALIGNMENT_METHODS, IMAGING_MODES, RECONSTRUCTION_METHODS
 
 __all__ = [
     "Where",
@@ -32,20 +34,12 @@ __all__ = [
     "did_you_mean",
 ]
 
-MODES = ("linear", "multislice", "prism")
-RECON_METHODS = ("sirt", "cgls", "fbp", "sart")
-#: The methods of :mod:`simgen.alignment` (its ``METHODS``; kept here, in a module that imports
-#: only the standard library, so the CLI parser is built without numpy; tests/test_cli.py checks
-#: that the two agree).
-ALIGN_METHODS = (
-    "none",
-    "com",
-    "cross_correlation",
-    "projection_matching",
-    "projection_matching_split",
-)
+#: The extension points, from their one definition (:mod:`simgen.registry`).
+MODES = IMAGING_MODES
+RECON_METHODS = RECONSTRUCTION_METHODS
+ALIGN_METHODS = ALIGNMENT_METHODS
 #: ``reconstruction.align``: a method or ``"auto"`` (``projection_matching_split`` for a noise
-#: model with geometric errors, else none; :func:`simgen.planning.resolve_align`).
+#: model with geometric errors, else none; :func:`simgen.catalog.planning.resolve_align`).
 ALIGN_CHOICES = ("auto", *ALIGN_METHODS)
 DOSE_PROFILES = ("uniform", "cos")
 SAMPLE_ORDERS = ("grid", "shuffled")
@@ -188,7 +182,7 @@ FIELDS: tuple[Field, ...] = (
     _F("sampling", "float", REQUIRED, minimum=0, unit="Å", doc="voxel size = pixel size"),
     _F("size", "int", REQUIRED, minimum=8, exclusive=False, unit="voxels",
        doc="side of the cubic volume and of each projection"),
-    _F("microscope", "section", {}, doc="STEM settings (simgen.microscope.Microscope)"),
+    _F("microscope", "section", {}, doc="STEM settings (simgen.physics.microscope.Microscope)"),
     _F("mode", "choice", "linear", choices=MODES, doc="image formation model"),
     _F("tilt", "custom", REQUIRED, doc="{start, stop, count} or {angles: [...]}; scheme, dose_profile"),
     _F("particles", "section", REQUIRED, doc="what particles are built"),
@@ -229,7 +223,7 @@ FIELDS: tuple[Field, ...] = (
     _F("reconstruction.method", "choice", "sirt", choices=RECON_METHODS, doc="ASTRA algorithm"),
     _F("reconstruction.iterations", "int", 50, minimum=1, exclusive=False, doc="iterations"),
     _F("reconstruction.align", "choice", "auto", choices=ALIGN_CHOICES, hint=True,
-       doc="tilt-series alignment (simgen.alignment); auto: by the noise models"),
+       doc="tilt-series alignment (simgen.reconstruction.alignment); auto: by the noise models"),
     # target
     _F("target.sigma", "float", 0.35, minimum=0, unit="Å", doc="Gaussian width of each atom"),
     # samples
@@ -240,7 +234,7 @@ FIELDS: tuple[Field, ...] = (
        expected="grid (axes nested in order) or shuffled (seeded permutation)",
        doc="plan order; shuffled makes any prefix representative"),
     _F("samples.grid.axes", "custom", ("morphology", "composition", "dose", "noise_model"),
-       doc="grid axes (simgen.config.GRID_AXES)"),
+       doc="grid axes (simgen.catalog.GRID_AXES)"),
     _F("samples.grid.replicas", "int", 1, minimum=1, exclusive=False, doc="samples per cell"),
     _F("samples.random.count", "int", None, minimum=1, exclusive=False, doc="random draws"),
     # split

@@ -1,6 +1,6 @@
 """The plan of a dataset: which samples, in which order, with which seeds and splits.
 
-:func:`plan_rows` turns a validated :class:`simgen.config.DatasetSpec` into one plain dict per
+:func:`plan_rows` turns a validated :class:`simgen.catalog.DatasetSpec` into one plain dict per
 sample (grid cells × replicas, then random draws; particle parameters drawn once per particle;
 train/val/test assigned by particle; optionally a seeded shuffle), and :func:`plan` into
 :class:`simgen.sample.SampleSpec` objects. Every random choice comes from a generator seeded by
@@ -67,7 +67,7 @@ def resolve_align(align: str, noise: Sequence[str]) -> str:
 
 
 def axis_values(spec, axis: str) -> tuple:
-    """The values a grid axis takes in ``spec`` (a :class:`simgen.config.DatasetSpec`)."""
+    """The values a grid axis takes in ``spec`` (a :class:`simgen.catalog.DatasetSpec`)."""
     if axis == "morphology":
         return spec.morphologies
     if axis == "composition":
@@ -86,7 +86,7 @@ def axis_values(spec, axis: str) -> tuple:
 
 
 def plan_rows(spec) -> list[dict]:
-    """The plan of ``spec`` (a :class:`simgen.config.DatasetSpec`) as plain dicts, one per sample,
+    """The plan of ``spec`` (a :class:`simgen.catalog.DatasetSpec`) as plain dicts, one per sample,
     in order: grid cells first (axes in ``grid_axes`` order, replicas innermost), then the random
     draws; splits assigned by particle; a seeded shuffle with ``order: shuffled``."""
     plan_rng = np.random.default_rng(np.random.SeedSequence([spec.seed, _PLAN_TAG]))

@@ -1,8 +1,8 @@
 """One catalogue entry, parsed: the typed pieces of a dataset spec and the YAML parsers.
 
 :func:`parse_entry` turns one ``datasets.yaml`` entry into the fields of a
-:class:`simgen.dataset_spec.DatasetSpec`. The scalar keys are declared in
-:mod:`simgen.validation`; the structured ones (tilt, doses, noise and damage presets, particle
+:class:`simgen.catalog.dataset_spec.DatasetSpec`. The scalar keys are declared in
+:mod:`simgen.catalog.validation`; the structured ones (tilt, doses, noise and damage presets, particle
 distributions, split, storage) are parsed here into :class:`Distribution`, :class:`Split` and
 :class:`StorageSpec`. A broken entry raises ``ValueError`` naming the file, the dataset, the key,
 the value and what is allowed (unknown keys get a "did you mean" suggestion).
@@ -17,19 +17,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simgen.specs import Spec
-from simgen.store.codecs import parse_lossy
-from simgen.store.schema import LOSSY_ARRAYS
-from simgen.validation import Where as _Where
-from simgen.validation import check_keys as _check_keys
-from simgen.validation import (
+from simgen.catalog.validation import Where as _Where
+from simgen.catalog.validation import check_keys as _check_keys
+from simgen.catalog.validation import (
     did_you_mean,
     field_value,
     required_keys,
     section_keys,
 )
-from simgen.validation import number as _number
-from simgen.validation import string_list as _string_list
+from simgen.catalog.validation import number as _number
+from simgen.catalog.validation import string_list as _string_list
+from simgen.registry import Spec
+from simgen.store.codecs import parse_lossy
+from simgen.store.schema import LOSSY_ARRAYS
 
 __all__ = [
     "Distribution",
@@ -282,7 +282,7 @@ def _noise_models(value, where: _Where) -> tuple[tuple[str, tuple[Spec, ...]], .
     text as written and its model)."""
     if not isinstance(value, Mapping) or not value:
         raise where.error("noise_models", value, "a mapping {preset name: [noise spec, ...]}")
-    from simgen.noise import NOISE_REGISTRY
+    from simgen.physics.noise import NOISE_REGISTRY
 
     known = NOISE_REGISTRY.names()
 
@@ -392,7 +392,7 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def parse_entry(name: str, data, where: _Where) -> dict:
-    """The fields of a :class:`simgen.dataset_spec.DatasetSpec` from one catalogue entry
+    """The fields of a :class:`simgen.catalog.dataset_spec.DatasetSpec` from one catalogue entry
     (``name: {...}``), every key checked; ``ValueError`` names source, dataset, key and value."""
     if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
         raise ValueError(

@@ -6,7 +6,7 @@ same in all of them:
 ``linear`` (default)
     Incoherent imaging, image(r) = sampling² · Σ_i σ(Z_i) · PSF(r − r_i). σ is the HAADF
     cross-section (Å²) and the PSF the probe intensity convolved with a Gaussian thermal blur,
-    both calibrated against abTEM multislice (:mod:`simgen.calibration`). The atoms' structure
+    both calibrated against abTEM multislice (:mod:`simgen.physics.calibration`). The atoms' structure
     factor is evaluated exactly at the DFT frequencies of the (padded) pixel grid — one complex
     matrix product per batch of angles, since y does not change under a tilt about y — then
     multiplied by the PSF's transform and inverted with an FFT. Sub-pixel positions are exact;
@@ -38,8 +38,9 @@ from simgen.forward import (
     structure_factor,
     y_factors,
 )
-from simgen.geometry import rotate_positions, volume_center
-from simgen.microscope import Microscope, max_scattering_angle
+from simgen.physics.geometry import rotate_positions, volume_center
+from simgen.physics.microscope import Microscope, max_scattering_angle
+from simgen.registry import IMAGING_MODES
 
 __all__ = [
     "Microscope",
@@ -54,7 +55,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-_MODES = ("linear", "multislice", "prism")
+_MODES = IMAGING_MODES  # the one definition: simgen.registry
 
 
 def _check_grid(size: int, sampling: float) -> None:
@@ -85,7 +86,7 @@ def _linear_images(
     Exact for point atoms at any sub-pixel position and point-sampled at the pixel centres (for
     pixels coarser than λ/(2α) ≈ 0.5 Å the samples then no longer sum to exactly Σσ, as in a scan).
     """
-    from simgen.progress import progress_bar
+    from simgen.tools.progress import progress_bar
 
     grid = LinearGrid(size, sampling, microscope, thermal_sigma=thermal_sigma, pad=pad)
     del center  # the grid's centre is the volume centre
@@ -134,11 +135,11 @@ def default_potential_sampling(microscope: Microscope, coarsest: float = 0.05) -
     """Potential sampling (Å) of a multislice/PRISM run that resolves the detector's outer angle.
 
     abTEM band-limits the wave to 2/3 of the Nyquist frequency, so the largest angle a multislice
-    at sampling ``d`` carries is ``λ/(2d)·(2/3)`` (:func:`simgen.calibration.max_scattering_angle`);
+    at sampling ``d`` carries is ``λ/(2d)·(2/3)`` (:func:`simgen.physics.calibration.max_scattering_angle`);
     the outer angle needs ``d <= λ/(3·outer)``. Returns ``coarsest`` (Å) when that suffices, else
     95 % of that bound (a margin against rounding of the grid): 0.0397 Å for 200 mrad at 200 kV.
     """
-    from simgen.calibration import wavelength
+    from simgen.physics.calibration import wavelength
 
     needed = wavelength(microscope.energy) / (3.0 * microscope.detector_outer * 1e-3)
     return float(min(coarsest, 0.95 * needed))
@@ -158,7 +159,7 @@ def simulate_tilt_series(
     """HAADF-STEM tilt series of ``atoms`` in expected detector counts per unit dose (per e/Å²).
 
     Geometry (docs/design.md, contract): the projection at angle θ images the atoms rotated by
-    R_y(θ) about the volume centre (:func:`simgen.geometry.rotate_positions`); rotated x is the
+    R_y(θ) about the volume centre (:func:`simgen.physics.geometry.rotate_positions`); rotated x is the
     image column, y the row, and pixel ``[j, i]`` is the probe position ``(y, x) = (j, i)·sampling``.
 
     Parameters
@@ -176,7 +177,7 @@ def simulate_tilt_series(
         Energy (eV), convergence semi-angle and detector (mrad), defocus and Cs (Å).
     mode
         ``"linear"`` (default): incoherent imaging, Σ σ(Z_i)·PSF(r − r_i)·sampling², calibrated
-        against abTEM (:mod:`simgen.calibration`), exact for sub-pixel positions and fast.
+        against abTEM (:mod:`simgen.physics.calibration`), exact for sub-pixel positions and fast.
         ``"multislice"`` / ``"prism"``: abTEM on the rotated atoms for each angle (slow on CPU).
     progress
         Show a progress bar.
@@ -198,7 +199,7 @@ def simulate_tilt_series(
     if mode not in _MODES:
         raise ValueError(f"mode={mode!r}: expected one of {', '.join(_MODES)}")
     if not isinstance(microscope, Microscope):
-        raise ValueError(f"microscope={microscope!r}: expected a simgen.imaging.Microscope")
+        raise ValueError(f"microscope={microscope!r}: expected a simgen.physics.imaging.Microscope")
     _check_grid(size, sampling)
     sampling = float(sampling)
     angles = np.atleast_1d(np.asarray(angles, dtype=np.float64))
@@ -297,7 +298,7 @@ def _abtem_tilt_series(
     import dask
     from ase import Atoms
 
-    from simgen.progress import progress_bar
+    from simgen.tools.progress import progress_bar
 
     field = size * sampling
     # Cell holding the whole field of view plus vacuum: rotated atoms never leave it, so abTEM's

@@ -1,7 +1,7 @@
 """The microscope: STEM settings, electron wavelength, and the calibration table measured for them.
 
-This module sits under both :mod:`simgen.imaging` (which reads σ(Z) and the PSF from the table)
-and :mod:`simgen.calibration` (which measures the table with abTEM), so neither imports the other.
+This module sits under both :mod:`simgen.physics.imaging` (which reads σ(Z) and the PSF from the table)
+and :mod:`simgen.physics.calibration` (which measures the table with abTEM), so neither imports the other.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ __all__ = [
     "load_calibration",
 ]
 
-CALIBRATION_PATH = Path(__file__).resolve().parent / "data" / "calibration.json"
+CALIBRATION_PATH = Path(__file__).resolve().parents[1] / "data" / "calibration.json"
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def load_calibration(path: str | Path | None = None) -> dict:
     path = CALIBRATION_PATH if path is None else Path(path)
     if not path.is_file():
         raise ValueError(
-            f"path={str(path)!r}: expected a calibration JSON; regenerate it with `python -m simgen.calibration`"
+            f"path={str(path)!r}: expected a calibration JSON; regenerate it with `python -m simgen.physics.calibration`"
         )
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)

@@ -2,7 +2,7 @@
 
 A :class:`DatasetSpec` is built once from a catalogue entry (:meth:`DatasetSpec.from_dict`,
 :func:`simgen.catalog.load_catalog`) and is frozen; :meth:`DatasetSpec.plan` resolves it into one
-:class:`simgen.sample.SampleSpec` per sample (:mod:`simgen.planning`). :func:`spec_dict` is what a
+:class:`simgen.sample.SampleSpec` per sample (:mod:`simgen.catalog.planning`). :func:`spec_dict` is what a
 store records in its attributes, :func:`spec_hash` its stable digest.
 """
 
@@ -12,10 +12,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from simgen import planning
-from simgen.catalog_entry import Distribution, Split, StorageSpec, parse_entry
-from simgen.specs import Spec
-from simgen.validation import Where
+from simgen.catalog import planning
+from simgen.catalog.entry import Distribution, Split, StorageSpec, parse_entry
+from simgen.catalog.validation import Where
+from simgen.registry import Spec
 
 __all__ = ["DatasetSpec", "spec_dict", "spec_hash"]
 
@@ -139,21 +139,21 @@ class DatasetSpec:
         return planning.axis_values(self, axis)
 
     def microscope_object(self):
-        """The :class:`simgen.imaging.Microscope` of this dataset."""
-        from simgen.imaging import Microscope
+        """The :class:`simgen.physics.imaging.Microscope` of this dataset."""
+        from simgen.physics.imaging import Microscope
 
         return Microscope(**dict(self.microscope))
 
-    # ---- the plan (simgen.planning) -------------------------------------------------------
+    # ---- the plan (simgen.catalog.planning) -------------------------------------------------------
 
     def plan_rows(self) -> list[dict]:
         """The plan as plain dicts (no simgen.sample import): one per sample, in order
-        (:func:`simgen.planning.plan_rows`)."""
+        (:func:`simgen.catalog.planning.plan_rows`)."""
         return planning.plan_rows(self)
 
     def plan(self, limit: int | None = None, *, rows: list[dict] | None = None) -> list:
         """The resolved samples (:class:`simgen.sample.SampleSpec`), deterministic order
-        (:func:`simgen.planning.plan`)."""
+        (:func:`simgen.catalog.planning.plan`)."""
         return planning.plan(self, limit, rows=rows)
 
     # ---- reporting ------------------------------------------------------------------------
@@ -208,7 +208,7 @@ class DatasetSpec:
 
     def summary(self, limit: int | None = None) -> str:
         """The dry-run text: what would be generated (contains a line ``samples: N``;
-        :func:`simgen.planning.summary`)."""
+        :func:`simgen.catalog.planning.summary`)."""
         return planning.summary(self, limit)
 
 

@@ -1,6 +1,6 @@
 """Calibration of the linear HAADF model against abTEM multislice.
 
-The linear imaging mode (:mod:`simgen.imaging`) needs two things per microscope setting:
+The linear imaging mode (:mod:`simgen.physics.imaging`) needs two things per microscope setting:
 
 * the HAADF cross-section σ(Z) of a single atom (Å²): the fraction of the beam reaching the
   annular detector, integrated over probe positions. A single atom in a periodic cell is imaged by
@@ -11,12 +11,12 @@ The linear imaging mode (:mod:`simgen.imaging`) needs two things per microscope 
 * the probe intensity, stored as its radially symmetric Fourier transform (the "transfer"
   T(k), T(0) = 1) and as a real-space radial profile (Å⁻², unit integral).
 
-A default thermal (Debye–Waller) blur is recorded too; :mod:`simgen.imaging` folds it into the
+A default thermal (Debye–Waller) blur is recorded too; :mod:`simgen.physics.imaging` folds it into the
 PSF as a Gaussian.
 
 Regenerate the package data with::
 
-    OMP_NUM_THREADS=1 python -m simgen.calibration --out simgen/data/calibration.json
+    OMP_NUM_THREADS=1 python -m simgen.physics.calibration --out simgen/data/calibration.json
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from simgen.microscope import (
+from simgen.physics.microscope import (
     CALIBRATION_PATH,
     Microscope,
     load_calibration,
     max_scattering_angle,
     wavelength,
 )
-from simgen.outputs import write_text_atomic
+from simgen.tools.outputs import write_text_atomic
 
 __all__ = [
     "CALIBRATION_PATH",
@@ -107,7 +107,7 @@ def compute_cross_section(
     element
         Chemical symbol or atomic number.
     microscope
-        :class:`simgen.imaging.Microscope`; the project default when ``None``.
+        :class:`simgen.physics.imaging.Microscope`; the project default when ``None``.
     potential_sampling
         Potential sampling (Å); refined automatically if the detector's outer angle needs it.
     scan_step
@@ -196,7 +196,7 @@ def calibrate(
     import abtem
     from ase.data import atomic_numbers, chemical_symbols
 
-    from simgen.progress import progress_bar
+    from simgen.tools.progress import progress_bar
 
     microscope = Microscope() if microscope is None else microscope
     settings = {
@@ -247,7 +247,7 @@ def calibrate(
         "abtem_version": abtem.__version__,
         "python": platform.python_version(),
         "runtime_s": round(time.time() - start, 1),
-        "command": command or "OMP_NUM_THREADS=1 python -m simgen.calibration",
+        "command": command or "OMP_NUM_THREADS=1 python -m simgen.physics.calibration",
     }
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -258,9 +258,9 @@ def calibrate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m simgen.calibration [--elements H,He,...] [--out PATH]``."""
+    """Command line: ``python -m simgen.physics.calibration [--elements H,He,...] [--out PATH]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m simgen.calibration", description=__doc__.splitlines()[0]
+        prog="python -m simgen.physics.calibration", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
         "--elements",
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         detector_outer=args.detector_outer,
     )
     elements = [e.strip() for e in args.elements.split(",") if e.strip()]
-    command = "OMP_NUM_THREADS=1 python -m simgen.calibration " + " ".join(
+    command = "OMP_NUM_THREADS=1 python -m simgen.physics.calibration " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
     calibrate(

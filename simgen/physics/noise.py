@@ -38,8 +38,8 @@ from typing import ClassVar
 import numpy as np
 
 from simgen.forward.shift import fourier_shift  # re-exported: one shift for numpy and torch
-from simgen.specs import Spec, registry
-from simgen.specs import param as _param
+from simgen.registry import Spec, registry
+from simgen.registry import param as _param
 
 __all__ = [
     "NOISE_MODELS",
@@ -440,7 +440,7 @@ NOISE_MODELS: dict[str, type[NoiseModel]] = {
 """Name → noise model class. Each class documents its parameters, defaults and units."""
 
 
-#: The noise models in the spec registry (:mod:`simgen.specs`): ``simgen list noise`` and
+#: The noise models in the spec registry (:mod:`simgen.registry`): ``simgen list noise`` and
 #: ``--noise`` parse and print from it.
 NOISE_REGISTRY = registry(
     "noise", "noise models (--noise NAME[:k=v,...], repeatable; datasets.yaml noise_models)"
@@ -499,7 +499,7 @@ class NoiseChain:
 
     @classmethod
     def from_specs(cls, specs: Sequence[str | Spec] | str | Spec) -> NoiseChain:
-        """Build a chain from specs: parsed :class:`simgen.specs.Spec` objects (their models are
+        """Build a chain from specs: parsed :class:`simgen.registry.Spec` objects (their models are
         used as they are) or strings (see :func:`parse_noise`); ``["none"]`` = no noise."""
         if isinstance(specs, (str, Spec)):
             specs = [specs]

@@ -2,7 +2,7 @@
 
 A catalogue is a YAML mapping ``datasets: {name: {...}}`` (intake/kedro style), read with a
 loader that refuses a key given twice; each entry becomes a frozen
-:class:`simgen.dataset_spec.DatasetSpec` (parsed by :mod:`simgen.catalog_entry`), so the rest of
+:class:`simgen.catalog.dataset_spec.DatasetSpec` (parsed by :mod:`simgen.catalog.entry`), so the rest of
 the code never sees raw dicts. :func:`validate_catalog` reports every problem at once and, on
 request, builds the largest particle of each dataset to check that it fits the volume.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simgen.dataset_spec import DatasetSpec
-from simgen.validation import did_you_mean
+from simgen.catalog.dataset_spec import DatasetSpec
+from simgen.catalog.validation import did_you_mean
 
 __all__ = [
     "load_catalog",
@@ -28,7 +28,7 @@ __all__ = [
 
 #: The catalogue shipped with the package (``simgen/data/datasets.yaml``, a link to the
 #: repository's top-level ``datasets.yaml``; a wheel holds its content).
-PACKAGED_CATALOG = Path(__file__).resolve().parent / "data" / "datasets.yaml"
+PACKAGED_CATALOG = Path(__file__).resolve().parents[1] / "data" / "datasets.yaml"
 
 
 def default_catalog_path() -> Path:
