@@ -429,19 +429,7 @@ def import_tilt_series(
         raise ValueError(f"sampling={sampling!r}: expected a positive pixel size in Å")
     if dose is not None and (not np.isfinite(dose) or dose <= 0):
         raise ValueError(f"dose={dose!r}: expected a positive dose in e/Å² per projection")
-    angles_deg = (
-        read_angles(angles)
-        if isinstance(angles, (str, Path))
-        else np.asarray(angles, dtype=np.float64).ravel()
-    )
-    raw = read_array(path, key=key)
-    counts = arrange_tilt_series(
-        raw, len(angles_deg), tilt_axis=tilt_axis, stack_axis=stack_axis, origin=origin
-    ).astype(np.float32)
-    if counts.shape[1] != counts.shape[2]:
-        raise ValueError(
-            f"tilt_series.shape={counts.shape}: expected square images (crop them first)"
-        )
+    angles_deg, counts = _read_series(path, angles, key, tilt_axis, stack_axis, origin)
     if isinstance(background, str):
         if background != "auto":
             raise ValueError(f"background={background!r}: expected a number of counts or 'auto'")
@@ -455,37 +443,15 @@ def import_tilt_series(
     centre = (size - 1) / 2.0 * sampling
     axes_matrix = input_axes_matrix(tilt_axis)
 
-    atoms = None
-    if truth is not None:
-        from ase import Atoms
-
-        model_positions, symbols = read_truth(truth, elements)
-        model_positions = np.asarray(model_positions, dtype=np.float64)
-        atoms = Atoms(symbols=symbols, positions=model_positions @ axes_matrix.T + centre)
-        if elements is None:
-            elements = sorted(set(symbols))
+    atoms, elements = _truth_atoms(truth, elements, axes_matrix, centre)
     spec = {
         "name": Path(out).name,
         "sampling": float(sampling),
         "size": int(size),
         "source": str(path),
         "tilt_axis_input": tilt_axis,
-        "recon": method,
-        "iterations": int(iterations),
-        "normalisation": (
-            ("counts/(gain·dose)" if gain_info.get("gain") else "counts/dose")
-            if dose is not None
-            else "relative"
-        ),
-        "background": float(background),
-        "elements": ",".join(elements or []),
-        "split": "test",
-        "morphology": "imported",
-        "import_align": align_method,
-        **gain_info,
+        **_recorded_settings(measurement, recon, gain_info, elements),
     }
-    if dose is not None:
-        spec["dose"] = float(dose)
     from simgen.sample import Sample
     from simgen.store import write_single_sample_store
 
@@ -515,6 +481,61 @@ def import_tilt_series(
         "imported %s -> %s: %d projections, volume %s", path, out, len(angles_deg), volume.shape
     )
     return Path(out)
+
+
+def _read_series(path, angles, key, tilt_axis, stack_axis, origin):
+    """The angles (degrees) and the (A, P, P) float32 counts of an input file, checked."""
+    angles_deg = (
+        read_angles(angles)
+        if isinstance(angles, (str, Path))
+        else np.asarray(angles, dtype=np.float64).ravel()
+    )
+    raw = read_array(path, key=key)
+    counts = arrange_tilt_series(
+        raw, len(angles_deg), tilt_axis=tilt_axis, stack_axis=stack_axis, origin=origin
+    ).astype(np.float32)
+    if counts.shape[1] != counts.shape[2]:
+        raise ValueError(
+            f"tilt_series.shape={counts.shape}: expected square images (crop them first)"
+        )
+    return angles_deg, counts
+
+
+def _truth_atoms(truth, elements, axes_matrix: np.ndarray, centre: float):
+    """The true atoms in the volume frame (``None`` without a truth) and the elements present."""
+    if truth is None:
+        return None, elements
+    from ase import Atoms
+
+    model_positions, symbols = read_truth(truth, elements)
+    model_positions = np.asarray(model_positions, dtype=np.float64)
+    atoms = Atoms(symbols=symbols, positions=model_positions @ axes_matrix.T + centre)
+    return atoms, (sorted(set(symbols)) if elements is None else elements)
+
+
+def _recorded_settings(
+    measurement: Measurement, recon: ReconstructionSettings, gain_info: dict, elements
+) -> dict:
+    """The spec fields that record how an imported series was normalised and reconstructed, in
+    the order stores have always had them."""
+    if measurement.dose is None:
+        normalisation = "relative"
+    else:
+        normalisation = "counts/(gain·dose)" if gain_info.get("gain") else "counts/dose"
+    fields = {
+        "recon": recon.method,
+        "iterations": int(recon.iterations),
+        "normalisation": normalisation,
+        "background": float(measurement.background),
+        "elements": ",".join(elements or []),
+        "split": "test",
+        "morphology": "imported",
+        "import_align": recon.align,
+        **gain_info,
+    }
+    if measurement.dose is not None:
+        fields["dose"] = float(measurement.dose)
+    return fields
 
 
 def _resolve_gain(counts: np.ndarray, gain) -> dict:

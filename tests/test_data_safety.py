@@ -264,6 +264,15 @@ def test_verify_against_a_published_manifest_names_the_first_difference(tmp_path
         f"first difference: sample 0: tilt_series differs (also: volume) from {str(a / 'manifest.json')!r}"
         in out
     ), out
+    assert f"library versions: the same as {str(a / 'manifest.json')!r}" in out, out
+    # a manifest written with another numpy: the difference names it
+    published = json.loads((a / "manifest.json").read_text())
+    ours = published["versions"]["numpy"]
+    published["versions"]["numpy"] = "0.0.1"
+    (tmp_path / "other.json").write_text(json.dumps(published))
+    assert simgen_main(["verify", str(c), "--against", str(tmp_path / "other.json")]) == 1
+    out = capsys.readouterr().out
+    assert f"numpy {ours} here, 0.0.1 there" in out, out
     (tmp_path / "bad.json").write_text("{not json")
     assert simgen_main(["verify", str(c), "--against", str(tmp_path / "bad.json")]) == 1
     assert "not a valid manifest" in capsys.readouterr().out

@@ -203,10 +203,40 @@ def _check_meta(root, manifest: Mapping, complete: np.ndarray, where: str) -> li
     return problems
 
 
+def _version_note(ours: Mapping, theirs: Mapping, where: str) -> str:
+    """One line on the library versions behind a difference (manifests record them)."""
+    if not ours or not theirs:
+        return f"library versions: not recorded in {'this store' if not ours else where}"
+    differ = [
+        f"{name} {ours.get(name, 'absent')} here, {theirs.get(name, 'absent')} there"
+        for name in sorted(set(ours) | set(theirs))
+        if ours.get(name) != theirs.get(name)
+    ]
+    if not differ:
+        return f"library versions: the same as {where} (the difference is not a version)"
+    return f"library versions that differ from {where}: " + "; ".join(differ)
+
+
 def _compare_published(
+    checksums: np.ndarray,
+    complete: np.ndarray,
+    names: list[str],
+    published: Mapping,
+    where: str,
+    versions: Mapping | None = None,
+) -> list[str]:
+    """This store's per-sample checksums against a published manifest: the first difference,
+    and then which library versions differ (``versions``: this store's)."""
+    problems = _first_difference(checksums, complete, names, published, where)
+    if problems:
+        theirs = published.get("versions") if isinstance(published.get("versions"), dict) else {}
+        problems.append(_version_note(dict(versions or {}), theirs, where))
+    return problems
+
+
+def _first_difference(
     checksums: np.ndarray, complete: np.ndarray, names: list[str], published: Mapping, where: str
 ) -> list[str]:
-    """This store's per-sample checksums against a published manifest: the first difference."""
     problems = []
     theirs = published["samples"]
     arrays = (
@@ -314,7 +344,14 @@ def verify_store(
             problems.append(problem)
         else:
             problems.extend(
-                _compare_published(checksums, complete, names, published, f"{str(against)!r}")
+                _compare_published(
+                    checksums,
+                    complete,
+                    names,
+                    published,
+                    f"{str(against)!r}",
+                    versions=root.attrs.get("versions"),
+                )
             )
     if require_complete and not complete.all():
         missing = np.flatnonzero(~complete)

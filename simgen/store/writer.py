@@ -74,7 +74,7 @@ def _package_versions() -> dict:
     from importlib import metadata
 
     versions = {}
-    for name in ("aet-suite", "numpy", "zarr", "abtem", "astra-toolbox", "ase", "dask"):
+    for name in ("aet-suite", "numpy", "scipy", "numba", "zarr", "abtem", "astra-toolbox", "ase", "dask"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -585,6 +585,8 @@ def consolidate(path: str | Path, *, manifest: bool = True) -> dict:
         "meta_sha256": {
             name: meta_digest(read_samples(arr)) for name, arr in root["meta"].arrays()
         },
+        # The libraries that wrote it: `simgen verify --against` names those that differ.
+        "versions": dict(root.attrs.get("versions") or {}),
     }
     if manifest:
         tmp = Path(path) / (MANIFEST_NAME + ".tmp")
