@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -507,20 +507,48 @@ def refine_atoms(
             read_noise=float(config.read_noise or 0.0),
         )
     start_angles, shifts = _check_start(angles, start_angles, shifts)
-    problem = RefinementProblem(
-        series,
-        angles if start_angles is None else start_angles,
-        positions,
-        elements,
-        sampling=sampling,
-        doses=doses,
-        config=config,
-        microscope=microscope,
-        thermal_sigma=thermal_sigma,
-        shifts=shifts,
-    )
+
+    def problem_in(precision_config):
+        return RefinementProblem(
+            series,
+            angles if start_angles is None else start_angles,
+            positions,
+            elements,
+            sampling=sampling,
+            doses=doses,
+            config=precision_config,
+            microscope=microscope,
+            thermal_sigma=thermal_sigma,
+            shifts=shifts,
+        )
+
+    problem = problem_in(config)
     values, evaluations = solve(problem)
+    if problem.dtype == torch.float32 and not _converged(problem, values):
+        # The float32 bias test holds at the start; a solve that runs away from it (an
+        # overflowing beam current, a non-finite likelihood) is solved again in float64.
+        logger.warning(
+            "refinement in float32 did not reach a finite optimum (%d atoms); solving in float64",
+            len(positions),
+        )
+        problem = problem_in(replace(config, precision="float64"))
+        values, more = solve(problem)
+        evaluations += more
     return problem.result(values, evaluations)
+
+
+def _converged(problem: RefinementProblem, values: dict) -> bool:
+    """Whether a solve ended at a finite optimum no worse than its start (finite parameters, a
+    finite likelihood at most the starting one, beam currents that do not overflow)."""
+    history = problem.nll_history
+    if not all(math.isfinite(v) for v in history) or history[-1] > history[0]:
+        return False
+    for tensor in values.values():
+        if not bool(torch.isfinite(tensor).all()):
+            return False
+    with torch.no_grad():
+        log_current = problem.unpack(values)[3]
+    return bool((log_current.abs() < 50.0).all())
 
 
 class RefinementProblem:
