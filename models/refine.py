@@ -526,7 +526,8 @@ def refine_atoms(
     values, evaluations = solve(problem)
     if problem.dtype == torch.float32 and not _converged(problem, values):
         # The float32 bias test holds at the start; a solve that runs away from it (an
-        # overflowing beam current, a non-finite likelihood) is solved again in float64.
+        # overflowing beam current, a non-finite likelihood or parameter) is solved again in
+        # float64.
         logger.warning(
             "refinement in float32 did not reach a finite optimum (%d atoms); solving in float64",
             len(positions),
@@ -538,10 +539,10 @@ def refine_atoms(
 
 
 def _converged(problem: RefinementProblem, values: dict) -> bool:
-    """Whether a solve ended at a finite optimum no worse than its start (finite parameters, a
-    finite likelihood at most the starting one, beam currents that do not overflow)."""
-    history = problem.nll_history
-    if not all(math.isfinite(v) for v in history) or history[-1] > history[0]:
+    """Whether a solve ended at a finite optimum: finite parameters and likelihoods, beam
+    currents that do not overflow. (Not "no worse than the start": the read noise is re-estimated
+    between rounds, so the objective's values of different rounds are not comparable.)"""
+    if not all(math.isfinite(v) for v in problem.nll_history):
         return False
     for tensor in values.values():
         if not bool(torch.isfinite(tensor).all()):
