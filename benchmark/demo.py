@@ -105,6 +105,18 @@ def _cpus() -> int:
 
 
 def main(argv=None) -> int:
+    """``make demo``: a failing sample stops it with one line naming it (what was done is kept:
+    the same command continues)."""
+    from simgen.tools.errors import EXIT_WORK_FAILED, WorkFailed
+
+    try:
+        return _main(argv)
+    except WorkFailed as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return EXIT_WORK_FAILED
+
+
+def _main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmark.demo", description=__doc__.splitlines()[0]
     )

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.results_schema import SCHEMA_VERSION, validate_record
+from simgen.tools.errors import WorkFailed
 from simgen.tools.outputs import staged_output, write_text_atomic
 from simgen.tools.progress import progress_bar
 
@@ -169,7 +170,12 @@ def _run_one(method, view, position, models_dir, radius, align, dataset_name, tr
     sample = _read_sample(view, index, truths[0])
     sample["elements"] = _elements_of(sample)
     t0 = time.perf_counter()
-    prediction = method.predict(sample)
+    try:
+        prediction = method.predict(sample)
+    except Exception as exc:  # named here: from a worker process only the message comes back
+        raise WorkFailed(
+            f"{method.name} failed on sample {index}: {type(exc).__name__}: {exc}"
+        ) from exc
     seconds = time.perf_counter() - t0
     if models_dir is not None:
         from models.io import species_arrays, write_prediction
@@ -404,24 +410,31 @@ def run_method(
                     )
                 )
             )
-        records = _run_all(
-            method,
-            method_name,
-            options,
-            store,
-            view,
-            positions,
-            split,
-            models_dir,
-            radius,
-            align,
-            dataset_name,
-            truths,
-            workers,
-            progress,
-            done=done,
-            sink=_PartialWriter(partial, resume_key, done),
-        )
+        try:
+            records = _run_all(
+                method,
+                method_name,
+                options,
+                store,
+                view,
+                positions,
+                split,
+                models_dir,
+                radius,
+                align,
+                dataset_name,
+                truths,
+                workers,
+                progress,
+                done=done,
+                sink=_PartialWriter(partial, resume_key, done),
+            )
+        except WorkFailed as exc:
+            kept = max(0, len(partial.read_text().splitlines()) - 1) if partial.exists() else 0
+            raise WorkFailed(
+                f"{exc}; {kept} finished sample(s) kept: the same command continues from them "
+                "(--debug for the traceback)"
+            ) from exc
         if models_dir is not None:
             (Path(models_dir) / _STAGING_KEY).unlink()  # not part of the output
         write_text_atomic(out, "".join(json.dumps(record) + "\n" for record in records))

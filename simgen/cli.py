@@ -13,6 +13,7 @@ from pathlib import Path
 
 from simgen.catalog.validation import ALIGN_CHOICES, ALIGN_METHODS
 from simgen.registry import IMAGING_MODES, RECONSTRUCTION_METHODS
+from simgen.tools.errors import EXIT_WORK_FAILED, WorkFailed
 
 __all__ = ["main", "parse_tilt"]
 
@@ -863,6 +864,11 @@ def run_command(commands, parser, argv, prog) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"{prog}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except WorkFailed as exc:  # one item of long work failed: named, what was kept said
+        if args.debug:
+            raise
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_WORK_FAILED
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -408,3 +408,47 @@ def test_weights_that_are_torchscript_or_junk_say_what_they_are(tmp_path, capsys
         weights = ["--weights", str(tmp_path / name), "--out", str(tmp_path / "p.xyz")]
         assert pann_main([*vol, *weights]) == 2
         _one_line_error(capsys, fragment)
+
+
+def test_a_method_failing_on_one_sample_is_one_line_naming_it(tmp_path, make_store, monkeypatch, capsys):
+    """A method that raises on one sample stops the run with one line naming the method, the
+    sample and the error; the finished samples are kept and the same command continues."""
+    import ase
+
+    from benchmark.methods.classical import ClassicalMethod
+    from simgen.sample import Sample
+    from simgen.store import open_dataset
+
+    one = tmp_path / "one.zarr"
+    assert (
+        simgen_main(["simulate", str(_model(tmp_path / "pt2.xyz")), "--out", str(one), *TINY]) == 0
+    )
+    s = open_dataset(one)[0]
+    made = Sample(
+        atoms=ase.Atoms(numbers=s["numbers"], positions=s["positions"]), tilt_series=s["tilt_series"],
+        angles=s["angles"], angles_true=s["angles_true"], volume=s["volume"], target=s["target"],
+        meta={},
+    )  # fmt: skip
+    store = make_store(tmp_path / "two.zarr", [made, made], meta={"dose": [1e4, 1e4]})
+    original = ClassicalMethod.predict
+    calls = []
+
+    def fails_once(self, sample):
+        calls.append(sample["index"])
+        if len(calls) == 2:
+            raise ValueError("log_cross_sections: expected finite values")
+        return original(self, sample)
+
+    monkeypatch.setattr(ClassicalMethod, "predict", fails_once)
+    out = tmp_path / "r.jsonl"
+    run = ["run", "--method", "classical", "--data", str(store), "--split", "all", "--out", str(out)]
+    capsys.readouterr()
+    assert bench_main(run) == 1
+    _one_line_error(
+        capsys,
+        "classical failed on sample 1: ValueError: log_cross_sections: expected finite values",
+        "1 finished sample(s) kept: the same command continues",
+    )
+    assert not out.exists()
+    assert bench_main(run) == 0 and calls == [0, 1, 1]
+    assert len(out.read_text().splitlines()) == 2
