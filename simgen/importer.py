@@ -636,6 +636,42 @@ def normalise_and_reconstruct(
     )
 
 
+def _source_dose(store, sample: dict, dose: float, source_dose: float | None) -> float:
+    """The dose of the series to thin: recorded, or given (``--source-dose``); checked."""
+    recorded = sample.get("dose")
+    recorded = float(recorded) if recorded is not None and np.isfinite(recorded) else None
+    source = recorded if source_dose is None else float(source_dose)
+    if source is None:
+        raise ValueError(
+            f"store={str(store)!r}: records no dose; give the source dose (--source-dose)"
+        )
+    if recorded is not None and source_dose is not None and not np.isclose(recorded, source):
+        raise ValueError(
+            f"--source-dose={source_dose!r}: the store records a dose of {recorded:g} e/Å²"
+        )
+    if not dose <= source:
+        raise ValueError(
+            f"--dose={dose!r}: expected at most the source dose {source:g} e/Å² (thinning only lowers it)"
+        )
+    return source
+
+
+def _thinning_gain(sample: dict, raw: np.ndarray) -> float:
+    """Counts per electron to thin with: the recorded gain, or 1 (none recorded, or whole-number
+    counts with an estimate within 5% of 1: those are electron counts already)."""
+    gain = sample.get("gain")
+    gain = float(gain) if gain is not None and np.isfinite(gain) else None
+    if gain is None:
+        logger.warning("store records no detector gain: counts taken as electrons (gain 1)")
+        return 1.0
+    if abs(gain - 1.0) < 0.05 and np.all(raw == np.rint(raw)):
+        # Whole-number counts with a gain estimate this close to 1 are electron counts: thinning
+        # them with the estimate would split every count by the estimate's error.
+        logger.info("integer counts, estimated gain %.4g: thinning whole electrons (gain 1)", gain)
+        return 1.0
+    return gain
+
+
 def thin_store(
     store: str | Path,
     *,
@@ -685,32 +721,9 @@ def thin_store(
         )
     sample = dataset[0]
     spec = dict(dataset.attrs.get("spec") or {})
-    recorded = sample.get("dose")
-    recorded = float(recorded) if recorded is not None and np.isfinite(recorded) else None
-    source = recorded if source_dose is None else float(source_dose)
-    if source is None:
-        raise ValueError(
-            f"store={str(store)!r}: records no dose; give the source dose (--source-dose)"
-        )
-    if recorded is not None and source_dose is not None and not np.isclose(recorded, source):
-        raise ValueError(
-            f"--source-dose={source_dose!r}: the store records a dose of {recorded:g} e/Å²"
-        )
-    if not dose <= source:
-        raise ValueError(
-            f"--dose={dose!r}: expected at most the source dose {source:g} e/Å² (thinning only lowers it)"
-        )
-    gain = sample.get("gain")
-    gain = float(gain) if gain is not None and np.isfinite(gain) else None
+    source = _source_dose(store, sample, dose, source_dose)
     raw = np.asarray(sample["tilt_series"])
-    if gain is None:
-        logger.warning("store records no detector gain: counts taken as electrons (gain 1)")
-        gain = 1.0
-    elif abs(gain - 1.0) < 0.05 and np.all(raw == np.rint(raw)):
-        # Whole-number counts with a gain estimate this close to 1 are electron counts: thinning
-        # them with the estimate would split every count by the estimate's error.
-        logger.info("integer counts, estimated gain %.4g: thinning whole electrons (gain 1)", gain)
-        gain = 1.0
+    gain = _thinning_gain(sample, raw)
     fraction = float(dose) / source
     rng = np.random.default_rng(int(seed))
     counts = thin_counts(raw, fraction, rng, gain=gain)
