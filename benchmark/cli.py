@@ -62,6 +62,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--models", help="directory for the predicted models (<index>.xyz)")
     p.add_argument("--limit", type=int, help="run on at most N samples")
+    p.add_argument(
+        "--limit-per",
+        metavar="FIELD",
+        help="with --limit: at most N samples per value of this meta field (e.g. dose: a slice "
+        "of a dose sweep that covers every dose)",
+    )
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
     p.add_argument("--radius", type=float, default=1.0, help="matching radius (Å)")
     p.add_argument(
@@ -221,6 +227,8 @@ def _cmd_run(args) -> int:
     from benchmark.runner import run_method
 
     _check_radius(args.radius)
+    if args.limit_per is not None and args.limit is None:
+        raise ValueError(f"--limit-per={args.limit_per!r}: expected --limit N beside it")
     split = None if args.split == "all" else args.split
     records = run_method(
         args.method,
@@ -229,6 +237,7 @@ def _cmd_run(args) -> int:
         models_dir=args.models,
         split=split,
         limit=args.limit,
+        limit_per=args.limit_per,
         workers=args.workers,
         radius=args.radius,
         align=args.align,

@@ -190,6 +190,14 @@ def test_sweep_limit_covers_every_dose_and_takes_predictions(tmp_path, capsys):
     mine = read_results([again / "results_files.jsonl"])
     assert {r["method"] for r in mine} == {"mine"}
     _assert_same_scores(mine, read_results([again / "results_classical.jsonl"]))
+    # `run --limit N --limit-per dose`: the same slice as the sweep's, from the run command
+    sliced = tmp_path / "sliced.jsonl"
+    run = ["run", "--method", "classical", "--data", str(store), "--split", "all", "--limit", "1"]
+    assert bench_main([*run, "--limit-per", "dose", "--out", str(sliced)]) == 0
+    assert sorted(r["dose"] for r in read_results([sliced])) == pytest.approx([1e3, 1e4, 1e5])
+    capsys.readouterr()
+    assert bench_main([*run[:-2], "--limit-per", "dose", "--out", str(tmp_path / "n.jsonl")]) == 2
+    assert "--limit-per='dose': expected --limit N beside it" in capsys.readouterr().err
     # An option no method of the sweep takes is a one-line error.
     capsys.readouterr()
     bad = ["sweep", "--store", str(store), "--option", "nonsense=3", "--out", str(tmp_path / "x")]
