@@ -123,6 +123,18 @@ def test_simgen_list_prints_every_registry(capsys):
     assert simgen_main(["list", "noise"]) == 0
     only_noise = capsys.readouterr().out
     assert "poisson" in only_noise and "cuboctahedron" not in only_noise
+    # the extension points without parameters, from their one definition (simgen.registry)
+    from simgen.registry import ALIGNMENT_METHODS, IMAGING_MODES, RECONSTRUCTION_METHODS
+
+    for topic, names in [
+        ("imaging", IMAGING_MODES),
+        ("reconstruction", RECONSTRUCTION_METHODS),
+        ("alignment", ALIGNMENT_METHODS),
+    ]:
+        assert simgen_main(["list", topic]) == 0
+        text = capsys.readouterr().out
+        assert ", ".join(names) in text and "poisson" not in text, text
+        assert ", ".join(names) in out  # and in the full list
 
 
 @pytest.mark.parametrize("where", ["before", "after"])
