@@ -88,9 +88,11 @@ def stage_times(model, sample: dict, repeats: int = 1) -> dict:
         Timed runs per stage; the best is kept.
     """
     import torch
+    from ase.data import atomic_numbers
 
     from models.pann import NOT_AN_ATOM, candidate_features
-    from models.refine import refine_sample
+    from models.refine import RefineConfig, refine_sample
+    from models.species_refine import reassign_species
 
     volume, sampling = sample["volume"], sample["sampling"]
     elements = sample["elements"]
@@ -115,8 +117,16 @@ def stage_times(model, sample: dict, repeats: int = 1) -> dict:
     labels = probs.argmax(axis=1)
     keep = np.array([model.config.classes[i] != NOT_AN_ATOM for i in labels], dtype=bool)
     symbols = [model.config.classes[i] for i in labels[keep]]
-    out["refinement against the tilt series"], _ = _best(
-        lambda: refine_sample(sample, positions[keep], symbols), repeats
+    config = RefineConfig(precision="auto")  # as PannModel.predict runs both refits
+    out["refinement against the tilt series"], result = _best(
+        lambda: refine_sample(sample, positions[keep], symbols, config=config), repeats
+    )
+    present = sorted(set(elements or symbols), key=atomic_numbers.__getitem__)
+    out["species step (amplitude refit + mixture)"], _ = _best(
+        lambda: reassign_species(
+            sample, result.positions, symbols, present=present, refine_config=config
+        ),
+        repeats,
     )
     out["predict, all stages"], _ = _best(
         lambda: model.predict(volume, sampling, elements, measurement=sample), repeats

@@ -83,6 +83,7 @@ def test_quick_table_rows(quick_table):
                 "Zernike features",
                 "stage 2",
                 "refinement against the tilt series",
+                "species step",
             )
         ],
         "PANN predict with refinement, shipped weights",
