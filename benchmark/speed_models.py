@@ -90,8 +90,8 @@ def stage_times(model, sample: dict, repeats: int = 1) -> dict:
     import torch
     from ase.data import atomic_numbers
 
-    from models.pann import NOT_AN_ATOM, candidate_features
-    from models.refine import RefineConfig, refine_sample
+    from models.pann import NOT_AN_ATOM, candidate_features, refine_config
+    from models.refine import refine_sample
     from models.species_refine import reassign_species
 
     volume, sampling = sample["volume"], sample["sampling"]
@@ -117,7 +117,7 @@ def stage_times(model, sample: dict, repeats: int = 1) -> dict:
     labels = probs.argmax(axis=1)
     keep = np.array([model.config.classes[i] != NOT_AN_ATOM for i in labels], dtype=bool)
     symbols = [model.config.classes[i] for i in labels[keep]]
-    config = RefineConfig(precision="auto")  # as PannModel.predict runs both refits
+    config = refine_config()  # what PannModel.predict runs, for both refits
     out["refinement against the tilt series"], result = _best(
         lambda: refine_sample(sample, positions[keep], symbols, config=config), repeats
     )

@@ -38,6 +38,7 @@ __all__ = [
     "candidate_features",
     "context_features",
     "NOT_AN_ATOM",
+    "refine_config",
 ]
 
 logger = logging.getLogger(__name__)
@@ -143,6 +144,16 @@ class PannConfig:
         if "elements" in data:
             data["elements"] = tuple(data["elements"])
         return cls(**data)
+
+
+def refine_config():
+    """The refinement PANN runs, for its atoms and for the species step's amplitude refit:
+    float32 where the Fisher information allows it (``RefinementProblem.float32_bias``; a float32
+    solve that runs away is solved again in float64), float64 otherwise. The species step on the
+    demo's test samples: the same labels at 1.6-1.8x the speed (docs/guide/species.md)."""
+    from models.refine import RefineConfig
+
+    return RefineConfig(precision="auto")
 
 
 def _mixed_groups(elements) -> list[list[str]]:
@@ -565,7 +576,7 @@ class PannModel:
             kept = kept[:, columns]
             symbols = [back[s] for s in symbols]
             extra["contrast_proxies"] = dict(proxies)
-        from models.refine import RefineConfig, missing_measurement, refine_sample
+        from models.refine import missing_measurement, refine_sample
 
         missing = ["tilt_series"] if measurement is None else missing_measurement(measurement)
         if self.config.refine and len(positions):
@@ -578,8 +589,7 @@ class PannModel:
                 logger.warning("%s", reason)
                 extra["skipped_steps"] = [reason]
             else:
-                # float32 where the Fisher information allows it (RefinementProblem.float32_bias)
-                config = RefineConfig(precision="auto")
+                config = refine_config()
                 result = refine_sample(measurement, positions, symbols, config=config)
                 positions = result.positions
                 extra["cross_sections"] = result.cross_sections
@@ -656,17 +666,13 @@ class PannModel:
         if len(present) < 2 or not len(symbols):
             return positions, symbols, probabilities
         prior, _ = self._species_prior(probabilities, present, classes)
-        from models.refine import RefineConfig
-
-        # float32 where the Fisher information allows it, as the position refinement: the same
-        # labels at 1.6-1.8x the speed on the demo's test samples (docs/guide/species.md)
         result = reassign_species(
             measurement,
             positions,
             symbols,
             present=present,
             prior=prior,
-            refine_config=RefineConfig(precision="auto"),
+            refine_config=refine_config(),
         )
         symbols, probabilities = self._apply_species(
             result, symbols, probabilities, extra, classes
