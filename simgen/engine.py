@@ -30,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from simgen.store.schema import LOCK_NAME
+from simgen.tools.outputs import _pid_alive
+
 __all__ = [
     "generate",
     "GenerationReport",
@@ -40,8 +43,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-LOCK_NAME = ".generate.lock"
 
 
 class StoreLockedError(FileExistsError):
@@ -91,16 +92,6 @@ class GenerationReport:
 
 # --------------------------------------------------------------------------------------------
 # Lock
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def acquire_lock(store: str | Path) -> Path:
