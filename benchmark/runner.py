@@ -453,7 +453,7 @@ def _staging_for(models: Path, resume_key: dict, param: str) -> Path:
     ours); refused, naming it, when it holds anything else.
     """
     staging = models.parent / f".{models.name}.partial"
-    key = json.dumps(json.loads(json.dumps(resume_key)), sort_keys=True)
+    key = json.dumps(resume_key, sort_keys=True)
     if staging.is_dir():
         try:
             theirs = (staging / _STAGING_KEY).read_text()

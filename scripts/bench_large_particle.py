@@ -9,9 +9,9 @@ counts, ``angles.txt``, ``truth.xyz`` with its origin at the image centre), impo
 time and peak resident memory (goals of issue #25: peak RSS ≤ 12 GB, classical ≤ 5 min, PANN with
 refinement ≤ 30 min) and the recovery rate and coordinate error each method printed.
 
-    python scripts/bench_large_particle.py --out /tmp/large          # fcc Pt, 8.5 nm, 21,000 atoms
-    python scripts/bench_large_particle.py --kind core-shell --out /tmp/large-cs
-    python scripts/bench_large_particle.py --kind amorphous --methods classical --out /tmp/am
+    python scripts/bench_large_particle.py --out large          # fcc Pt, 8.5 nm, 21,000 atoms
+    python scripts/bench_large_particle.py --kind core-shell --out large-cs
+    python scripts/bench_large_particle.py --kind amorphous --methods classical --out large-am
 
 Long (tens of minutes): run it in the background with a log; every step shows its progress bar.
 """

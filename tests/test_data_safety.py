@@ -143,11 +143,10 @@ def test_two_bench_runs_on_one_out_cannot_both_succeed(tiny_store, tmp_path, cap
     assert not lock.exists() and len(out.read_text().splitlines()) == 1
 
 
-def test_bench_run_resumes_an_interrupted_run(tmp_path, make_store, monkeypatch):
-    """Finished samples survive an interrupt; the rerun continues and gives the same records."""
+def _two_sample_store(tmp_path, make_store) -> Path:
+    """A store of two identical tiny samples (one simulated through the CLI, written twice)."""
     import ase
 
-    import benchmark.runner as runner
     from simgen.sample import Sample
     from simgen.store import open_dataset
 
@@ -162,6 +161,14 @@ def test_bench_run_resumes_an_interrupted_run(tmp_path, make_store, monkeypatch)
         meta={},
     )  # fmt: skip
     store = make_store(tmp_path / "two.zarr", [made, made], meta={"dose": [1e4, 1e4]})
+    return store
+
+
+def test_bench_run_resumes_an_interrupted_run(tmp_path, make_store, monkeypatch):
+    """Finished samples survive an interrupt; the rerun continues and gives the same records."""
+    import benchmark.runner as runner
+
+    store = _two_sample_store(tmp_path, make_store)
     out = tmp_path / "r.jsonl"
     run = [
         "run",
@@ -413,23 +420,9 @@ def test_weights_that_are_torchscript_or_junk_say_what_they_are(tmp_path, capsys
 def test_a_method_failing_on_one_sample_is_one_line_naming_it(tmp_path, make_store, monkeypatch, capsys):
     """A method that raises on one sample stops the run with one line naming the method, the
     sample and the error; the finished samples are kept and the same command continues."""
-    import ase
-
     from benchmark.methods.classical import ClassicalMethod
-    from simgen.sample import Sample
-    from simgen.store import open_dataset
 
-    one = tmp_path / "one.zarr"
-    assert (
-        simgen_main(["simulate", str(_model(tmp_path / "pt2.xyz")), "--out", str(one), *TINY]) == 0
-    )
-    s = open_dataset(one)[0]
-    made = Sample(
-        atoms=ase.Atoms(numbers=s["numbers"], positions=s["positions"]), tilt_series=s["tilt_series"],
-        angles=s["angles"], angles_true=s["angles_true"], volume=s["volume"], target=s["target"],
-        meta={},
-    )  # fmt: skip
-    store = make_store(tmp_path / "two.zarr", [made, made], meta={"dose": [1e4, 1e4]})
+    store = _two_sample_store(tmp_path, make_store)
     original = ClassicalMethod.predict
     calls = []
 

@@ -237,6 +237,8 @@ def _compare_published(
 def _first_difference(
     checksums: np.ndarray, complete: np.ndarray, names: list[str], published: Mapping, where: str
 ) -> list[str]:
+    """The plan's and the samples' differences from a published manifest, up to the first
+    differing sample (and its arrays)."""
     problems = []
     theirs = published["samples"]
     arrays = (
